@@ -72,6 +72,11 @@ type Predictor struct {
 	start int
 	n     int
 
+	// the last fit, valid until the next Add
+	fitted  bool
+	fitRate float64
+	fitOK   bool
+
 	// scratch space reused between fits
 	rates, adj, slopes []float64
 	burst              []bool
@@ -84,7 +89,7 @@ func NewPredictor(cfg PredictorConfig) *Predictor {
 }
 
 // Reset forgets the history (e.g. when the filesystem behind a role changed).
-func (p *Predictor) Reset() { p.start, p.n = 0, 0 }
+func (p *Predictor) Reset() { p.start, p.n, p.fitted = 0, 0, false }
 
 // Len is the number of samples held.
 func (p *Predictor) Len() int { return p.n }
@@ -100,6 +105,7 @@ func (p *Predictor) Add(t time.Time, v float64) {
 	if p.n > 0 && x <= p.at(p.n-1).t {
 		return
 	}
+	p.fitted = false
 	if p.n == len(p.buf) {
 		p.start = (p.start + 1) % len(p.buf)
 		p.n--
@@ -116,6 +122,14 @@ func (p *Predictor) Add(t time.Time, v float64) {
 // Rate returns the consumption rate per second (positive = the free quantity shrinks) and
 // whether there is enough history for one.
 func (p *Predictor) Rate() (float64, bool) {
+	if !p.fitted {
+		p.fitRate, p.fitOK = p.fit()
+		p.fitted = true
+	}
+	return p.fitRate, p.fitOK
+}
+
+func (p *Predictor) fit() (float64, bool) {
 	n := p.n
 	if n < p.cfg.MinSamples || n < 3 || p.at(n-1).t-p.at(0).t < p.cfg.MinSpan.Seconds() {
 		return 0, false

@@ -1,0 +1,291 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/evictguard/evictguard/internal/hostfs"
+	"github.com/evictguard/evictguard/kubeletcfg"
+)
+
+// Config is what a Monitor watches and how.
+type Config struct {
+	// Layout is the result of DiscoverFilesystems.
+	Layout *Layout
+	// Thresholds are the kubelet's effective thresholds (kubeletcfg). containerfs.* are
+	// replaced by the kubelet's own copies (ContainerFsThresholds) for KubeletVersion.
+	Thresholds     []kubeletcfg.Threshold
+	KubeletVersion string
+	// HostRoot is where /proc of the node is read for memory.available and pid.available.
+	HostRoot hostfs.Root
+
+	Eval    EvalConfig
+	Predict PredictorConfig
+	Logs    LogConfig
+	// StatfsTimeout bounds each statfs (default 2s).
+	StatfsTimeout time.Duration
+	// LogTransitions logs every change of a signal's state (and the first state) at Info,
+	// warnings and breaches at Warn.
+	LogTransitions bool
+	Logger         *slog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// fsGroup is one distinct filesystem (by st_dev): statfs runs once per group and a single
+// predictor pair serves every role on it.
+type fsGroup struct {
+	hostPath string
+	nodePath string
+	dev      uint64
+	usage    Usage
+	err      error
+	bytes    *Predictor
+	inodes   *Predictor
+}
+
+// Monitor samples, evaluates and predicts, one Step at a time. Latest may be called
+// concurrently with Step (e.g. by a Prometheus collector).
+type Monitor struct {
+	cfg        Config
+	log        *slog.Logger
+	now        func() time.Time
+	sampler    *Sampler
+	eval       *Evaluator
+	thresholds []kubeletcfg.Threshold
+	warnings   []string
+
+	groups  []*fsGroup
+	groupOf []int // index into groups per Layout.Filesystems entry
+	logs    []*logScanner
+	logOf   []int // index into logs per Layout.Filesystems entry, -1 if none
+	nextLog int
+
+	stepMu sync.Mutex
+	mu     sync.RWMutex
+	latest *Snapshot
+}
+
+// New builds a Monitor; it does no I/O.
+func New(cfg Config) (*Monitor, error) {
+	if cfg.Layout == nil || cfg.Layout.ByRole(RoleNodeFs) == nil {
+		return nil, errors.New("monitor: layout without nodefs")
+	}
+	m := &Monitor{cfg: cfg, log: cfg.Logger, now: cfg.Now}
+	if m.log == nil {
+		m.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if m.now == nil {
+		m.now = time.Now
+	}
+	m.sampler = NewSampler(cfg.StatfsTimeout)
+	m.sampler.now = m.now
+	m.eval = NewEvaluator(cfg.Eval)
+	m.cfg.Logs = cfg.Logs.withDefaults()
+	m.thresholds, m.warnings = ContainerFsThresholds(cfg.Thresholds, cfg.KubeletVersion, cfg.Layout.DedicatedImageFs, cfg.Layout.SplitContainerFs)
+	m.warnings = append(append([]string(nil), cfg.Layout.Warnings...), m.warnings...)
+
+	byDev := map[uint64]int{}
+	for _, fs := range cfg.Layout.Filesystems {
+		gi, ok := byDev[fs.Dev]
+		if !ok || fs.Dev == 0 {
+			gi = len(m.groups)
+			byDev[fs.Dev] = gi
+			m.groups = append(m.groups, &fsGroup{
+				hostPath: fs.HostPath, nodePath: fs.Path, dev: fs.Dev,
+				bytes: NewPredictor(cfg.Predict), inodes: NewPredictor(cfg.Predict),
+			})
+		}
+		m.groupOf = append(m.groupOf, gi)
+		li := -1
+		if fs.Role == RoleLogs {
+			li = len(m.logs)
+			m.logs = append(m.logs, newLogScanner(fs.HostPath, fs.Dev))
+		}
+		m.logOf = append(m.logOf, li)
+	}
+	return m, nil
+}
+
+// Thresholds are the thresholds evaluated, including the kubelet's containerfs copies.
+func (m *Monitor) Thresholds() []kubeletcfg.Threshold { return m.thresholds }
+
+// Latest returns the last snapshot, or nil before the first Step. Callers must not modify it.
+func (m *Monitor) Latest() *Snapshot {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.latest
+}
+
+// Close releases directory handles held by the log walk.
+func (m *Monitor) Close() error {
+	m.stepMu.Lock()
+	defer m.stepMu.Unlock()
+	for _, l := range m.logs {
+		l.close()
+	}
+	return nil
+}
+
+// Step runs one cycle: statfs every distinct filesystem, advance the log walk, evaluate every
+// threshold, predict. Errors observing a filesystem are reported in the snapshot (state
+// unknown), not returned; the error is for a cancelled context.
+func (m *Monitor) Step(ctx context.Context) (*Snapshot, error) {
+	m.stepMu.Lock()
+	defer m.stepMu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	now := m.now()
+	for _, g := range m.groups {
+		u, err := m.sampler.Usage(ctx, g.hostPath)
+		g.usage, g.err = u, err
+		if err != nil {
+			continue
+		}
+		g.bytes.Add(u.Time, float64(u.Available))
+		g.inodes.Add(u.Time, float64(u.InodesFree))
+	}
+	m.stepLogs(now)
+
+	snap := &Snapshot{Time: now, Warnings: m.warnings}
+	for i, fs := range m.cfg.Layout.Filesystems {
+		g := m.groups[m.groupOf[i]]
+		st := FilesystemStatus{Filesystem: fs}
+		if g.err != nil {
+			st.Error = g.err.Error()
+		} else {
+			st.CapacityBytes, st.AvailableBytes = g.usage.Capacity, g.usage.Available
+			st.Inodes, st.InodesFree = g.usage.Inodes, g.usage.InodesFree
+			st.BytesFillRate, st.InodesFillRate = rateOrNil(g.bytes), rateOrNil(g.inodes)
+		}
+		if li := m.logOf[i]; li >= 0 {
+			st.LogBytes, st.LogFiles, st.LogGrowthRate, st.LogScanInProgress = m.logs[li].stats()
+		}
+		snap.Filesystems = append(snap.Filesystems, st)
+	}
+
+	var memObs, pidObs *Observation
+	snap.Signals = m.eval.Evaluate(now, m.thresholds, func(signal string) (Observation, bool) {
+		switch signal {
+		case kubeletcfg.SignalMemoryAvailable:
+			if memObs == nil {
+				a, c, err := memoryAvailable(m.cfg.HostRoot)
+				memObs = &Observation{Available: a, Capacity: c, Err: err}
+			}
+			return *memObs, true
+		case kubeletcfg.SignalPIDAvailable:
+			if pidObs == nil {
+				a, c, err := pidAvailable(m.cfg.HostRoot)
+				pidObs = &Observation{Available: a, Capacity: c, Err: err}
+			}
+			return *pidObs, true
+		}
+		return m.observeFs(signal)
+	})
+	m.logTransitions(snap)
+
+	m.mu.Lock()
+	m.latest = snap
+	m.mu.Unlock()
+	return snap, nil
+}
+
+// observeFs maps nodefs.*, imagefs.* and containerfs.* to the filesystem with that role.
+func (m *Monitor) observeFs(signal string) (Observation, bool) {
+	prefix, quantity, ok := strings.Cut(signal, ".")
+	if !ok {
+		return Observation{}, false
+	}
+	idx := -1
+	for i, fs := range m.cfg.Layout.Filesystems {
+		if string(fs.Role) == prefix && fs.Role != RoleLogs {
+			idx = i
+			break
+		}
+	}
+	if idx < 0 {
+		return Observation{}, false
+	}
+	g := m.groups[m.groupOf[idx]]
+	o := Observation{Filesystem: m.cfg.Layout.Filesystems[idx].Path, Err: g.err}
+	if g.err != nil {
+		return o, true
+	}
+	switch quantity {
+	case "available":
+		o.Available, o.Capacity = g.usage.Available, g.usage.Capacity
+		o.Rate, o.RateOK = g.bytes.Rate()
+	case "inodesFree":
+		o.Available, o.Capacity = g.usage.InodesFree, g.usage.Inodes
+		o.Rate, o.RateOK = g.inodes.Rate()
+	default:
+		return Observation{}, false
+	}
+	return o, true
+}
+
+// stepLogs advances the log walks within the per-step budget, starting with a different
+// directory each time so that one huge tree cannot starve the others.
+func (m *Monitor) stepLogs(now time.Time) {
+	if len(m.logs) == 0 {
+		return
+	}
+	budget := m.cfg.Logs.Budget
+	for i := 0; i < len(m.logs) && budget > 0; i++ {
+		l := m.logs[(m.nextLog+i)%len(m.logs)]
+		budget -= l.step(now, budget, m.cfg.Logs.Refresh)
+	}
+	m.nextLog = (m.nextLog + 1) % len(m.logs)
+}
+
+func (m *Monitor) logTransitions(snap *Snapshot) {
+	if !m.cfg.LogTransitions {
+		return
+	}
+	prev := map[string]State{}
+	if m.latest != nil {
+		for _, s := range m.latest.Signals {
+			prev[s.Signal+"/"+s.Kind] = s.State
+		}
+	}
+	for _, s := range snap.Signals {
+		from, had := prev[s.Signal+"/"+s.Kind]
+		if had && from == s.State {
+			continue
+		}
+		level := slog.LevelInfo
+		if s.State == StateWarning || s.State == StateBreached || s.State == StateUnknown {
+			level = slog.LevelWarn
+		}
+		attrs := []any{
+			"signal", s.Signal, "kind", s.Kind, "from", string(from), "to", string(s.State),
+			"threshold", s.Threshold, "thresholdQuantity", s.ThresholdQuantity,
+			"observed", s.Observed, "headroom", s.Headroom,
+		}
+		if s.SecondsToThreshold != nil {
+			attrs = append(attrs, "secondsToThreshold", fmt.Sprintf("%.0f", *s.SecondsToThreshold))
+		}
+		if s.Filesystem != "" {
+			attrs = append(attrs, "filesystem", s.Filesystem)
+		}
+		if s.Error != "" {
+			attrs = append(attrs, "err", s.Error)
+		}
+		m.log.Log(context.Background(), level, "signal state changed", attrs...)
+	}
+}
+
+func rateOrNil(p *Predictor) *float64 {
+	r, ok := p.Rate()
+	if !ok {
+		return nil
+	}
+	return &r
+}
