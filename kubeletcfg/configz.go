@@ -141,4 +141,3 @@ func compareConfigz(c *Configz, m evictionMaps, transition time.Duration) []stri
 	}
 	return out
 }
-

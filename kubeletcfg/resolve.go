@@ -470,7 +470,6 @@ func fieldOfFlag(name string) string {
 	return fieldReclaim
 }
 
-
 // dropIns merges the --config-dir files onto the configuration so far.
 func (r *resolver) dropIns(v Version, cwd string, kf *kubeletFlags, kc *kubeletv1beta1.KubeletConfiguration, m *evictionMaps, transition *time.Duration, enforce *[]string) error {
 	dir := absUnder(cwd, kf.configDir)
