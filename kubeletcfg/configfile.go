@@ -120,13 +120,14 @@ func readConfigDoc(root hostfs.Root, p string) (*configDoc, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, &InputError{File: p, Msg: "kubelet config file was empty"}
 	}
-	pos, vals, err := positionsOf(data, p)
-	if err != nil {
-		return nil, err
-	}
+	// The kubelet's own YAML decoder first, so a syntax error names the line it would.
 	j, err := yaml.YAMLToJSON(data)
 	if err != nil {
 		return nil, yamlError(p, err)
+	}
+	pos, vals, err := positionsOf(data, p)
+	if err != nil {
+		return nil, err
 	}
 	if err := checkTypeMeta(j, p, pos); err != nil {
 		return nil, err

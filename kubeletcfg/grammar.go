@@ -174,8 +174,12 @@ func parseThresholds(v Version, m evictionMaps, allocatable bool) ([]Threshold, 
 		}
 	}
 	if allocatable {
-		// addAllocatableThresholds: a copy of every hard memory.available.
-		for _, t := range hard {
+		// addAllocatableThresholds: a copy of every hard memory.available, minimum reclaim
+		// included.
+		for _, t := range out {
+			if t.Kind != Hard {
+				continue
+			}
 			if t.Signal == SignalMemoryAvailable {
 				c := t
 				c.Signal = SignalAllocatableMemoryAvailable

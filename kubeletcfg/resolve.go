@@ -233,6 +233,9 @@ func (r *resolver) run(ctx context.Context, opts Options) error {
 			r.warn("%s %s<%s from %s is ignored: the kubelet replaces containerfs.* with a copy of the nodefs.* or imagefs.* threshold (KEP-4191)", t.Kind, t.Signal, t.Raw, t.Source)
 			continue
 		}
+		if p := t.Value.Percentage; p != p {
+			r.warn("%s %s<%s from %s: the kubelet accepts NaN%% but the threshold can never be met", t.Kind, t.Signal, t.Raw, t.Source)
+		}
 		eff.Thresholds = append(eff.Thresholds, t)
 	}
 
