@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -114,7 +115,7 @@ type discoverer struct {
 
 func (d *discoverer) warn(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	d.log.Warn(msg)
+	d.log.Debug(msg) // the caller decides how to report Layout.Warnings
 	d.layout.Warnings = append(d.layout.Warnings, msg)
 }
 
@@ -207,6 +208,19 @@ func (d *discoverer) filesystem(role Role, nodePath, source string) (Filesystem,
 	nodePath = filepath.Clean("/" + nodePath)
 	hp := d.root.Path(nodePath)
 	dev, err := deviceOf(hp)
+	if errors.Is(err, os.ErrNotExist) && role != RoleLogs {
+		// A runtime root that does not exist yet will be created on its parent's filesystem.
+		for p := filepath.Dir(nodePath); err != nil && errors.Is(err, os.ErrNotExist); p = filepath.Dir(p) {
+			if hp = d.root.Path(p); p == "/" {
+				dev, err = deviceOf(hp)
+				break
+			}
+			dev, err = deviceOf(hp)
+		}
+		if err == nil {
+			source += " (does not exist yet)"
+		}
+	}
 	if err != nil {
 		return Filesystem{}, err
 	}

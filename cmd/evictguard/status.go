@@ -1,0 +1,381 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/evictguard/evictguard/kubeletcfg"
+	"github.com/evictguard/evictguard/monitor"
+)
+
+func init() { subcommands = append(subcommands, newStatusCommand) }
+
+// monitorFlags are the discovery and evaluation settings `status` and `run` share.
+type monitorFlags struct {
+	kubeletCmdline, kubeletVersion string
+	runtime, criEndpoint           string
+	dockerSocket                   string
+	logDirs                        []string
+	warnHorizon                    time.Duration
+	warnMargin                     float64
+	statfsTimeout                  time.Duration
+}
+
+func (f *monitorFlags) addFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&f.kubeletCmdline, "kubelet-cmdline", "", "kubelet arguments to use instead of discovery (shell-like quoting)")
+	fs.StringVar(&f.kubeletVersion, "kubelet-version", "", "kubelet version X.Y (default: ask the kubelet binary)")
+	fs.StringVar(&f.runtime, "runtime", "", "container runtime: docker, containerd or crio (default: detect)")
+	fs.StringVar(&f.criEndpoint, "cri-endpoint", "", "CRI socket to ask ImageFsInfo (default: the kubelet's --container-runtime-endpoint)")
+	fs.StringVar(&f.dockerSocket, "docker-socket", "", "dockerd API socket (default /var/run/docker.sock under --host-root)")
+	fs.StringArrayVar(&f.logDirs, "log-dir", nil, "extra log-pipeline directory to account for, e.g. a fluentd buffer (repeatable; node path)")
+	fs.DurationVar(&f.warnHorizon, "warn-horizon", time.Hour, "warn when a threshold is predicted within this time")
+	fs.Float64Var(&f.warnMargin, "warn-margin", 0.05, "warn when headroom is below this fraction of capacity")
+	fs.DurationVar(&f.statfsTimeout, "statfs-timeout", 2*time.Second, "timeout of each statfs (a hung mount is reported, not waited for)")
+}
+
+func (f *monitorFlags) validate() error {
+	switch f.runtime {
+	case "", monitor.RuntimeDocker, monitor.RuntimeContainerd, monitor.RuntimeCRIO:
+	default:
+		return fmt.Errorf("--runtime must be docker, containerd or crio, not %q", f.runtime)
+	}
+	if f.warnMargin < 0 || f.warnMargin >= 1 {
+		return fmt.Errorf("--warn-margin must be in [0, 1), not %v", f.warnMargin)
+	}
+	if f.warnHorizon <= 0 || f.statfsTimeout <= 0 {
+		return errors.New("--warn-horizon and --statfs-timeout must be positive")
+	}
+	return nil
+}
+
+// setup is what status and run share: the effective thresholds, the filesystem layout and a
+// Monitor over them.
+type setup struct {
+	eff     *kubeletcfg.Effective
+	layout  *monitor.Layout
+	monitor *monitor.Monitor
+}
+
+func newSetup(ctx context.Context, g *globalOptions, f *monitorFlags, cfg monitor.Config) (*setup, error) {
+	if err := f.validate(); err != nil {
+		return nil, usageErr(err)
+	}
+	opts := kubeletcfg.Options{HostRoot: g.root(), Version: f.kubeletVersion, Logger: g.logger}
+	if f.kubeletCmdline != "" {
+		words, err := kubeletcfg.SplitCommandLine(f.kubeletCmdline)
+		if err != nil {
+			return nil, usageErr(fmt.Errorf("--kubelet-cmdline: %w", err))
+		}
+		opts.Cmdline = words
+	}
+	eff, err := kubeletcfg.Discover(ctx, opts)
+	var ie *kubeletcfg.InputError
+	switch {
+	case errors.As(err, &ie):
+		return nil, usageErr(err)
+	case err != nil:
+		return nil, problem(err)
+	}
+	dopts := monitor.DiscoverOptions{
+		HostRoot:     g.root(),
+		Runtime:      f.runtime,
+		CRIEndpoint:  f.criEndpoint,
+		DockerSocket: f.dockerSocket,
+		ExtraLogDirs: f.logDirs,
+		Logger:       g.logger,
+	}
+	if eff.KubeletFound {
+		// With no kubelet, DiscoverFilesystems picks /var/lib/kubelet if it exists, else /.
+		dopts.KubeletRootDir = eff.RootDir
+		if dopts.CRIEndpoint == "" {
+			dopts.CRIEndpoint = eff.ContainerRuntimeEndpoint
+		}
+	}
+	layout, err := monitor.DiscoverFilesystems(ctx, dopts)
+	if err != nil {
+		return nil, problem(err)
+	}
+	cfg.Layout = layout
+	cfg.Thresholds = eff.Thresholds
+	cfg.KubeletVersion = eff.Version
+	cfg.HostRoot = g.root()
+	cfg.Logger = g.logger
+	cfg.StatfsTimeout = f.statfsTimeout
+	cfg.Eval.WarnHorizon, cfg.Eval.WarnMargin = f.warnHorizon, f.warnMargin
+	m, err := monitor.New(cfg)
+	if err != nil {
+		return nil, problem(err)
+	}
+	return &setup{eff: eff, layout: layout, monitor: m}, nil
+}
+
+type statusOptions struct {
+	monitorFlags
+	watch    bool
+	interval time.Duration
+	sample   time.Duration
+}
+
+func newStatusCommand(g *globalOptions) *cobra.Command {
+	o := &statusOptions{}
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show nodefs/imagefs/log usage against the kubelet's eviction thresholds",
+		Long: `Show each filesystem the kubelet evicts on (nodefs, imagefs, containerfs) and the log
+directories, and every eviction signal against its effective threshold: headroom, state and
+predicted time to the threshold. Exit code 1 when a signal is breached.
+
+Time to threshold needs a fill rate: use --sample (a few seconds) for a one-shot report, or
+--watch, which refreshes every --interval.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runStatus(cmd.Context(), g, o)
+		},
+	}
+	o.addFlags(cmd.Flags())
+	cmd.Flags().BoolVarP(&o.watch, "watch", "w", false, "refresh until interrupted")
+	cmd.Flags().DurationVar(&o.interval, "interval", 2*time.Second, "refresh interval with --watch")
+	cmd.Flags().DurationVar(&o.sample, "sample", 0, "sample for this long before a one-shot report, to predict time to threshold")
+	return cmd
+}
+
+func runStatus(ctx context.Context, g *globalOptions, o *statusOptions) error {
+	if o.interval <= 0 || o.sample < 0 {
+		return usageErr(errors.New("--interval must be positive and --sample not negative"))
+	}
+	s, err := newSetup(ctx, g, &o.monitorFlags, monitor.Config{
+		Predict: monitor.PredictorConfig{MinSpan: min(3*time.Second, max(o.sample, time.Second))},
+	})
+	if err != nil {
+		return err
+	}
+	defer s.monitor.Close()
+
+	snap, err := s.monitor.Step(ctx)
+	if err != nil {
+		return problem(err)
+	}
+	// one-shot: sample a few times so a fill rate exists
+	for end := time.Now().Add(o.sample); !o.watch && time.Now().Before(end); {
+		if !sleepCtx(ctx, 250*time.Millisecond) {
+			break
+		}
+		if snap, err = s.monitor.Step(ctx); err != nil {
+			return problem(err)
+		}
+	}
+	for {
+		if err := printStatus(g, s, snap, o.watch); err != nil {
+			return err
+		}
+		if !o.watch || !sleepCtx(ctx, o.interval) {
+			break
+		}
+		if snap, err = s.monitor.Step(ctx); err != nil {
+			break // interrupted
+		}
+	}
+	if snap.Breached() {
+		var names []string
+		for _, sig := range snap.Signals {
+			if sig.State == monitor.StateBreached {
+				names = append(names, sig.Signal+" ("+sig.Kind+")")
+			}
+		}
+		return problem(fmt.Errorf("eviction threshold breached: %s", strings.Join(names, ", ")))
+	}
+	return nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// statusJSON is the JSON contract of `evictguard status` (DESIGN.md §3): filesystems and
+// signals are fixed; kubelet, layout and warnings are extras.
+type statusJSON struct {
+	Time        time.Time                  `json:"time"`
+	Kubelet     statusKubelet              `json:"kubelet"`
+	Runtime     string                     `json:"runtime"`
+	Dedicated   bool                       `json:"dedicatedImageFs"`
+	Split       bool                       `json:"splitContainerFs"`
+	Filesystems []monitor.FilesystemStatus `json:"filesystems"`
+	Signals     []monitor.SignalStatus     `json:"signals"`
+	Warnings    []string                   `json:"warnings"`
+}
+
+type statusKubelet struct {
+	Found      bool   `json:"found"`
+	Version    string `json:"version"`
+	ConfigFile string `json:"configFile"`
+	ConfigDir  string `json:"configDir"`
+	RootDir    string `json:"rootDir"`
+}
+
+func printStatus(g *globalOptions, s *setup, snap *monitor.Snapshot, watch bool) error {
+	warnings := append([]string{}, s.eff.Warnings...)
+	if !s.eff.KubeletFound {
+		warnings = append([]string{fmt.Sprintf("no kubelet found on this machine: using kubelet %s defaults", s.eff.Version)}, warnings...)
+	}
+	warnings = append(warnings, snap.Warnings...)
+	if g.output == "json" {
+		out := statusJSON{
+			Time: snap.Time,
+			Kubelet: statusKubelet{Found: s.eff.KubeletFound, Version: s.eff.Version, ConfigFile: s.eff.ConfigFile,
+				ConfigDir: s.eff.ConfigDir, RootDir: s.eff.RootDir},
+			Runtime: s.layout.Runtime, Dedicated: s.layout.DedicatedImageFs, Split: s.layout.SplitContainerFs,
+			Filesystems: snap.Filesystems, Signals: snap.Signals, Warnings: warnings,
+		}
+		if out.Filesystems == nil {
+			out.Filesystems = []monitor.FilesystemStatus{}
+		}
+		if out.Signals == nil {
+			out.Signals = []monitor.SignalStatus{}
+		}
+		enc := json.NewEncoder(g.stdout)
+		if !watch {
+			enc.SetIndent("", "  ")
+		}
+		enc.SetEscapeHTML(false)
+		return enc.Encode(out)
+	}
+	return writeStatusTable(g.stdout, s, snap, warnings, watch)
+}
+
+func writeStatusTable(w io.Writer, s *setup, snap *monitor.Snapshot, warnings []string, watch bool) error {
+	if watch {
+		fmt.Fprintf(w, "\n--- %s\n", snap.Time.Format(time.RFC3339))
+	}
+	kub := "kubelet " + s.eff.Version
+	if !s.eff.KubeletFound {
+		kub = "no kubelet found: kubelet " + s.eff.Version + " defaults"
+	}
+	rt := s.layout.Runtime
+	if rt == "" {
+		rt = "none found"
+	}
+	img := "imagefs on nodefs"
+	if s.layout.DedicatedImageFs {
+		img = "dedicated imagefs"
+	}
+	nodefs := "-"
+	if fs := s.layout.ByRole(monitor.RoleNodeFs); fs != nil {
+		nodefs = fs.Path
+	}
+	fmt.Fprintf(w, "%s  nodefs: %s  runtime: %s  %s\n\n", kub, nodefs, rt, img)
+
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROLE\tPATH\tMOUNTPOINT\tDEVICE\tSIZE\tAVAIL\tINODES\tIFREE\tFILL/S\tLOGS\tNOTE")
+	for _, fs := range snap.Filesystems {
+		note := fs.SameAs
+		if note != "" {
+			note = "same fs as " + note
+		}
+		if fs.Error != "" {
+			note = "ERROR: " + fs.Error
+		}
+		logs := "-"
+		if fs.LogBytes != nil {
+			logs = humanBytes(*fs.LogBytes)
+			if fs.LogGrowthRate != nil {
+				logs += " (" + humanBytes(int64(*fs.LogGrowthRate)) + "/s)"
+			}
+		} else if fs.Role == monitor.RoleLogs {
+			logs = "scanning"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", fs.Role, fs.Path, dashIfEmpty(fs.Mountpoint), dashIfEmpty(fs.Device),
+			humanBytes(fs.CapacityBytes), humanBytes(fs.AvailableBytes), fs.Inodes, fs.InodesFree, rateString(fs.BytesFillRate), logs, note)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SIGNAL\tKIND\tTHRESHOLD\tQUANTITY\tOBSERVED\tHEADROOM\tSTATE\tTIME-TO-THRESHOLD\tFILESYSTEM")
+	for _, sig := range snap.Signals {
+		bytes := strings.HasSuffix(sig.Signal, ".available") && sig.Signal != kubeletcfg.SignalPIDAvailable
+		q := func(v int64) string {
+			if bytes {
+				return humanBytes(v)
+			}
+			return fmt.Sprint(v)
+		}
+		state := strings.ToUpper(string(sig.State))
+		if sig.Error != "" {
+			warnings = append(warnings, sig.Signal+": "+sig.Error)
+		}
+		tts := "-"
+		if sig.SecondsToThreshold != nil {
+			tts = (time.Duration(*sig.SecondsToThreshold) * time.Second).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", sig.Signal, sig.Kind, sig.Threshold, q(sig.ThresholdQuantity), q(sig.Observed),
+			q(sig.Headroom), state, tts, dashIfEmpty(sig.Filesystem))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(warnings) > 0 {
+		fmt.Fprintln(w, "\nWarnings:")
+		for _, m := range warnings {
+			fmt.Fprintln(w, "  - "+m)
+		}
+	}
+	return nil
+}
+
+func dashIfEmpty(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// humanBytes prints binary units the way the kubelet's thresholds are written (Mi, Gi).
+func humanBytes(n int64) string {
+	neg := n < 0
+	if neg {
+		n = -n
+	}
+	q := resource.NewQuantity(n, resource.BinarySI)
+	s := q.String()
+	if n >= 1<<10 { // round to 0.1 of the unit for readability
+		units := []struct {
+			v int64
+			s string
+		}{{1 << 50, "Pi"}, {1 << 40, "Ti"}, {1 << 30, "Gi"}, {1 << 20, "Mi"}, {1 << 10, "Ki"}}
+		for _, u := range units {
+			if n >= u.v {
+				s = fmt.Sprintf("%.1f%s", float64(n)/float64(u.v), u.s)
+				break
+			}
+		}
+	}
+	if neg {
+		return "-" + s
+	}
+	return s
+}
+
+func rateString(r *float64) string {
+	if r == nil {
+		return "-"
+	}
+	return humanBytes(int64(*r))
+}
