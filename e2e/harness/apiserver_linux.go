@@ -1,0 +1,185 @@
+package harness
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+// Etcd is a single-member etcd on loopback.
+type Etcd struct {
+	Dir       string
+	ClientURL string
+	Proc      *Process
+}
+
+// StartEtcd starts Debian's etcd on free loopback ports and waits for /health.
+func StartEtcd(t testing.TB) *Etcd {
+	t.Helper()
+	RequireRoot(t)
+	bin := Binary(t, "etcd", "etcd-server")
+	dir := TempDir(t, "etcd")
+	client := fmt.Sprintf("http://127.0.0.1:%d", FreePort(t))
+	peer := fmt.Sprintf("http://127.0.0.1:%d", FreePort(t))
+	e := &Etcd{Dir: dir, ClientURL: client}
+	e.Proc = Start(t, dir, "etcd", []string{"ETCD_UNSUPPORTED_ARCH=" + goarch()}, bin,
+		"--name", "default", "--data-dir", filepath.Join(dir, "data"),
+		"--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+		"--initial-cluster", "default="+peer, "--log-level", "warn")
+	err := WaitFor(context.Background(), 30*time.Second, e.Proc, func() error {
+		resp, err := http.Get(client + "/health")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("etcd /health: %s", resp.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("etcd did not become ready: %v", err)
+	}
+	return e
+}
+
+// APIServer is a kube-apiserver on loopback backed by an Etcd.
+type APIServer struct {
+	Dir        string
+	URL        string // https://127.0.0.1:PORT
+	AdminToken string
+	// Kubeconfig is an admin kubeconfig file for this server.
+	Kubeconfig string
+	Config     *rest.Config
+	Client     kubernetes.Interface
+	Etcd       *Etcd
+	Proc       *Process
+}
+
+// StartAPIServer starts etcd and the pinned kube-apiserver with token auth, RBAC and a
+// service-account key pair, and waits for /readyz.
+func StartAPIServer(t testing.TB) *APIServer {
+	t.Helper()
+	RequireRoot(t)
+	bin := K8sBinary(t, "kube-apiserver")
+	etcd := StartEtcd(t)
+	dir := TempDir(t, "apiserver")
+	port := FreePort(t)
+	a := &APIServer{Dir: dir, URL: fmt.Sprintf("https://127.0.0.1:%d", port), AdminToken: randomToken(t), Etcd: etcd}
+	tokens := fmt.Sprintf("%s,admin,admin-uid,\"system:masters\"\n", a.AdminToken)
+	mustWrite(t, filepath.Join(dir, "tokens.csv"), tokens, 0o600)
+	key, pub := rsaKeyPair(t)
+	mustWrite(t, filepath.Join(dir, "sa.key"), key, 0o600)
+	mustWrite(t, filepath.Join(dir, "sa.pub"), pub, 0o644)
+	a.Proc = Start(t, dir, "kube-apiserver", nil, bin,
+		"--etcd-servers", etcd.ClientURL,
+		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+		"--secure-port", fmt.Sprint(port), "--cert-dir", filepath.Join(dir, "certs"),
+		"--token-auth-file", filepath.Join(dir, "tokens.csv"),
+		"--authorization-mode", "Node,RBAC",
+		"--service-account-issuer", "https://kubernetes.default.svc",
+		"--service-account-key-file", filepath.Join(dir, "sa.pub"),
+		"--service-account-signing-key-file", filepath.Join(dir, "sa.key"),
+		"--service-cluster-ip-range", "10.96.0.0/24",
+		"--enable-priority-and-fairness=false",
+		"--profiling=false", "--v=1")
+	a.Config = &rest.Config{Host: a.URL, BearerToken: a.AdminToken, TLSClientConfig: rest.TLSClientConfig{Insecure: true},
+		QPS: 50, Burst: 100}
+	var err error
+	a.Client, err = kubernetes.NewForConfig(a.Config)
+	if err != nil {
+		t.Fatalf("client for apiserver: %v", err)
+	}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // loopback test server with a self-signed cert
+	err = WaitFor(context.Background(), 120*time.Second, a.Proc, func() error {
+		req, _ := http.NewRequest(http.MethodGet, a.URL+"/readyz", nil)
+		req.Header.Set("Authorization", "Bearer "+a.AdminToken)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz: %s", resp.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("kube-apiserver did not become ready: %v", err)
+	}
+	a.Kubeconfig = filepath.Join(dir, "admin.kubeconfig")
+	mustWrite(t, a.Kubeconfig, KubeconfigFor(a.URL, a.AdminToken), 0o600)
+	return a
+}
+
+// KubeconfigFor renders a token kubeconfig for a server with a self-signed certificate.
+func KubeconfigFor(server, token string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: harness
+  cluster:
+    server: %s
+    insecure-skip-tls-verify: true
+users:
+- name: harness
+  user:
+    token: %s
+contexts:
+- name: harness
+  context:
+    cluster: harness
+    user: harness
+current-context: harness
+`, server, token)
+}
+
+// AddToken restarts nothing: token files are read once, so extra identities must be added
+// before start. TokenFor returns a client config for an arbitrary bearer token instead.
+func (a *APIServer) TokenConfig(token string) *rest.Config {
+	return &rest.Config{Host: a.URL, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{Insecure: true}}
+}
+
+func randomToken(t testing.TB) string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%x", b)
+}
+
+func rsaKeyPair(t testing.TB) (private, public string) {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))
+}
+
+func mustWrite(t testing.TB, path, content string, perm os.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), perm); err != nil {
+		t.Fatal(err)
+	}
+}
