@@ -1,0 +1,40 @@
+# Single entry point. `make test` is the whole suite (installs what it needs; run as root).
+GO ?= go
+BIN := bin/evictguard
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+CACHE ?= /var/cache/evictguard
+GOLANGCI_LINT_VERSION ?= v2.15.0
+
+.PHONY: all build status test test-short lint bench setup clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/evictguard
+
+# The main job: a one-shot report of this machine.
+status: build
+	./$(BIN) status
+
+# The whole suite with real components (root; installs packages, builds kubelet/apiserver).
+test:
+	./hack/test.sh
+
+# Unit tests only, no root or components needed.
+test-short:
+	$(GO) test -short ./...
+
+setup:
+	./hack/setup.sh
+
+lint:
+	./hack/setup.sh >/dev/null
+	gofmt -l . | (! grep .)
+	$(GO) vet ./...
+	$(CACHE)/bin/golangci-lint-$(GOLANGCI_LINT_VERSION) run ./...
+
+bench:
+	./hack/bench.sh
+
+clean:
+	rm -rf bin
