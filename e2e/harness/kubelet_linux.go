@@ -39,18 +39,20 @@ type KubeletOptions struct {
 // Kubelet is a running kubelet.
 type Kubelet struct {
 	Dir, RootDir, ConfigPath, ConfigDir string
-	Port, HealthzPort                  int
-	Args                               []string // full argv including the binary
-	Binary                             string
-	NodeName                           string
-	Proc                               *Process
+	Port, HealthzPort                   int
+	Args                                []string // full argv including the binary
+	Binary                              string
+	NodeName                            string
+	Proc                                *Process
 }
 
 // ConfigzURL is the kubelet's /configz endpoint.
 func (k *Kubelet) ConfigzURL() string { return fmt.Sprintf("https://127.0.0.1:%d/configz", k.Port) }
 
 // HealthzURL is the kubelet's /healthz endpoint.
-func (k *Kubelet) HealthzURL() string { return fmt.Sprintf("http://127.0.0.1:%d/healthz", k.HealthzPort) }
+func (k *Kubelet) HealthzURL() string {
+	return fmt.Sprintf("http://127.0.0.1:%d/healthz", k.HealthzPort)
+}
 
 // KubeletConfigBase renders the part of a KubeletConfiguration this machine needs.
 func KubeletConfigBase(port, healthzPort int, endpoint, staticPodPath, podLogsDir string) string {
