@@ -44,7 +44,8 @@ func FuzzParseThresholdStatement(f *testing.F) {
 		if p != p {
 			return // NaN passes the kubelet's checks too (NaN < 0 and NaN > 1 are false)
 		}
-		if p < 0 || p > 1 || (legacyGrammar(v) && p <= 0) {
+		// 1.7 only required p > 0: "150%" and even "Inf%" were accepted.
+		if (legacyGrammar(v) && p <= 0) || (!legacyGrammar(v) && (p < 0 || p > 1)) {
 			t.Fatalf("accepted percentage %v from %q on %s", p, val, v)
 		}
 		// Round trip through the legacy string grammar.
