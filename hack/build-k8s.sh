@@ -2,6 +2,9 @@
 # Builds kubelet and kube-apiserver at one pinned Kubernetes version from the Go module proxy
 # into a cache directory outside the repository. Idempotent: reuses the binaries when present.
 #
+# No -trimpath: builds then share the Go build cache with the test binaries, which compile
+# the same k8s.io/* packages at the same versions.
+#
 # Why a throwaway module: k8s.io/kubernetes cannot be `go install`ed directly because its go.mod
 # replaces every k8s.io/<staging> module with ./staging/...; we pin each to its v0.Y.Z release.
 set -euo pipefail
@@ -52,8 +55,8 @@ for m in $replaces; do
   go mod edit -replace "$m=$m@$staging_version"
 done
 GOFLAGS=-mod=mod go mod tidy -e >/dev/null 2>&1 || true
-GOFLAGS=-mod=mod go build -trimpath -o "$OUT/kubelet.tmp" k8s.io/kubernetes/cmd/kubelet
-GOFLAGS=-mod=mod go build -trimpath -o "$OUT/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
+GOFLAGS=-mod=mod go build -o "$OUT/kubelet.tmp" k8s.io/kubernetes/cmd/kubelet
+GOFLAGS=-mod=mod go build -o "$OUT/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
 mv "$OUT/kubelet.tmp" "$OUT/kubelet"
 mv "$OUT/kube-apiserver.tmp" "$OUT/kube-apiserver"
 echo "build-k8s: built kubelet and kube-apiserver $K8S_VERSION in $(( $(date +%s) - start ))s into $OUT"
