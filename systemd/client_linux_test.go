@@ -67,6 +67,7 @@ func procComm(pid int) string {
 // manager wants a daemon-reload, reload, restart, and see the new environment in the process.
 func TestUnitDropInReloadRestart(t *testing.T) {
 	harness.RequireRoot(t)
+	t.Parallel()
 	sd, c := sandbox(t)
 	ctx := testCtx(t, 60*time.Second)
 
@@ -237,6 +238,7 @@ ExecStart=/bin/sh -c 'echo "$FOO $BAR $EVICTION_ARGS" > %s; exec sleep 1000'
 // write instead of relying on NeedDaemonReload.
 func TestNeedDaemonReload(t *testing.T) {
 	harness.RequireRoot(t)
+	t.Parallel()
 	sd, c := sandbox(t)
 	ctx := testCtx(t, 30*time.Second)
 	sd.WriteUnit(t, "a.service", "[Service]\nExecStart=/bin/sleep 1000\n")
@@ -299,6 +301,7 @@ func ptr[T any](v T) *T { return &v }
 
 func TestJobErrors(t *testing.T) {
 	harness.RequireRoot(t)
+	t.Parallel()
 	sd, c := sandbox(t)
 	sd.WriteUnit(t, "oneshot-false.service", "[Service]\nType=oneshot\nExecStart=/bin/false\n")
 	sd.WriteUnit(t, "exec-missing.service", "[Service]\nType=exec\nExecStart=/nonexistent/kubelet\n")
@@ -356,6 +359,7 @@ func TestJobErrors(t *testing.T) {
 
 func TestWaitHealthy(t *testing.T) {
 	harness.RequireRoot(t)
+	t.Parallel()
 	sd, c := sandbox(t)
 	sd.WriteUnit(t, "sleeper.service", "[Service]\nExecStart=/bin/sleep 1000\n")
 	// Type=simple: the start job is "done" as soon as the process is forked; the failure shows
@@ -504,6 +508,7 @@ RestartSec=100ms
 // after its cleanup that no process or mount of it is left.
 func TestSandboxLeavesNothing(t *testing.T) {
 	harness.RequireRoot(t)
+	t.Parallel()
 	var (
 		dir  string
 		pids []int

@@ -127,10 +127,13 @@ After=dbus.socket dbus.service
 	}
 	s.hierarchies = hs
 	s.Cgroup = sdSandboxCgroupPath(hs, filepath.Base(dir))
-	created, err := sdCreateCgroups(hs, s.Cgroup)
+	if err := SweepSystemdCgroups(); err != nil {
+		t.Logf("sweeping stale sandbox cgroups: %v", err)
+	}
+	err = sdCreateCgroups(hs, s.Cgroup)
 	// Registered before Start, so it runs after the manager and its units are gone.
 	t.Cleanup(func() {
-		if err := sdRemoveCgroups(hs, s.Cgroup, created); err != nil {
+		if err := sdRemoveCgroups(hs, s.Cgroup); err != nil {
 			t.Errorf("remove sandbox cgroups: %v", err)
 		}
 	})
@@ -190,8 +193,30 @@ func (s *Systemd) wrapperScript(manager string) string {
 	b.WriteString("[ -d /run/systemd ] || mkdir -p /run/systemd\n")
 	b.WriteString("mount -t tmpfs -o mode=0755,size=16m evictguard-e2e-systemd /run/systemd\n")
 	b.WriteString("mkdir /run/systemd/system\n")
+	s.writeWatchdog(&b)
 	fmt.Fprintf(&b, "exec %s --user --unit=%s\n", sdShQuote(manager), SandboxTarget)
 	return b.String()
+}
+
+// writeWatchdog adds a background watchdog to the wrapper: if the test binary dies without
+// tearing the sandbox down, it kills everything in the sandbox cgroups and removes them.
+// PDEATHSIG cannot do this: it does not reach the units, and the manager does not keep it
+// (observed: systemd --user survived a SIGKILLed test binary).
+func (s *Systemd) writeWatchdog(b *strings.Builder) {
+	track, _ := s.trackingHierarchy()
+	parent := filepath.Dir(s.Cgroup)
+	fmt.Fprintf(b, "# Watchdog: clean up if the test binary (pid %d) dies first.\n", os.Getpid())
+	fmt.Fprintf(b, "( trap '' TERM HUP INT\n  while kill -0 %d 2>/dev/null; do sleep 0.5; done\n", os.Getpid())
+	for _, h := range s.hierarchies {
+		// "0" moves the writing process (this subshell) out of the cgroups it is about to empty.
+		fmt.Fprintf(b, "  echo 0 > %s 2>/dev/null || true\n", sdShQuote(filepath.Join(h.mount, parent, "cgroup.procs")))
+	}
+	leaf := sdShQuote(filepath.Join(track.mount, s.Cgroup))
+	fmt.Fprintf(b, "  i=0; while [ $i -lt 100 ]; do i=$((i+1)); pids=$(find %s -name cgroup.procs -exec cat {} + 2>/dev/null); [ -n \"$pids\" ] || break; kill -9 $pids 2>/dev/null || true; sleep 0.1; done\n", leaf)
+	for _, h := range s.hierarchies {
+		fmt.Fprintf(b, "  find %s -depth -type d -exec rmdir {} + 2>/dev/null || true\n", sdShQuote(filepath.Join(h.mount, s.Cgroup)))
+	}
+	b.WriteString(") </dev/null >/dev/null 2>&1 &\n")
 }
 
 // Env returns the environment a client process (systemctl --user, busctl --user) needs to talk
@@ -422,40 +447,78 @@ func sdSandboxCgroupPath(hs []sdCgroupHierarchy, name string) string {
 	return filepath.Join(base, "evictguard-e2e", name)
 }
 
-// sdCreateCgroups creates path in every hierarchy and returns the directories it created.
-func sdCreateCgroups(hs []sdCgroupHierarchy, path string) ([]string, error) {
-	var created []string
+// sdCreateCgroups creates path in every hierarchy. Another sandbox may be removing an empty
+// shared parent at the same moment, hence the retries.
+func sdCreateCgroups(hs []sdCgroupHierarchy, path string) error {
 	for _, h := range hs {
-		var missing []string
-		for d := filepath.Join(h.mount, path); d != h.mount; d = filepath.Dir(d) {
-			if _, err := os.Stat(d); err == nil {
+		var err error
+		for attempt := 0; attempt < 5; attempt++ {
+			if err = os.MkdirAll(filepath.Join(h.mount, path), 0o755); err == nil {
 				break
 			}
-			missing = append(missing, d)
+			time.Sleep(20 * time.Millisecond)
 		}
-		for i := len(missing) - 1; i >= 0; i-- {
-			if err := os.Mkdir(missing[i], 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-				return created, err
-			}
-			created = append(created, missing[i])
+		if err != nil {
+			return err
 		}
 	}
-	return created, nil
+	return nil
 }
 
-// sdRemoveCgroups removes path (and every cgroup below it) in every hierarchy, then the parents
-// sdCreateCgroups made, when empty: another sandbox may still be using a shared parent.
-func sdRemoveCgroups(hs []sdCgroupHierarchy, path string, created []string) error {
+// sdRemoveCgroups removes path (and every cgroup below it) in every hierarchy, then its
+// parents while they are empty, stopping at the cgroup this process is in (or its ancestors),
+// which are not ours. rmdir fails on a cgroup that has children or processes, so a parent
+// shared with a sandbox still running stays.
+func sdRemoveCgroups(hs []sdCgroupHierarchy, path string) error {
 	var errs []error
 	for _, h := range hs {
 		if err := sdRmdirTree(filepath.Join(h.mount, path)); err != nil {
 			errs = append(errs, err)
+			continue
+		}
+		for dir := filepath.Dir(path); dir != "/" && dir != h.own && !strings.HasPrefix(h.own, dir+"/"); dir = filepath.Dir(dir) {
+			if err := syscall.Rmdir(filepath.Join(h.mount, dir)); err != nil {
+				break
+			}
 		}
 	}
-	for i := len(created) - 1; i >= 0; i-- {
-		err := syscall.Rmdir(created[i])
-		if err != nil && !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.EBUSY) && !errors.Is(err, syscall.ENOTEMPTY) {
-			errs = append(errs, fmt.Errorf("rmdir %s: %w", created[i], err))
+	return errors.Join(errs...)
+}
+
+// SweepSystemdCgroups removes sandbox cgroups that an interrupted earlier run left below this
+// process's cgroup: those whose manager is gone (nothing in init.scope) and which are older
+// than a minute (a sandbox being set up right now has no manager yet). Processes still in them
+// are killed first.
+func SweepSystemdCgroups() error {
+	hs, err := sdCgroupHierarchies()
+	if err != nil {
+		return err
+	}
+	parent := filepath.Dir(sdSandboxCgroupPath(hs, "x"))
+	var errs []error
+	for _, h := range hs {
+		entries, err := os.ReadDir(filepath.Join(h.mount, parent))
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if !e.IsDir() {
+				continue
+			}
+			leaf := filepath.Join(h.mount, parent, e.Name())
+			if fi, err := os.Stat(leaf); err != nil || time.Since(fi.ModTime()) < time.Minute {
+				continue
+			}
+			if mgr, _ := sdCgroupPIDs(filepath.Join(leaf, "init.scope")); len(mgr) > 0 {
+				continue
+			}
+			if _, err := sdKillCgroupTree(leaf, 10*time.Second); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if err := sdRemoveCgroups([]sdCgroupHierarchy{h}, filepath.Join(parent, e.Name())); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errors.Join(errs...)

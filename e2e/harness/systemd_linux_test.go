@@ -90,11 +90,20 @@ TimeoutStopSec=2s
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !l.Empty() {
-		t.Errorf("leftovers after teardown:\n%s", l)
+	// Other tests may be running under BaseDir at the same time: only this sandbox counts.
+	for _, pid := range l.PIDs {
+		cmd, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		cwd, _ := os.Readlink("/proc/" + strconv.Itoa(pid) + "/cwd")
+		if strings.Contains(string(cmd), dir) || strings.HasPrefix(cwd, dir) {
+			t.Errorf("leftover process %d: %q (cwd %s)", pid, cmd, cwd)
+		}
+	}
+	for _, m := range l.Mounts {
+		if strings.HasPrefix(m, dir) {
+			t.Errorf("leftover mount %s", m)
+		}
 	}
 	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), "evictguard-e2e-systemd") {
 		t.Errorf("sandbox tmpfs visible in the test's mount namespace")
 	}
-	_ = strconv.Itoa
 }
