@@ -1,0 +1,184 @@
+package remediate
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes"
+)
+
+// AlertBlocker asks Alertmanager's v2 API for active, unsilenced, uninhibited alerts matching
+// every matcher. It fails closed: any error is returned and callers must treat it as a block.
+// It returns a reason when an alert matches ("" when none does).
+func AlertBlocker(ctx context.Context, hc *http.Client, base string, matchers []string) (string, error) {
+	if hc == nil {
+		hc = &http.Client{Timeout: 10 * time.Second}
+	}
+	q := url.Values{"active": {"true"}, "silenced": {"false"}, "inhibited": {"false"}}
+	for _, m := range matchers {
+		q.Add("filter", m)
+	}
+	u := strings.TrimRight(base, "/") + "/api/v2/alerts?" + q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("alertmanager %s: %w", base, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return "", fmt.Errorf("alertmanager %s: %w", base, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("alertmanager %s: %s: %s", base, resp.Status, strings.TrimSpace(string(body)))
+	}
+	var alerts []struct {
+		Labels map[string]string `json:"labels"`
+		Status struct {
+			State string `json:"state"`
+		} `json:"status"`
+	}
+	if err := json.Unmarshal(body, &alerts); err != nil {
+		return "", fmt.Errorf("alertmanager %s: decode alerts: %w", base, err)
+	}
+	var names []string
+	for _, a := range alerts {
+		if a.Status.State != "" && a.Status.State != "active" {
+			continue
+		}
+		names = append(names, a.Labels["alertname"])
+	}
+	if len(names) == 0 {
+		return "", nil
+	}
+	return fmt.Sprintf("%d firing alert(s) match %v in %s: %s", len(names), matchers, base, strings.Join(names, ", ")), nil
+}
+
+// PodBlocker lists the pods on node matching selector. Errors must be treated as a block.
+func PodBlocker(ctx context.Context, c kubernetes.Interface, node, selector string) (string, error) {
+	pods, err := c.CoreV1().Pods("").List(ctx, metav1.ListOptions{
+		LabelSelector: selector,
+		FieldSelector: fields.OneTermEqualSelector("spec.nodeName", node).String(),
+	})
+	if err != nil {
+		return "", fmt.Errorf("list pods on %s: %w", node, err)
+	}
+	var names []string
+	for _, p := range pods.Items {
+		if p.Status.Phase == "Succeeded" || p.Status.Phase == "Failed" {
+			continue
+		}
+		names = append(names, p.Namespace+"/"+p.Name)
+	}
+	if len(names) == 0 {
+		return "", nil
+	}
+	return fmt.Sprintf("pod(s) on %s match %q: %s", node, selector, strings.Join(names, ", ")), nil
+}
+
+// LeaseLock is the cluster-wide restart concurrency limit: Slots coordination.k8s.io Leases
+// <Name>-0…<Name>-<Slots-1> in Namespace. A node holds at most one; a lease whose holder has
+// not renewed it within its duration is free. Updates use the resourceVersion, so two nodes
+// never both win the same slot.
+type LeaseLock struct {
+	Client    kubernetes.Interface
+	Namespace string
+	Name      string
+	Slots     int
+	TTL       time.Duration
+	Identity  string
+	Now       func() time.Time
+}
+
+// Acquire takes a free slot and returns its name; "" and a reason when every slot is held.
+// Errors (API server unreachable) must be treated as a block.
+func (l *LeaseLock) Acquire(ctx context.Context) (string, string, error) {
+	now := time.Now
+	if l.Now != nil {
+		now = l.Now
+	}
+	leases := l.Client.CoordinationV1().Leases(l.Namespace)
+	var holders []string
+	for i := range l.Slots {
+		name := fmt.Sprintf("%s-%d", l.Name, i)
+		t := metav1.NewMicroTime(now())
+		ttl := int32(l.TTL.Seconds())
+		id := l.Identity
+		cur, err := leases.Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			_, err := leases.Create(ctx, &coordinationv1.Lease{
+				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: l.Namespace, Labels: map[string]string{"app.kubernetes.io/name": "evictguard"}},
+				Spec:       coordinationv1.LeaseSpec{HolderIdentity: &id, LeaseDurationSeconds: &ttl, AcquireTime: &t, RenewTime: &t},
+			}, metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) {
+				holders = append(holders, name+": just taken")
+				continue
+			}
+			if err != nil {
+				return "", "", fmt.Errorf("create lease %s/%s: %w", l.Namespace, name, err)
+			}
+			return name, "", nil
+		case err != nil:
+			return "", "", fmt.Errorf("get lease %s/%s: %w", l.Namespace, name, err)
+		}
+		holder := ""
+		if cur.Spec.HolderIdentity != nil {
+			holder = *cur.Spec.HolderIdentity
+		}
+		if holder != "" && holder != id && !leaseExpired(cur, now()) {
+			holders = append(holders, name+" held by "+holder)
+			continue
+		}
+		cur.Spec.HolderIdentity, cur.Spec.LeaseDurationSeconds, cur.Spec.AcquireTime, cur.Spec.RenewTime = &id, &ttl, &t, &t
+		if _, err := leases.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+			if apierrors.IsConflict(err) {
+				holders = append(holders, name+": just taken")
+				continue
+			}
+			return "", "", fmt.Errorf("update lease %s/%s: %w", l.Namespace, name, err)
+		}
+		return name, "", nil
+	}
+	return "", fmt.Sprintf("cluster restart limit reached: all %d lease slot(s) in %s are held (%s)", l.Slots, l.Namespace, strings.Join(holders, "; ")), nil
+}
+
+func leaseExpired(l *coordinationv1.Lease, now time.Time) bool {
+	if l.Spec.RenewTime == nil || l.Spec.LeaseDurationSeconds == nil {
+		return true
+	}
+	return now.After(l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second))
+}
+
+// Release frees the slot if this node still holds it.
+func (l *LeaseLock) Release(ctx context.Context, name string) error {
+	leases := l.Client.CoordinationV1().Leases(l.Namespace)
+	cur, err := leases.Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("get lease %s/%s: %w", l.Namespace, name, err)
+	}
+	if cur.Spec.HolderIdentity == nil || *cur.Spec.HolderIdentity != l.Identity {
+		return nil
+	}
+	cur.Spec.HolderIdentity = nil
+	if _, err := leases.Update(ctx, cur, metav1.UpdateOptions{}); err != nil && !apierrors.IsConflict(err) {
+		return fmt.Errorf("release lease %s/%s: %w", l.Namespace, name, err)
+	}
+	return nil
+}
