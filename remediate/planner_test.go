@@ -52,7 +52,7 @@ func TestPlanThresholds(t *testing.T) {
 			wantChanges: map[string]string{"nodefs.available": "5%", "imagefs.available": "5%"},
 		},
 		{
-			name: "imagefs not allowed: refuse, it would stay breached",
+			name:   "imagefs not allowed: refuse, it would stay breached",
 			policy: Policy{Signals: []string{"nodefs.available"}},
 			signals: []monitor.SignalStatus{
 				sig("nodefs.available", "10%", capB*85/1000, capB), sig("imagefs.available", "15%", capB*85/1000, capB),
@@ -171,7 +171,10 @@ type fakeSystemd struct {
 	restartErrs []error
 }
 
-func (f *fakeSystemd) DaemonReload(context.Context) error { f.calls = append(f.calls, "reload"); return nil }
+func (f *fakeSystemd) DaemonReload(context.Context) error {
+	f.calls = append(f.calls, "reload")
+	return nil
+}
 func (f *fakeSystemd) Restart(context.Context, string, time.Duration) error {
 	f.calls = append(f.calls, "restart")
 	if len(f.restartErrs) > 0 {
@@ -193,7 +196,9 @@ func (f *fakeSystemd) WaitHealthy(context.Context, string, systemd.HealthOptions
 
 type recReporter struct{ results []string }
 
-func (r *recReporter) Report(_ context.Context, rep Report) { r.results = append(r.results, rep.Result) }
+func (r *recReporter) Report(_ context.Context, rep Report) {
+	r.results = append(r.results, rep.Result)
+}
 
 func TestExecutor(t *testing.T) {
 	oldHard := map[string]string{"nodefs.available": "10%"}

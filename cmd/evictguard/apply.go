@@ -1,0 +1,253 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/evictguard/evictguard/kubeletcfg"
+	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/systemd"
+)
+
+func init() { subcommands = append(subcommands, newApplyCommand) }
+
+// Test hooks, deliberately environment-only and absent from --help. They exist for the e2e
+// suite's rollback and crash-safety proofs and must never be set on a node.
+const (
+	// envTestInject ("signal<value") is written in place of the planned value of that signal,
+	// unvalidated, so the kubelet refuses to start.
+	envTestInject = "EVICTGUARD_TEST_INJECT_THRESHOLD"
+	// envTestCrashAfter (write|reload|restart|verify) makes evictguard SIGKILL itself after
+	// that journaled step.
+	envTestCrashAfter = "EVICTGUARD_TEST_CRASH_AFTER"
+)
+
+type applyOptions struct {
+	remediationFlags
+	yes   bool
+	clear string
+}
+
+func newApplyCommand(g *globalOptions) *cobra.Command {
+	o := &applyOptions{}
+	cmd := &cobra.Command{
+		Use:   "apply",
+		Short: "Carry out the remediation plan under the policy: rewrite, restart the kubelet over D-Bus, verify, roll back on failure",
+		Long: `Carry out what 'evictguard plan' shows, if the policy allows it now. First, operations a
+crash interrupted are finished or rolled back from the journal. Then the complete new
+evictionHard map is written (journaled, backed up, atomically), systemd reloads, the kubelet is
+restarted over D-Bus, and evictguard waits for /healthz, no restart loop, the new thresholds on
+the kubelet's command line and /configz, and Node Ready (with --kubeconfig). Any failure within
+the policy's verifyTimeout restores the old files and verifies the old state; if even that fails
+the operation is marked failed and evictguard refuses to act until 'evictguard apply --clear OP'.
+Exit code 1 when blocked, refused, rolled back or failed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runApply(cmd.Context(), g, o)
+		},
+	}
+	o.addFlags(cmd.Flags())
+	cmd.Flags().BoolVar(&o.yes, "yes", false, "do not ask for confirmation")
+	cmd.Flags().StringVar(&o.clear, "clear", "", "mark a failed operation as handled by an operator (after checking the node) and exit")
+	return cmd
+}
+
+func runApply(ctx context.Context, g *globalOptions, o *applyOptions) error {
+	if o.clear != "" {
+		j, err := remediate.OpenJournal(g.root(), o.stateDir, g.logger)
+		if err != nil {
+			return problem(err)
+		}
+		if err := j.Clear(o.clear, "cleared by evictguard apply --clear"); err != nil {
+			return usageErr(err)
+		}
+		fmt.Fprintf(g.stdout, "Operation %s cleared.\n", o.clear)
+		return nil
+	}
+	r, err := o.prepare(ctx, g)
+	if err != nil {
+		return err
+	}
+	if r.sd == nil {
+		return problem(errors.New("systemd unreachable over D-Bus: cannot restart the kubelet"))
+	}
+	defer r.sd.Close()
+
+	exec := o.executor(g, r, "")
+	// Recovery first: an interrupted operation is finished or rolled back before anything new.
+	if unfinished, err := r.journal.Unfinished(); err != nil {
+		return problem(err)
+	} else if len(unfinished) > 0 {
+		version := o.kubeletVersion
+		exec.Verify = o.verifier(g, r, version)
+		if err := exec.Recover(ctx); err != nil {
+			return problem(fmt.Errorf("recovery: %w", err))
+		}
+		fmt.Fprintf(g.stdout, "Recovered %d interrupted operation(s).\n", len(unfinished))
+	}
+
+	if err := o.plan(ctx, g, r); err != nil {
+		return err
+	}
+	printPlan(g.stdout, r)
+	exec.Verify = o.verifier(g, r, r.setup.eff.Version)
+	switch {
+	case len(r.tp.Changes) == 0 && len(r.tp.Refusals) == 0:
+		return nil
+	case len(r.tp.Refusals) > 0 || len(r.blockers) > 0:
+		reason := strings.Join(append(append([]string{}, r.tp.Refusals...), r.blockers...), "; ")
+		remediate.MultiReporter{remediate.LogReporter{Log: g.logger}, exec.Reporter}.Report(ctx, remediate.Report{Action: remediate.KindThresholdRewrite, Result: remediate.ResultBlocked, Reason: reason, Old: r.tp.Old, New: r.tp.New})
+		return problem(errors.New("not applied: " + reason))
+	case r.policy.Dry():
+		fmt.Fprintln(g.stdout, "Dry run: nothing written (set dryRun: false in the policy).")
+		return nil
+	}
+	if !o.yes && !confirm(os.Stdin, g.stdout) {
+		return problem(errors.New("not confirmed"))
+	}
+	write := r.write
+	if inj := os.Getenv(envTestInject); inj != "" {
+		k, v, ok := strings.Cut(inj, "<")
+		if !ok {
+			return usageErr(fmt.Errorf("%s must be signal<value", envTestInject))
+		}
+		hard := map[string]string{}
+		for kk, vv := range r.tp.New {
+			hard[kk] = vv
+		}
+		hard[k] = v
+		g.logger.Warn("TEST HOOK: writing a threshold the kubelet rejects", "env", envTestInject, "signal", k, "value", v)
+		write, err = kubeletcfg.PlanEvictionWrite(kubeletcfg.WriteRequest{Root: g.root(), Version: r.setup.eff.Version, Hard: hard,
+			Method: write.Method, SkipValidation: true})
+		if err != nil {
+			return problem(err)
+		}
+	}
+
+	var lock *remediate.LeaseLock
+	slot := ""
+	if r.policy.Lock.Slots > 0 {
+		lock = &remediate.LeaseLock{Client: r.kube, Namespace: r.policy.Lock.Namespace, Name: r.policy.Lock.Name,
+			Slots: r.policy.Lock.Slots, TTL: r.policy.Lock.TTL.Duration, Identity: o.nodeName}
+		var why string
+		slot, why, err = lock.Acquire(ctx)
+		switch {
+		case err != nil:
+			return problem(fmt.Errorf("not applied: restart lock unavailable (failing closed): %w", err))
+		case slot == "":
+			remediate.MultiReporter{remediate.LogReporter{Log: g.logger}, exec.Reporter}.Report(ctx, remediate.Report{Action: remediate.KindThresholdRewrite, Result: remediate.ResultBlocked, Reason: why})
+			fmt.Fprintln(g.stdout, "Would NOT act:\n  - "+why)
+			return problem(errors.New("not applied: " + why))
+		}
+		g.logger.Info("restart lock acquired", "lease", r.policy.Lock.Namespace+"/"+slot)
+		defer func() {
+			if err := lock.Release(context.WithoutCancel(ctx), slot); err != nil {
+				g.logger.Warn("could not release the restart lock", "lease", slot, "err", err)
+			}
+		}()
+	}
+	op, err := exec.Apply(ctx, write, r.tp.Old, r.tp.New)
+	if err != nil {
+		if op != nil {
+			return problem(fmt.Errorf("operation %s: %w", op.ID, err))
+		}
+		return problem(err)
+	}
+	fmt.Fprintf(g.stdout, "Applied (operation %s): kubelet restarted and enforcing %s\n", op.ID, kubeletcfg.EvictionHardFlag(r.tp.New))
+	return nil
+}
+
+func (o *applyOptions) executor(g *globalOptions, r *remediation, _ string) *remediate.Executor {
+	var rep remediate.Reporter
+	if r.kube != nil && o.nodeName != "" {
+		rep = remediate.EventReporter{Client: r.kube, Node: o.nodeName, Log: g.logger}
+	}
+	e := &remediate.Executor{
+		Journal:  r.journal,
+		Systemd:  r.sd,
+		Unit:     o.unit,
+		Health:   systemd.HealthOptions{URL: o.healthz, StableFor: r.policy.StableFor.Duration},
+		Timeout:  r.policy.VerifyTimeout.Duration,
+		Log:      g.logger,
+		Reporter: rep,
+	}
+	if step := os.Getenv(envTestCrashAfter); step != "" {
+		e.AfterStep = func(s string) {
+			if s == step {
+				g.logger.Warn("TEST HOOK: killing evictguard", "env", envTestCrashAfter, "step", s)
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {}
+			}
+		}
+	}
+	return e
+}
+
+// verifier checks, until ctx ends, that the kubelet enforces want: on its command line and in
+// its files as discovery reads them, in /configz, and (with an API server) that the Node is
+// Ready.
+func (o *applyOptions) verifier(g *globalOptions, r *remediation, version string) func(ctx context.Context, want map[string]string) error {
+	return func(ctx context.Context, want map[string]string) error {
+		var last error
+		for {
+			last = o.verifyOnce(ctx, g, r, version, want)
+			if last == nil {
+				return nil
+			}
+			g.logger.Debug("verification pending", "err", last)
+			select {
+			case <-ctx.Done():
+				return last
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+func (o *applyOptions) verifyOnce(ctx context.Context, g *globalOptions, r *remediation, version string, want map[string]string) error {
+	eff, err := kubeletcfg.Discover(ctx, kubeletcfg.Options{HostRoot: g.root(), Version: version, Logger: g.logger})
+	if err != nil {
+		return fmt.Errorf("discover: %w", err)
+	}
+	if got := kubeletcfg.CompleteHard(eff, nil); !equalEnforced(got, want) {
+		return fmt.Errorf("the kubelet's command line and files give %s, want %s", kubeletcfg.EvictionHardFlag(got), kubeletcfg.EvictionHardFlag(want))
+	}
+	if o.configz != "" {
+		body, err := kubeletcfg.FetchConfigz(ctx, o.configz, r.token)
+		if err != nil {
+			return err
+		}
+		cz, err := kubeletcfg.ParseConfigz(body)
+		if err != nil {
+			return err
+		}
+		if !equalEnforced(cz.EvictionHard, want) {
+			return fmt.Errorf("/configz evictionHard is %v, want %v", cz.EvictionHard, want)
+		}
+	}
+	if r.kube != nil && o.nodeName != "" {
+		n, err := r.kube.CoreV1().Nodes().Get(ctx, o.nodeName, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("get node %s: %w", o.nodeName, err)
+		}
+		ready := false
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+				ready = true
+			}
+		}
+		if !ready {
+			return fmt.Errorf("node %s is not Ready", o.nodeName)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,269 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/yaml"
+
+	"github.com/evictguard/evictguard/kubeletcfg"
+	"github.com/evictguard/evictguard/monitor"
+	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/systemd"
+)
+
+func init() { subcommands = append(subcommands, newPlanCommand) }
+
+// remediationFlags are shared by plan and apply.
+type remediationFlags struct {
+	monitorFlags
+	policyFile, stateDir, unit, busAddress string
+	configz, configzTokenFile, healthz     string
+	kubeconfig, nodeName                   string
+}
+
+func (f *remediationFlags) addFlags(fs *pflag.FlagSet) {
+	f.monitorFlags.addFlags(fs)
+	fs.StringVar(&f.policyFile, "policy", "", "remediation policy file (YAML, strict); default: dry run with default floors")
+	fs.StringVar(&f.stateDir, "state-dir", remediate.DefaultStateDir, "node path of evictguard's journal, backups and restart log")
+	fs.StringVar(&f.unit, "unit", "kubelet.service", "the kubelet's systemd unit")
+	fs.StringVar(&f.busAddress, "bus-address", "", "D-Bus address of the systemd manager (default: the system bus)")
+	fs.StringVar(&f.configz, "configz", kubeletcfg.DefaultConfigzURL, "kubelet /configz URL used to verify a change")
+	fs.StringVar(&f.configzTokenFile, "configz-token-file", "", "file with a bearer token for --configz")
+	fs.StringVar(&f.healthz, "healthz", "http://127.0.0.1:10248/healthz", "kubelet /healthz URL checked after a restart")
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig for the API server (pod blockers, lease lock, Node Ready, Events); empty: in-cluster if available, else none")
+	fs.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+}
+
+func loadPolicy(path string) (*remediate.Policy, error) {
+	p := &remediate.Policy{}
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		if err := yaml.UnmarshalStrict(b, p); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	p.ApplyDefaults()
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return p, nil
+}
+
+// remediation is everything plan and apply compute before acting.
+type remediation struct {
+	policy  *remediate.Policy
+	setup   *setup
+	snap    *monitor.Snapshot
+	tp      *remediate.ThresholdPlan
+	write   *kubeletcfg.WritePlan
+	journal *remediate.Journal
+	sd      *systemd.Client
+	kube    kubernetes.Interface
+	// blockers: why the policy forbids acting now (besides refusals in tp).
+	blockers []string
+	token    string
+}
+
+func (f *remediationFlags) kubeClient() (kubernetes.Interface, error) {
+	if f.kubeconfig == "" {
+		return nil, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", f.kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("--kubeconfig: %w", err)
+	}
+	cfg.Timeout = 15 * time.Second
+	return kubernetes.NewForConfig(cfg)
+}
+
+func (f *remediationFlags) systemd(ctx context.Context, g *globalOptions) (*systemd.Client, error) {
+	if f.busAddress != "" {
+		return systemd.NewWithAddress(ctx, g.logger, f.busAddress)
+	}
+	return systemd.New(ctx, g.logger)
+}
+
+// prepare opens the journal, connects to systemd (and the API server), and returns them; the
+// plan itself is computed by plan().
+func (f *remediationFlags) prepare(ctx context.Context, g *globalOptions) (*remediation, error) {
+	p, err := loadPolicy(f.policyFile)
+	if err != nil {
+		return nil, usageErr(err)
+	}
+	r := &remediation{policy: p}
+	if r.journal, err = remediate.OpenJournal(g.root(), f.stateDir, g.logger); err != nil {
+		return nil, problem(err)
+	}
+	if r.kube, err = f.kubeClient(); err != nil {
+		return nil, usageErr(err)
+	}
+	if (p.Lock.Slots > 0 || p.Blockers.PodSelector != "") && (r.kube == nil || f.nodeName == "") {
+		return nil, usageErr(errors.New("the policy's lock or pod blocker needs --kubeconfig and --node-name"))
+	}
+	if f.configzTokenFile != "" {
+		b, err := os.ReadFile(f.configzTokenFile)
+		if err != nil {
+			return nil, usageErr(err)
+		}
+		r.token = strings.TrimSpace(string(b))
+	}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	r.sd, err = f.systemd(sctx, g)
+	if err != nil {
+		g.logger.Warn("systemd unreachable", "err", err)
+	}
+	return r, nil
+}
+
+// plan computes the plan and the blockers.
+func (f *remediationFlags) plan(ctx context.Context, g *globalOptions, r *remediation) error {
+	s, err := newSetup(ctx, g, &f.monitorFlags, monitor.Config{})
+	if err != nil {
+		return err
+	}
+	defer s.monitor.Close()
+	r.setup = s
+	if r.snap, err = s.monitor.Step(ctx); err != nil {
+		return problem(fmt.Errorf("sample filesystems: %w", err))
+	}
+	r.tp = remediate.PlanThresholds(r.policy, s.eff, r.snap.Signals)
+	if len(r.tp.Changes) > 0 {
+		r.write, err = kubeletcfg.PlanEvictionWrite(kubeletcfg.WriteRequest{Root: g.root(), Version: s.eff.Version, Hard: r.tp.New,
+			Method: kubeletcfg.WriteMethod(r.policy.WriteMethod)})
+		if err != nil {
+			r.tp.Refusals = append(r.tp.Refusals, err.Error())
+		}
+	}
+	r.blockers = f.gates(ctx, r)
+	return nil
+}
+
+// gates evaluates every blocker; any lookup error blocks (fail closed).
+func (f *remediationFlags) gates(ctx context.Context, r *remediation) []string {
+	in := remediate.GateInput{Now: time.Now()}
+	var out []string
+	var err error
+	if in.FailedOps, err = r.journal.Failed(); err != nil {
+		out = append(out, "journal unreadable: "+err.Error())
+	}
+	if in.Restarts, err = r.journal.Restarts(); err != nil {
+		out = append(out, err.Error())
+	}
+	if r.sd == nil {
+		out = append(out, "systemd unreachable over D-Bus")
+	} else if u, err := r.sd.Unit(ctx, f.unit); err != nil {
+		out = append(out, fmt.Sprintf("cannot read %s: %v", f.unit, err))
+	} else {
+		in.KubeletSince = u.InactiveExitTimestamp
+	}
+	out = append(out, r.policy.LocalBlockers(in)...)
+	b := r.policy.Blockers
+	if b.AlertmanagerURL != "" {
+		why, err := remediate.AlertBlocker(ctx, nil, b.AlertmanagerURL, b.AlertMatchers)
+		switch {
+		case err != nil:
+			out = append(out, "alert blocker unreachable (failing closed): "+err.Error())
+		case why != "":
+			out = append(out, why)
+		}
+	}
+	if b.PodSelector != "" {
+		why, err := remediate.PodBlocker(ctx, r.kube, f.nodeName, b.PodSelector)
+		switch {
+		case err != nil:
+			out = append(out, "pod blocker unreachable (failing closed): "+err.Error())
+		case why != "":
+			out = append(out, why)
+		}
+	}
+	return out
+}
+
+func printPlan(w io.Writer, r *remediation) {
+	fmt.Fprintln(w, "Thresholds:")
+	for _, s := range r.tp.Reasons {
+		fmt.Fprintln(w, "  "+s)
+	}
+	if r.write != nil {
+		fmt.Fprintf(w, "Write method: %s\n", r.write.Method)
+		for _, s := range r.write.Reasons {
+			fmt.Fprintln(w, "  "+s)
+		}
+		for _, s := range r.write.Warnings {
+			fmt.Fprintln(w, "  warning: "+s)
+		}
+		fmt.Fprintf(w, "New evictionHard (complete): %s\n", kubeletcfg.EvictionHardFlag(r.tp.New))
+		for _, fw := range r.write.Files {
+			fmt.Fprint(w, remediate.UnifiedDiff(fw.Path, fw.Before, fw.After))
+		}
+	}
+	var not []string
+	not = append(not, r.tp.Refusals...)
+	not = append(not, r.blockers...)
+	if r.policy.Dry() {
+		not = append(not, "the policy is a dry run (dryRun: true, the default)")
+	}
+	switch {
+	case len(r.tp.Changes) == 0 && len(r.tp.Refusals) == 0:
+		fmt.Fprintln(w, "Nothing to do.")
+	case len(not) > 0:
+		fmt.Fprintln(w, "Would NOT act:")
+		for _, s := range not {
+			fmt.Fprintln(w, "  - "+s)
+		}
+	default:
+		fmt.Fprintln(w, "Would act: rewrite, daemon-reload, restart the kubelet, verify (rollback on failure).")
+	}
+}
+
+func newPlanCommand(g *globalOptions) *cobra.Command {
+	f := &remediationFlags{}
+	cmd := &cobra.Command{
+		Use:   "plan",
+		Short: "Show what remediation would do now: the exact file diff and the reasons; changes nothing",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			r, err := f.prepare(ctx, g)
+			if err != nil {
+				return err
+			}
+			if r.sd != nil {
+				defer r.sd.Close()
+			}
+			if err := f.plan(ctx, g, r); err != nil {
+				return err
+			}
+			printPlan(g.stdout, r)
+			return nil
+		},
+	}
+	f.addFlags(cmd.Flags())
+	return cmd
+}
+
+func confirm(in io.Reader, out io.Writer) bool {
+	fmt.Fprint(out, "Apply this change and restart the kubelet? Type yes: ")
+	line, _ := bufio.NewReader(in).ReadString('\n')
+	return strings.TrimSpace(line) == "yes"
+}
+
+func equalEnforced(a, b map[string]string) bool {
+	return maps.Equal(kubeletcfg.EnforcedHard(a), kubeletcfg.EnforcedHard(b))
+}

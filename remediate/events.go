@@ -1,0 +1,55 @@
+package remediate
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// EventReporter records each Report as a core/v1 Event on the Node (reason
+// EvictionThresholds<Result>, type Warning for rollbacks and failures).
+type EventReporter struct {
+	Client kubernetes.Interface
+	Node   string
+	Log    *slog.Logger
+}
+
+// Report implements Reporter.
+func (r EventReporter) Report(ctx context.Context, rep Report) {
+	typ := corev1.EventTypeNormal
+	if rep.Result == ResultRolledBack || rep.Result == ResultFailed || rep.Result == ResultBlocked {
+		typ = corev1.EventTypeWarning
+	}
+	reason := map[string]string{ResultApplied: "EvictionThresholdsChanged", ResultRolledBack: "EvictionThresholdsRolledBack",
+		ResultFailed: "EvictionThresholdsRollbackFailed", ResultBlocked: "EvictionThresholdsBlocked", ResultRecovered: "EvictionThresholdsRecovered"}[rep.Result]
+	now := metav1.NewTime(time.Now())
+	ev := &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{GenerateName: r.Node + ".evictguard.", Namespace: metav1.NamespaceDefault},
+		InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: r.Node, UID: "", APIVersion: "v1"},
+		Reason:         reason,
+		Message:        fmt.Sprintf("%s (op %s): %s; old %v new %v", rep.Result, rep.Op, rep.Reason, rep.Old, rep.New),
+		Type:           typ,
+		Source:         corev1.EventSource{Component: "evictguard", Host: r.Node},
+		FirstTimestamp: now, LastTimestamp: now, Count: 1,
+	}
+	if _, err := r.Client.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{}); err != nil && r.Log != nil {
+		r.Log.Warn("could not record a Node event", "node", r.Node, "err", err)
+	}
+}
+
+// MultiReporter fans a Report out to several reporters.
+type MultiReporter []Reporter
+
+// Report implements Reporter.
+func (m MultiReporter) Report(ctx context.Context, r Report) {
+	for _, x := range m {
+		if x != nil {
+			x.Report(ctx, r)
+		}
+	}
+}
