@@ -309,6 +309,9 @@ func writeStatusTable(w io.Writer, s *setup, snap *monitor.Snapshot, warnings []
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SIGNAL\tKIND\tTHRESHOLD\tQUANTITY\tOBSERVED\tHEADROOM\tSTATE\tTIME-TO-THRESHOLD\tFILESYSTEM")
+	if len(snap.Signals) == 0 {
+		fmt.Fprintln(tw, "(none: the kubelet enforces no eviction thresholds)\t\t\t\t\t\t\t\t")
+	}
 	for _, sig := range snap.Signals {
 		bytes := strings.HasSuffix(sig.Signal, ".available") && sig.Signal != kubeletcfg.SignalPIDAvailable
 		q := func(v int64) string {
