@@ -210,19 +210,14 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-// Remediation results, the values of the result label of evictguard_remediation_attempts_total.
-const (
-	ResultSucceeded  = "succeeded"
-	ResultFailed     = "failed"
-	ResultRolledBack = "rolled_back"
-	ResultBlocked    = "blocked"
+// RemediationActions and RemediationResults are the label values of
+// evictguard_remediation_attempts_total exported from zero, so that increase() and absent()
+// work from the start. They are remediate's action kinds and report results (remediate
+// imports monitor, so they are repeated here; NewRemediationMetrics takes the real lists).
+var (
+	RemediationActions = []string{"threshold-rewrite", "dataroot-migration", "log-budget"}
+	RemediationResults = []string{"applied", "failed", "rolled-back", "blocked", "recovered"}
 )
-
-// RemediationActions are the actions the remediation engine knows (DESIGN.md §2); their
-// counters are exported from zero so that increase() and absent() work from the start.
-var RemediationActions = []string{"threshold_rewrite", "dataroot_migration", "log_budget", "ballast_release", "image_gc"}
-
-var remediationResults = []string{ResultSucceeded, ResultFailed, ResultRolledBack, ResultBlocked}
 
 // RemediationMetrics counts remediation attempts by action and result. Safe for concurrent
 // use; the zero value is not usable, use NewRemediationMetrics.
@@ -235,15 +230,19 @@ type RemediationMetrics struct {
 
 // NewRemediationMetrics registers evictguard_remediation_attempts_total{action,result} and
 // evictguard_remediation_last_attempt_timestamp_seconds{action,result} on reg, with a zero
-// series for every action in actions (RemediationActions when nil) and every result.
-func NewRemediationMetrics(reg prometheus.Registerer, actions []string) (*RemediationMetrics, error) {
+// counter for every action in actions × result in results (RemediationActions and
+// RemediationResults when nil).
+func NewRemediationMetrics(reg prometheus.Registerer, actions, results []string) (*RemediationMetrics, error) {
 	if actions == nil {
 		actions = RemediationActions
+	}
+	if results == nil {
+		results = RemediationResults
 	}
 	r := &RemediationMetrics{
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "remediation_attempts_total",
-			Help: "Remediation attempts by action and result: succeeded, failed, rolled_back, or blocked (refused by policy).",
+			Help: "Remediation attempts by action and result: applied, failed, rolled-back, blocked (refused by policy) or recovered (finished after a restart).",
 		}, []string{"action", "result"}),
 		last: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: Namespace, Name: "remediation_last_attempt_timestamp_seconds",
@@ -252,7 +251,7 @@ func NewRemediationMetrics(reg prometheus.Registerer, actions []string) (*Remedi
 		now: time.Now,
 	}
 	for _, a := range actions {
-		for _, res := range remediationResults {
+		for _, res := range results {
 			r.attempts.WithLabelValues(a, res)
 		}
 	}
@@ -265,7 +264,7 @@ func NewRemediationMetrics(reg prometheus.Registerer, actions []string) (*Remedi
 	return r, nil
 }
 
-// Observe counts one attempt of action with result (one of the Result constants).
+// Observe counts one attempt of action with result.
 func (r *RemediationMetrics) Observe(action, result string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

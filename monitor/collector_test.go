@@ -139,19 +139,19 @@ func TestMetricsPromtool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rm, err := NewRemediationMetrics(reg, nil)
+	rm, err := NewRemediationMetrics(reg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rm.Observe("threshold_rewrite", ResultBlocked)
+	rm.Observe("threshold-rewrite", "blocked")
 	srv := httptest.NewServer(NewHandler(reg, fixedSnapshot{testSnapshot}, HandlerOptions{MaxAge: time.Hour, Now: func() time.Time { return testSnapshot.Time }}))
 	defer srv.Close()
 
 	body := get(t, srv.URL+"/metrics", http.StatusOK)
 	for _, want := range []string{
 		`evictguard_build_info{goversion="go1.26",revision="abc",version="test"} 1`,
-		`evictguard_remediation_attempts_total{action="dataroot_migration",result="failed"} 0`,
-		`evictguard_remediation_attempts_total{action="threshold_rewrite",result="blocked"} 1`,
+		`evictguard_remediation_attempts_total{action="dataroot-migration",result="failed"} 0`,
+		`evictguard_remediation_attempts_total{action="threshold-rewrite",result="blocked"} 1`,
 		`evictguard_thresholds_configz_checked 0`,
 		`evictguard_filesystem_capacity_bytes{device="/dev/sda1",mountpoint="/",path="/var/lib/kubelet",role="nodefs"} 1000`,
 		`evictguard_signal_info{filesystem="/var/lib/kubelet",kind="hard",role="nodefs",signal="nodefs.available",threshold="10%"} 1`,
