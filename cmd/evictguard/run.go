@@ -3,11 +3,21 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/evictguard/evictguard/internal/kube"
+	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/monitor"
+	"github.com/evictguard/evictguard/monitor/feed"
 )
 
 func init() { subcommands = append(subcommands, newRunCommand) }
@@ -15,6 +25,14 @@ func init() { subcommands = append(subcommands, newRunCommand) }
 type runOptions struct {
 	monitorFlags
 	interval time.Duration
+
+	listen                    string
+	alertmanagerURLs          []string
+	alertmanagerResend        time.Duration
+	alertFor, criticalHorizon time.Duration
+	kubeconfig, nodeName      string
+	configz, configzTokenFile string
+	configzInterval           time.Duration
 }
 
 func newRunCommand(g *globalOptions) *cobra.Command {
@@ -33,6 +51,17 @@ remediation build on this loop.`,
 	}
 	o.addFlags(cmd.Flags())
 	cmd.Flags().DurationVar(&o.interval, "interval", time.Second, "monitoring interval")
+	fl := cmd.Flags()
+	fl.StringVar(&o.listen, "listen", "127.0.0.1:9847", "address for /metrics, /healthz and /readyz (empty: no HTTP server)")
+	fl.StringArrayVar(&o.alertmanagerURLs, "alertmanager.url", nil, "Alertmanager base URL to post alerts to directly (repeatable; for clusters without Prometheus)")
+	fl.DurationVar(&o.alertmanagerResend, "alertmanager.resend", 30*time.Second, "re-post active alerts this often")
+	fl.DurationVar(&o.alertFor, "alert-for", time.Minute, "a predicted eviction must hold this long before the direct alerts, Events and condition report it (0: at once)")
+	fl.DurationVar(&o.criticalHorizon, "critical-horizon", 10*time.Minute, "EvictionImminent is critical when the threshold is predicted within this time (warning within --warn-horizon)")
+	fl.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for Node Events and the EvictionPredicted condition (default: in-cluster when available, else metrics only)")
+	fl.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+	fl.StringVar(&o.configz, "configz", "", "kubelet /configz URL or file to compare the computed thresholds with (e.g. "+kubeletcfg.DefaultConfigzURL+"); empty: not checked")
+	fl.StringVar(&o.configzTokenFile, "configz-token-file", "", "file with a bearer token for --configz")
+	fl.DurationVar(&o.configzInterval, "configz-interval", 5*time.Minute, "how often --configz is compared again")
 	return cmd
 }
 
@@ -56,12 +85,20 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions) error {
 	}
 	log.Info("monitoring", "interval", o.interval, "runtime", s.layout.Runtime, "dedicatedImageFs", s.layout.DedicatedImageFs)
 
+	outputs, err := startOutputs(ctx, g, o, s)
+	if err != nil {
+		return err
+	}
+	defer outputs.wait()
+
 	t := time.NewTicker(o.interval)
 	defer t.Stop()
 	for {
 		start := time.Now()
-		if _, err := s.monitor.Step(ctx); err != nil && ctx.Err() == nil {
+		if snap, err := s.monitor.Step(ctx); err != nil && ctx.Err() == nil {
 			log.Error("monitoring cycle failed", "err", err)
+		} else if snap != nil {
+			outputs.notify(snap)
 		}
 		if d := time.Since(start); d > o.interval {
 			log.Warn("monitoring cycle took longer than the interval", "duration", d, "interval", o.interval)
@@ -73,4 +110,169 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions) error {
 		case <-t.C:
 		}
 	}
+}
+
+// outputs are where evaluations go besides the log: the HTTP endpoints (read at scrape
+// time), the direct Alertmanager feed and the Node reporter (handed each snapshot without
+// blocking).
+type outputs struct {
+	notifiers []func(*monitor.Snapshot)
+	wg        sync.WaitGroup
+}
+
+func (out *outputs) notify(s *monitor.Snapshot) {
+	for _, n := range out.notifiers {
+		n(s)
+	}
+}
+
+func (out *outputs) wait() { out.wg.Wait() }
+
+func (out *outputs) goRun(f func()) {
+	out.wg.Add(1)
+	go func() { defer out.wg.Done(); f() }()
+}
+
+func startOutputs(ctx context.Context, g *globalOptions, o *runOptions, s *setup) (*outputs, error) {
+	log := g.logger
+	out := &outputs{}
+	mism := &configzState{}
+	if o.configz != "" {
+		if err := mism.refresh(ctx, g, o); err != nil {
+			log.Warn("comparing with /configz failed", "configz", o.configz, "err", err)
+		}
+		out.goRun(func() {
+			t := time.NewTicker(o.configzInterval)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					if err := mism.refresh(ctx, g, o); err != nil && ctx.Err() == nil {
+						log.Warn("comparing with /configz failed", "configz", o.configz, "err", err)
+					}
+				}
+			}
+		})
+	}
+	policy := feed.Policy{WarningHorizon: o.warnHorizon, CriticalHorizon: o.criticalHorizon, For: o.alertFor}
+	if o.alertFor == 0 {
+		policy.For = -1
+	}
+	node := o.nodeName
+	if node == "" {
+		node, _ = os.Hostname()
+	}
+
+	if o.listen != "" {
+		v := buildVersion()
+		c := monitor.NewCollector(s.monitor, monitor.CollectorOptions{
+			Build:             monitor.BuildInfo{Version: v.Version, Revision: v.Revision, GoVersion: runtime.Version()},
+			ConfigzChecked:    mism.checked,
+			ConfigzMismatches: mism.get,
+		})
+		reg, err := monitor.NewRegistry(c)
+		if err != nil {
+			return nil, problem(err)
+		}
+		if _, err := monitor.NewRemediationMetrics(reg, nil, nil); err != nil {
+			return nil, problem(err)
+		}
+		ln, err := net.Listen("tcp", o.listen)
+		if err != nil {
+			return nil, usageErr(fmt.Errorf("--listen: %w", err))
+		}
+		srv := &http.Server{
+			Handler:           monitor.NewHandler(reg, s.monitor, monitor.HandlerOptions{MaxAge: max(5*o.interval, 30*time.Second)}),
+			ReadHeaderTimeout: 10 * time.Second,
+		}
+		log.Info("serving metrics", "address", ln.Addr().String())
+		out.goRun(func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("HTTP server failed", "err", err)
+			}
+		})
+		out.goRun(func() {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		})
+	}
+
+	if len(o.alertmanagerURLs) > 0 {
+		am, err := feed.NewAlertmanager(feed.AlertmanagerConfig{
+			URLs: o.alertmanagerURLs, Node: node, GeneratorURL: "http://" + o.listen + "/metrics",
+			Policy: policy, Resend: o.alertmanagerResend, Mismatches: mism.get, Logger: log,
+		})
+		if err != nil {
+			return nil, usageErr(fmt.Errorf("--alertmanager.url: %w", err))
+		}
+		log.Info("posting alerts to Alertmanager", "urls", o.alertmanagerURLs, "node", node)
+		out.notifiers = append(out.notifiers, am.Notify)
+		out.goRun(func() { am.Run(ctx) })
+	}
+
+	kube.RouteKlog(log)
+	cfg, err := kube.Config(o.kubeconfig, 5, 10)
+	switch {
+	case errors.Is(err, kube.ErrNoCluster):
+		log.Info("no API server configured: metrics only (no Node Events or condition)")
+	case err != nil:
+		return nil, usageErr(err)
+	case o.nodeName == "":
+		return nil, usageErr(errors.New("Node Events and the condition need --node-name (or NODE_NAME)"))
+	default:
+		cfg.Timeout = 15 * time.Second
+		client, err := kube.NewClient(cfg)
+		if err != nil {
+			return nil, problem(err)
+		}
+		nr, err := feed.NewNodeReporter(feed.NodeConfig{Client: client, Node: o.nodeName, Policy: policy, Mismatches: mism.get, Logger: log})
+		if err != nil {
+			return nil, problem(err)
+		}
+		log.Info("reporting to the API server", "server", cfg.Host, "node", o.nodeName)
+		out.notifiers = append(out.notifiers, nr.Notify)
+		out.goRun(func() { nr.Run(ctx) })
+	}
+	return out, nil
+}
+
+// configzState holds the latest comparison of the computed thresholds with /configz.
+type configzState struct {
+	mu         sync.Mutex
+	done       bool
+	mismatches []string
+}
+
+func (c *configzState) checked() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.done }
+
+func (c *configzState) get() []string { c.mu.Lock(); defer c.mu.Unlock(); return c.mismatches }
+
+func (c *configzState) refresh(ctx context.Context, g *globalOptions, o *runOptions) error {
+	opts := kubeletcfg.Options{HostRoot: g.root(), Version: o.kubeletVersion, ConfigzURL: o.configz, Logger: g.logger}
+	if o.kubeletCmdline != "" {
+		words, err := kubeletcfg.SplitCommandLine(o.kubeletCmdline)
+		if err != nil {
+			return err
+		}
+		opts.Cmdline = words
+	}
+	if o.configzTokenFile != "" {
+		b, err := os.ReadFile(o.configzTokenFile)
+		if err != nil {
+			return fmt.Errorf("--configz-token-file: %w", err)
+		}
+		opts.ConfigzToken = strings.TrimSpace(string(b))
+	}
+	eff, err := kubeletcfg.Discover(ctx, opts)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.done, c.mismatches = true, eff.Mismatches
+	c.mu.Unlock()
+	return nil
 }
