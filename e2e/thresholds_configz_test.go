@@ -130,8 +130,13 @@ func TestThresholdsMatchConfigz(t *testing.T) {
 			tc.opts.Containerd = c
 			k := harness.StartKubelet(t, tc.opts)
 			assertMatchesConfigz(t, k, tc.wantHard, tc.sourceOf, tc.warning, "--kubelet-cmdline", strings.Join(k.Args[1:], " "))
-			// Discovery from /proc must find the same kubelet and give the same answer.
-			assertMatchesConfigz(t, k, tc.wantHard, tc.sourceOf, tc.warning)
+			// Discovery from /proc must find the same kubelet and give the same answer — when
+			// it is the only kubelet on the machine (other test binaries may run their own).
+			if n := kubeletProcesses(t); n == 1 {
+				assertMatchesConfigz(t, k, tc.wantHard, tc.sourceOf, tc.warning)
+			} else {
+				t.Logf("%d kubelet processes on this machine: /proc discovery not checked for this case", n)
+			}
 		})
 	}
 }
@@ -321,8 +326,10 @@ ExecStart=%s $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS $KUB
 		"nodefs.inodesFree/hard": "via $KUBELET_EXTRA_ARGS",
 	}
 	assertMatchesConfigz(t, k, want, sourceOf, "", "--host-root", hostRoot)
-	// And from the running process, as on a node.
-	assertMatchesConfigz(t, k, want, map[string]string{"memory.available/hard": "cmdline"}, "")
+	// And from the running process, as on a node (when it is the only kubelet here).
+	if kubeletProcesses(t) == 1 {
+		assertMatchesConfigz(t, k, want, map[string]string{"memory.available/hard": "cmdline"}, "")
+	}
 }
 
 func writeFile(t testing.TB, path, content string) {
@@ -330,4 +337,25 @@ func writeFile(t testing.TB, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// kubeletProcesses counts running processes whose executable is named kubelet.
+func kubeletProcesses(t testing.TB) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		argv0, _, _ := strings.Cut(string(b), "\x00")
+		if filepath.Base(argv0) == "kubelet" {
+			n++
+		}
+	}
+	return n
 }

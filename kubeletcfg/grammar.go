@@ -166,6 +166,7 @@ func parseThresholds(v Version, m evictionMaps, allocatable bool) ([]Threshold, 
 			return nil, inputErrorf(m.soft[soft[i].Signal].o, "grace period must be specified for the soft eviction threshold %s", soft[i].Signal)
 		}
 		soft[i].GracePeriod = d
+		soft[i].GracePeriodRaw = m.grace[soft[i].Signal].val
 	}
 	out := append(hard, soft...)
 	for i := range out {
@@ -254,7 +255,8 @@ func parseThresholdStatement(v Version, signal, val string) (*Threshold, error) 
 	if q.Sign() <= 0 {
 		return nil, fmt.Errorf("eviction threshold %s must be positive: %s", signal, q.String())
 	}
-	return &Threshold{Signal: signal, Raw: q.String(), Value: Value{Quantity: &q}}, nil
+	// Raw stays as written: /configz echoes the configured string ("1000", not "1k").
+	return &Threshold{Signal: signal, Raw: val, Value: Value{Quantity: &q}}, nil
 }
 
 // parsePercentage is the kubelet's: ParseFloat with bitSize 32 after trimming every trailing

@@ -16,7 +16,7 @@ func TestParseThresholdStatement(t *testing.T) {
 	}{
 		{v137, "nodefs.available", "10%", "10%", 0.1, ""},
 		{v137, "memory.available", "100Mi", "100Mi", 0, ""},
-		{v137, "memory.available", "1024Ki", "1Mi", 0, ""},
+		{v137, "memory.available", "1024Ki", "1024Ki", 0, ""}, // verbatim, as /configz shows it
 		{v137, "nodefs.inodesFree", "1e6", "1e6", 0, ""},
 		{v137, "nodefs.available", "0%", "", 0, ""},
 		{v137, "nodefs.available", "100%", "", 0, ""},
@@ -29,7 +29,7 @@ func TestParseThresholdStatement(t *testing.T) {
 		{v137, "nodefs.available", "lots", "", 0, "quantities must match the regular expression"},
 		{v137, "swap.available", "1Gi", "", 0, "unsupported eviction signal swap.available"},
 		{v137, "allocatableNodeFs.available", "1Gi", "", 0, "unsupported eviction signal allocatableNodeFs.available"},
-		{v137, "pid.available", "1000", "1k", 0, ""},
+		{v137, "pid.available", "1000", "1000", 0, ""},
 		// The kubelet's range checks let NaN through (NaN < 0 and NaN > 1 are false).
 		{v137, "nodefs.available", "NaN%", "NaN%", 0, "skip-pct"},
 		{v137, "containerfs.available", "10%", "10%", 0.1, ""},

@@ -27,11 +27,14 @@ type Value struct {
 type Threshold struct {
 	Signal string
 	Kind   Kind
-	// Raw is the value as the kubelet would print it ("10%", "100Mi").
+	// Raw is the value as configured, which is how the kubelet's /configz prints it
+	// ("10%", "100Mi", "1000").
 	Raw   string
 	Value Value
 	// GracePeriod is only meaningful for soft thresholds.
 	GracePeriod time.Duration
+	// GracePeriodRaw is the grace period as configured ("2m", as /configz prints it).
+	GracePeriodRaw string
 	// MinimumReclaim is the raw minimum-reclaim value for the signal ("" when none).
 	MinimumReclaim string
 	// Source names where the value came from: "default (kubelet 1.37, …)", "FILE:LINE",

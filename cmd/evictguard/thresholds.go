@@ -132,6 +132,9 @@ func grace(t kubeletcfg.Threshold) string {
 	if t.Kind != kubeletcfg.Soft {
 		return ""
 	}
+	if t.GracePeriodRaw != "" {
+		return t.GracePeriodRaw
+	}
 	return t.GracePeriod.String()
 }
 
