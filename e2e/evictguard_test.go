@@ -85,3 +85,25 @@ func decodeThresholds(t testing.TB, stdout string) thresholdsDoc {
 
 // Ensure the harness package is linked for TestMain even if a file only uses helpers here.
 var _ = harness.BaseDir
+
+// runEvictguardEnv is runEvictguard with extra environment variables. A process killed by a
+// signal reports exit code -1.
+func runEvictguardEnv(t testing.TB, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, evictguardBinary(t), args...)
+	cmd.Env = append(os.Environ(), env...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	default:
+		t.Fatalf("run evictguard %v: %v", args, err)
+	}
+	return o.String(), e.String(), code
+}

@@ -158,7 +158,7 @@ func packageOwned(p string) bool { return !strings.HasPrefix(p, "/etc/") }
 // command line as systemd builds it from kubelet.service:
 //
 //  1. an --eviction-hard flag through $KUBELET_EVICTION_POLICY_ARGS set in an operator-owned
-//     unit file, or the 1.7-era layout (ExecStart= in /etc, no EnvironmentFile=, no --config):
+//     unit file, or the 1.7-era layout (ExecStart= in an /etc drop-in, no EnvironmentFile=):
 //     MethodLegacyDropIn, editing that file;
 //  2. any other --eviction-hard flag (kubeadm-flags.env, /etc/default/kubelet): the flag beats
 //     every file, so MethodSystemdDropIn, whose flag comes last;
@@ -208,7 +208,7 @@ func PlanEvictionWrite(req WriteRequest) (*WritePlan, error) {
 		}
 	}
 	method := req.Method
-	legacyLayout := !packageOwned(l.execFile) && !l.hasEnvFile && l.kf.config == ""
+	legacyLayout := !packageOwned(l.execFile) && !l.hasEnvFile && strings.HasSuffix(l.execFile, ".conf")
 	switch {
 	case method != "":
 		p.Reasons = append(p.Reasons, fmt.Sprintf("write method %s was requested", method))
@@ -223,7 +223,7 @@ func PlanEvictionWrite(req WriteRequest) (*WritePlan, error) {
 		p.Reasons = append(p.Reasons, fmt.Sprintf("--eviction-hard is set at %s and overrides the config file and drop-ins; a later --eviction-hard in %s/%s carries the complete map", flagO.String(), OwnUnitDropInDir, OwnDropInName))
 	case legacyLayout:
 		method = MethodLegacyDropIn
-		p.Reasons = append(p.Reasons, fmt.Sprintf("%s:%d defines ExecStart= in an operator-owned drop-in without EnvironmentFile= or --config (kubeadm 1.7-era layout): $%s is added there", l.execFile, l.execLine, legacyEvictVar))
+		p.Reasons = append(p.Reasons, fmt.Sprintf("%s:%d defines ExecStart= in an operator-owned drop-in without EnvironmentFile= (kubeadm 1.7-era layout: every setting an Environment= there): $%s is added there", l.execFile, l.execLine, legacyEvictVar))
 	case l.kf.configDir != "" && v.AtLeast(30):
 		method = MethodConfigDir
 		p.Reasons = append(p.Reasons, fmt.Sprintf("the kubelet has --config-dir=%s (%s) and no --eviction-hard flag: a drop-in there is merged last", l.kf.configDir, l.kf.set["config-dir"].String()))
