@@ -473,11 +473,11 @@ func replaceEnv(w string, vars map[string]envVar) (string, string) {
 			b.WriteByte(w[i])
 			continue
 		}
-		switch {
-		case w[i+1] == '$':
+		switch w[i+1] {
+		case '$':
 			b.WriteByte('$')
 			i++
-		case w[i+1] == '{':
+		case '{':
 			end := strings.IndexByte(w[i+2:], '}')
 			if end < 0 {
 				b.WriteString(w[i:])

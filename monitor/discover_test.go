@@ -102,9 +102,9 @@ func fakeDocker(t *testing.T, rootDir string) string {
 			http.NotFound(w, r)
 			return
 		}
-		w.Write([]byte(`{"DockerRootDir":"` + rootDir + `","Driver":"overlay2"}`))
+		_, _ = w.Write([]byte(`{"DockerRootDir":"` + rootDir + `","Driver":"overlay2"}`))
 	})}
-	go srv.Serve(l)
+	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() { srv.Close() })
 	return sock
 }
@@ -131,7 +131,7 @@ func fakeCRIServer(t *testing.T, image string) string {
 	}
 	s := grpc.NewServer()
 	runtimeapi.RegisterImageServiceServer(s, &fakeCRI{image: image})
-	go s.Serve(l)
+	go func() { _ = s.Serve(l) }()
 	t.Cleanup(s.Stop)
 	return sock
 }
@@ -160,8 +160,12 @@ func mkdirs(t *testing.T, root string, dirs ...string) {
 func TestDiscoverFixture(t *testing.T) {
 	root := t.TempDir()
 	mkdirs(t, root, "var/lib/kubelet", "data/docker/containers", "var/log/pods/ns_pod_uid/c", "var/log/containers", "etc/docker", "buf")
-	os.WriteFile(filepath.Join(root, "etc/docker/daemon.json"), []byte(`{"graph": "/data/docker"}`), 0o644)
-	os.Symlink("/var/log/pods/ns_pod_uid/c/0.log", filepath.Join(root, "var/log/containers/pod_ns_c-123.log"))
+	if err := os.WriteFile(filepath.Join(root, "etc/docker/daemon.json"), []byte(`{"graph": "/data/docker"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/var/log/pods/ns_pod_uid/c/0.log", filepath.Join(root, "var/log/containers/pod_ns_c-123.log")); err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name        string

@@ -53,7 +53,9 @@ func TestLogScannerBounded(t *testing.T) {
 	}
 	// grow by 1 MiB per minute over three more passes
 	for pass := 1; pass <= 3; pass++ {
-		os.WriteFile(filepath.Join(dir, fmt.Sprint("grow", pass)), make([]byte, 1<<20), 0o644)
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprint("grow", pass)), make([]byte, 1<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		at := now.Add(time.Duration(pass) * time.Minute)
 		for s.step(at, 1000, time.Minute) > 0 && s.active {
 		}

@@ -138,7 +138,12 @@ func TestTmpfsFillRate(t *testing.T) {
 			}
 		}
 	}()
-	defer func() { close(stop); <-done }()
+	defer func() {
+		close(stop)
+		if err := <-done; err != nil {
+			t.Errorf("writer: %v", err)
+		}
+	}()
 
 	var predicted time.Time
 	var breachedAt time.Time
@@ -214,7 +219,9 @@ func TestTmpfsInodeExhaustion(t *testing.T) {
 	}
 	s, _ = m.Step(t.Context())
 	var st unix.Statfs_t
-	unix.Statfs(kubelet, &st)
+	if err := unix.Statfs(kubelet, &st); err != nil {
+		t.Fatal(err)
+	}
 	for _, name := range []string{"nodefs.inodesFree", "imagefs.inodesFree", "containerfs.inodesFree"} {
 		sig := signal(t, s, name)
 		if sig.State != StateBreached || sig.Observed != int64(st.Ffree) || sig.Capacity != 2000 {
@@ -245,7 +252,9 @@ func TestTmpfsImageFsDetection(t *testing.T) {
 			mountTmpfs(t, filepath.Join(root, "var"), "size=64m,nr_inodes=2000")
 			mountTmpfs(t, filepath.Join(root, "data"), "size=32m,nr_inodes=1000")
 			mkdirs(t, root, "var/lib/kubelet", "var/lib/docker/containers", "data/docker/containers", "etc/docker", "var/log/pods")
-			os.WriteFile(filepath.Join(root, "etc/docker/daemon.json"), []byte(`{"graph":"`+tc.graph+`","storage-driver":"aufs"}`), 0o644)
+			if err := os.WriteFile(filepath.Join(root, "etc/docker/daemon.json"), []byte(`{"graph":"`+tc.graph+`","storage-driver":"aufs"}`), 0o644); err != nil {
+				t.Fatal(err)
+			}
 			writeFile(t, filepath.Join(root, "var/lib/kubelet/x"), 40<<20) // nodefs 62.5% used
 			writeFile(t, filepath.Join(root, "data/docker/containers/y.log"), 1<<20)
 

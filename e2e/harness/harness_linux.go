@@ -329,7 +329,7 @@ func WaitFor(ctx context.Context, timeout time.Duration, p *Process, check func(
 	for {
 		if p != nil {
 			if ok, err := p.Exited(); ok {
-				return fmt.Errorf("%s exited (%v) while waiting; log tail:\n%s", p.Name, err, p.LogTail(3000))
+				return fmt.Errorf("%s exited (%w) while waiting; log tail:\n%s", p.Name, err, p.LogTail(3000))
 			}
 		}
 		if last = check(); last == nil {

@@ -113,7 +113,7 @@ func (c *Containerd) Ctr(t testing.TB, args ...string) string {
 func ctrRun(address string, args ...string) error {
 	out, err := exec.Command("ctr", append([]string{"--address", address}, args...)...).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("ctr %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("ctr %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
