@@ -20,7 +20,7 @@ func statfsUsage(path string) (Usage, error) {
 
 func usageFromStatfs(st *unix.Statfs_t) Usage {
 	frsize := int64(st.Frsize) //nolint:unconvert // int32 on 32-bit architectures
-	if frsize == 0 { // very old kernels leave f_frsize unset
+	if frsize == 0 {           // very old kernels leave f_frsize unset
 		frsize = int64(st.Bsize) //nolint:unconvert // int32 on 32-bit architectures
 	}
 	return Usage{
