@@ -1,0 +1,211 @@
+package remediate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"time"
+)
+
+// The copy engine moves a container runtime's data root to another filesystem. It is written
+// here rather than taken from a library because no maintained Go library preserves everything
+// a runtime root holds at once: hard links (image layers share inodes), extended attributes
+// including trusted.overlay.* (opaque directories, redirects), ownership, modes, nanosecond
+// timestamps on directories and symlinks (utimensat with AT_SYMLINK_NOFOLLOW), sparse files
+// (SEEK_DATA/SEEK_HOLE), device nodes, fifos and overlay whiteouts (character devices 0:0).
+// Nor does any offer an incremental pass that also deletes, which a short downtime needs: the
+// bulk is copied while the runtime runs and only the delta once it is stopped. The Linux
+// parts are in copy_linux.go.
+
+// CopyOptions tunes CopyTree.
+type CopyOptions struct {
+	// Since makes the pass incremental: an entry that exists at the destination with the same
+	// type, size, mtime, mode and owner, and whose status has not changed since Since
+	// (ctime < Since), is left alone. Zero compares size, mtime, mode and owner only.
+	Since time.Time
+	// Delete removes destination entries that no longer exist at the source (a delta pass).
+	Delete bool
+	// Progress, if set, receives a snapshot every ProgressInterval (default 5s) and once at
+	// the end.
+	Progress         func(CopyProgress)
+	ProgressInterval time.Duration
+	// TotalBytes is the expected number of bytes to copy, for the ETA (0: unknown).
+	TotalBytes int64
+	Log        *slog.Logger
+}
+
+// CopyStats counts what a pass did.
+type CopyStats struct {
+	Files     int64 `json:"files"`     // regular files whose data was copied
+	Unchanged int64 `json:"unchanged"` // entries an incremental pass left alone
+	Dirs      int64 `json:"dirs"`
+	Symlinks  int64 `json:"symlinks"`
+	Specials  int64 `json:"specials"` // devices, fifos, sockets, whiteouts
+	HardLinks int64 `json:"hardLinks"`
+	Deleted   int64 `json:"deleted"`
+	Bytes     int64 `json:"bytes"` // data bytes copied (holes excluded)
+	Duration  time.Duration
+}
+
+// Rate is the pass's data rate in bytes per second.
+func (s CopyStats) Rate() float64 {
+	if s.Duration <= 0 {
+		return 0
+	}
+	return float64(s.Bytes) / s.Duration.Seconds()
+}
+
+// CopyProgress is a point-in-time view of a running copy.
+type CopyProgress struct {
+	Bytes, TotalBytes int64
+	Entries           int64
+	Elapsed           time.Duration
+	Done              bool
+}
+
+// Rate is bytes per second so far.
+func (p CopyProgress) Rate() float64 {
+	if p.Elapsed <= 0 {
+		return 0
+	}
+	return float64(p.Bytes) / p.Elapsed.Seconds()
+}
+
+// ETA is the expected remaining time, or -1 when unknown.
+func (p CopyProgress) ETA() time.Duration {
+	r := p.Rate()
+	if p.TotalBytes <= 0 || r <= 0 {
+		return -1
+	}
+	left := p.TotalBytes - p.Bytes
+	if left < 0 {
+		left = 0
+	}
+	return time.Duration(float64(left) / r * float64(time.Second))
+}
+
+func (p CopyProgress) String() string {
+	s := fmt.Sprintf("%s", HumanBytes(p.Bytes))
+	if p.TotalBytes > 0 {
+		s += " / " + HumanBytes(p.TotalBytes)
+	}
+	s += fmt.Sprintf("  %s/s  %d entries", HumanBytes(int64(p.Rate())), p.Entries)
+	if eta := p.ETA(); eta >= 0 && !p.Done {
+		s += "  ETA " + eta.Round(time.Second).String()
+	}
+	return s
+}
+
+// HumanBytes renders n in binary units ("1.5 GiB").
+func HumanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// ProgressPrinter returns a CopyOptions.Progress callback: on a terminal it redraws one line
+// (bytes, rate, ETA); otherwise it logs a line per call.
+func ProgressPrinter(w io.Writer, terminal bool, log *slog.Logger, what string) func(CopyProgress) {
+	return func(p CopyProgress) {
+		if terminal {
+			end := ""
+			if p.Done {
+				end = "\n"
+			}
+			fmt.Fprintf(w, "\r\033[K%s: %s%s", what, p, end)
+			return
+		}
+		if log != nil {
+			log.Info("copy progress", "pass", what, "bytes", p.Bytes, "total_bytes", p.TotalBytes,
+				"rate_bytes_per_second", int64(p.Rate()), "eta_seconds", p.ETA().Seconds(), "entries", p.Entries, "done", p.Done)
+		}
+	}
+}
+
+// progressTracker feeds CopyOptions.Progress from a ticker.
+type progressTracker struct {
+	bytes, entries atomic.Int64
+	start          time.Time
+	total          int64
+	stop           chan struct{}
+	done           chan struct{}
+	fn             func(CopyProgress)
+}
+
+func startProgress(ctx context.Context, opts CopyOptions) *progressTracker {
+	p := &progressTracker{start: time.Now(), total: opts.TotalBytes, stop: make(chan struct{}), done: make(chan struct{}), fn: opts.Progress}
+	if p.fn == nil {
+		close(p.done)
+		return p
+	}
+	iv := opts.ProgressInterval
+	if iv <= 0 {
+		iv = 5 * time.Second
+	}
+	go func() {
+		defer close(p.done)
+		t := time.NewTicker(iv)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				p.fn(p.snapshot(false))
+			case <-p.stop:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return p
+}
+
+func (p *progressTracker) snapshot(done bool) CopyProgress {
+	return CopyProgress{Bytes: p.bytes.Load(), TotalBytes: p.total, Entries: p.entries.Load(), Elapsed: time.Since(p.start), Done: done}
+}
+
+func (p *progressTracker) finish() {
+	close(p.stop)
+	<-p.done
+	if p.fn != nil {
+		p.fn(p.snapshot(true))
+	}
+}
+
+// VerifyOptions tunes VerifyTrees.
+type VerifyOptions struct {
+	// Checksums compares file contents (SHA-256) in addition to metadata.
+	Checksums bool
+	// MaxDifferences stops after this many (default 20).
+	MaxDifferences int
+}
+
+// ErrTreesDiffer is wrapped by VerifyTrees' error when the trees differ.
+var ErrTreesDiffer = errors.New("trees differ")
+
+// VerifyStats is what VerifyTrees compared.
+type VerifyStats struct {
+	Entries   int64 `json:"entries"`
+	Files     int64 `json:"files"`
+	Bytes     int64 `json:"bytes"`
+	HardLinks int64 `json:"hardLinks"`
+	Xattrs    int64 `json:"xattrs"`
+	Checksums bool  `json:"checksums"`
+}
+
+// Usage is what a tree occupies.
+type Usage struct {
+	Bytes    int64 `json:"bytes"`    // allocated bytes (st_blocks·512), hard links counted once
+	Apparent int64 `json:"apparent"` // sum of file sizes, hard links counted once
+	Inodes   int64 `json:"inodes"`
+}

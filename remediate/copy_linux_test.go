@@ -1,0 +1,258 @@
+package remediate
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// buildRuntimeLikeTree writes a tree with every kind of entry a runtime root holds. As root
+// it adds what needs privileges: device nodes, whiteouts, trusted.overlay xattrs, foreign
+// owners.
+func buildRuntimeLikeTree(t *testing.T, root string) {
+	t.Helper()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{"image/layers/a/etc", "volumes/v1/_data", "containers/c1", "empty", "ro"} {
+		must(os.MkdirAll(filepath.Join(root, d), 0o755))
+	}
+	must(os.WriteFile(filepath.Join(root, "image/layers/a/etc/passwd"), []byte("root:x:0:0::/root:/bin/sh\n"), 0o644))
+	must(os.WriteFile(filepath.Join(root, "volumes/v1/_data/hello"), []byte("volume data"), 0o600))
+	must(os.WriteFile(filepath.Join(root, "containers/c1/c1-json.log"), []byte(strings.Repeat("log line\n", 1000)), 0o640))
+	must(os.Chmod(filepath.Join(root, "containers/c1/c1-json.log"), 0o4750)) // set-id bits survive chown ordering
+	// Hard links: three names, one inode.
+	must(os.Link(filepath.Join(root, "image/layers/a/etc/passwd"), filepath.Join(root, "image/layers/a/passwd.link")))
+	must(os.Link(filepath.Join(root, "image/layers/a/etc/passwd"), filepath.Join(root, "volumes/passwd.link2")))
+	// A sparse file: 1 MiB of data, a 64 MiB hole, 4 KiB of data.
+	sp := filepath.Join(root, "containers/c1/sparse.img")
+	f, err := os.Create(sp)
+	must(err)
+	_, err = f.Write(make([]byte, 1<<20))
+	must(err)
+	_, err = f.WriteAt([]byte(strings.Repeat("x", 4096)), 65<<20)
+	must(err)
+	must(f.Close())
+	// Symlinks, relative and dangling.
+	must(os.Symlink("../volumes/v1/_data/hello", filepath.Join(root, "image/rel-link")))
+	must(os.Symlink("/nonexistent/target", filepath.Join(root, "image/dangling")))
+	must(unix.Mkfifo(filepath.Join(root, "containers/c1/fifo"), 0o620))
+	must(unix.Setxattr(filepath.Join(root, "volumes/v1/_data/hello"), "user.evictguard", []byte("kept"), 0))
+	must(os.Chmod(filepath.Join(root, "ro"), 0o500))
+	if os.Geteuid() == 0 {
+		must(unix.Mknod(filepath.Join(root, "image/layers/a/whiteout"), unix.S_IFCHR|0o000, int(unix.Mkdev(0, 0))))
+		must(unix.Mknod(filepath.Join(root, "image/layers/a/etc/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
+		must(unix.Setxattr(filepath.Join(root, "image/layers/a/etc"), "trusted.overlay.opaque", []byte("y"), 0))
+		must(unix.Lsetxattr(filepath.Join(root, "image/rel-link"), "trusted.overlay.redirect", []byte("/x"), 0))
+		must(os.Lchown(filepath.Join(root, "volumes/v1/_data/hello"), 1234, 5678))
+		must(os.Lchown(filepath.Join(root, "image/dangling"), 42, 43))
+	}
+	// Timestamps in the past, on files, directories and symlinks.
+	old := []unix.Timespec{unix.NsecToTimespec(1_000_000_123), unix.NsecToTimespec(2_000_000_456)}
+	for _, p := range []string{"image/rel-link", "image/layers/a/etc", "volumes/v1/_data/hello", "empty"} {
+		must(unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(root, p), old, unix.AT_SYMLINK_NOFOLLOW))
+	}
+}
+
+func TestCopyTreePreservesEverything(t *testing.T) {
+	ctx := context.Background()
+	src := filepath.Join(t.TempDir(), "src")
+	dst := filepath.Join(t.TempDir(), "dst")
+	if err := os.Mkdir(src, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	buildRuntimeLikeTree(t, src)
+	before, err := TreeDigest(ctx, src, DigestOptions{Mtime: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var progress []CopyProgress
+	stats, err := CopyTree(ctx, src, dst, CopyOptions{Progress: func(p CopyProgress) { progress = append(progress, p) }, ProgressInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.HardLinks != 2 {
+		t.Errorf("hard links: got %d, want 2", stats.HardLinks)
+	}
+	if len(progress) == 0 || !progress[len(progress)-1].Done || progress[len(progress)-1].Bytes != stats.Bytes {
+		t.Errorf("progress: last report %+v, stats %+v", progress, stats)
+	}
+	if _, err := VerifyTrees(ctx, src, dst, VerifyOptions{Checksums: true}); err != nil {
+		t.Fatal(err)
+	}
+	after, err := TreeDigest(ctx, dst, DigestOptions{Mtime: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before != after {
+		t.Errorf("digest of the copy %s differs from the original %s", after, before)
+	}
+	// Sparse: the hole is not allocated in the copy.
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(dst, "containers/c1/sparse.img"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Size != 65<<20+4096 || st.Blocks*512 > 4<<20 {
+		t.Errorf("sparse copy: size %d, allocated %d bytes", st.Size, st.Blocks*512)
+	}
+	// Timestamps of a directory and a symlink.
+	for _, p := range []string{"image/rel-link", "empty"} {
+		if err := unix.Lstat(filepath.Join(dst, p), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Mtim.Nano() != 2_000_000_456 {
+			t.Errorf("%s: mtime %d, want 2000000456", p, st.Mtim.Nano())
+		}
+	}
+	// The original is untouched.
+	if again, _ := TreeDigest(ctx, src, DigestOptions{Mtime: true}); again != before {
+		t.Error("copying changed the source")
+	}
+}
+
+func TestCopyTreeDeltaPass(t *testing.T) {
+	ctx := context.Background()
+	src := filepath.Join(t.TempDir(), "src")
+	dst := filepath.Join(t.TempDir(), "dst")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	buildRuntimeLikeTree(t, src)
+	first, err := CopyTree(ctx, src, dst, CopyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // past the ctime slack
+	since := time.Now()
+	// Changes while "the runtime runs": new, changed (same size, new mtime), chmod only,
+	// xattr only, removed file and directory, a file replaced by a directory, a link broken.
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(src, "containers/c1/new"), []byte("new"), 0o644))
+	must(os.WriteFile(filepath.Join(src, "containers/c1/c1-json.log"), []byte(strings.Repeat("LOG LINE\n", 1000)), 0o640))
+	must(os.Chmod(filepath.Join(src, "image/layers/a/etc/passwd"), 0o600))
+	must(unix.Setxattr(filepath.Join(src, "volumes/v1/_data/hello"), "user.evictguard", []byte("new"), 0))
+	must(os.RemoveAll(filepath.Join(src, "empty")))
+	must(os.Remove(filepath.Join(src, "image/dangling")))
+	must(os.Remove(filepath.Join(src, "volumes/passwd.link2")))
+	must(os.Mkdir(filepath.Join(src, "volumes/passwd.link2"), 0o755))
+	must(os.Remove(filepath.Join(src, "image/layers/a/passwd.link")))
+	must(os.WriteFile(filepath.Join(src, "image/layers/a/passwd.link"), []byte("separate now"), 0o644))
+
+	delta, err := CopyTree(ctx, src, dst, CopyOptions{Since: since, Delete: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := VerifyTrees(ctx, src, dst, VerifyOptions{Checksums: true}); err != nil {
+		t.Fatal(err)
+	}
+	if delta.Deleted < 2 {
+		t.Errorf("delta deleted %d entries, want ≥ 2", delta.Deleted)
+	}
+	if delta.Bytes >= first.Bytes/10 {
+		t.Errorf("delta copied %d bytes of %d: not incremental", delta.Bytes, first.Bytes)
+	}
+	if delta.Unchanged == 0 {
+		t.Error("delta left nothing alone")
+	}
+	a, _ := TreeDigest(ctx, src, DigestOptions{Mtime: true})
+	b, _ := TreeDigest(ctx, dst, DigestOptions{Mtime: true})
+	if a != b {
+		t.Error("digests differ after the delta pass")
+	}
+}
+
+func TestVerifyTreesFindsDifferences(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name   string
+		mutate func(dst string) error
+		want   string
+	}{
+		{"content", func(d string) error {
+			return os.WriteFile(filepath.Join(d, "volumes/v1/_data/hello"), []byte("VOLUME DATA"), 0o600)
+		}, "content differs"},
+		{"missing", func(d string) error { return os.Remove(filepath.Join(d, "image/dangling")) }, "missing"},
+		{"extra", func(d string) error { return os.WriteFile(filepath.Join(d, "extra"), nil, 0o644) }, "only in the copy"},
+		{"mode", func(d string) error { return os.Chmod(filepath.Join(d, "volumes/v1/_data"), 0o700) }, "mode"},
+		{"xattr", func(d string) error {
+			return unix.Removexattr(filepath.Join(d, "volumes/v1/_data/hello"), "user.evictguard")
+		}, "xattr"},
+		{"hard link", func(d string) error {
+			p := filepath.Join(d, "volumes/passwd.link2")
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			if err := os.Remove(p); err != nil {
+				return err
+			}
+			return os.WriteFile(p, b, 0o644)
+		}, "link"},
+	}
+	src := filepath.Join(t.TempDir(), "src")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	buildRuntimeLikeTree(t, src)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := filepath.Join(t.TempDir(), "dst")
+			if _, err := CopyTree(ctx, src, dst, CopyOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.mutate(dst); err != nil {
+				t.Fatal(err)
+			}
+			_, err := VerifyTrees(ctx, src, dst, VerifyOptions{Checksums: true})
+			if !errors.Is(err, ErrTreesDiffer) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want ErrTreesDiffer mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDiskUsageCountsHardLinksOnce(t *testing.T) {
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "a"), make([]byte, 100_000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(filepath.Join(root, "a"), filepath.Join(root, "b")); err != nil {
+		t.Fatal(err)
+	}
+	u, err := DiskUsage(context.Background(), root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Apparent != 100_000 || u.Inodes != 2 {
+		t.Errorf("usage %+v: want apparent 100000 and 2 inodes (dir + file)", u)
+	}
+}
+
+func TestCopyProgressString(t *testing.T) {
+	tests := []struct {
+		p    CopyProgress
+		want string
+	}{
+		{CopyProgress{Bytes: 1 << 30, TotalBytes: 2 << 30, Elapsed: 2 * time.Second, Entries: 5}, "1.0 GiB / 2.0 GiB  512.0 MiB/s  5 entries  ETA 2s"},
+		{CopyProgress{Bytes: 512, Elapsed: time.Second}, "512 B  512 B/s  0 entries"},
+	}
+	for _, tc := range tests {
+		if got := tc.p.String(); got != tc.want {
+			t.Errorf("got %q, want %q", got, tc.want)
+		}
+	}
+}
