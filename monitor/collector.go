@@ -45,7 +45,7 @@ type Collector struct {
 	thr, avail, headroom                   map[string]*prometheus.Desc // by unit
 	secondsTo, state, fillRate             *prometheus.Desc
 	fsCap, fsAvail, fsInodes, fsInodesFree *prometheus.Desc
-	fsError, fsInfo                        *prometheus.Desc
+	fsError                                *prometheus.Desc
 	signalInfo                             *prometheus.Desc
 }
 

@@ -222,7 +222,7 @@ func startOutputs(ctx context.Context, g *globalOptions, o *runOptions, s *setup
 	case err != nil:
 		return nil, usageErr(err)
 	case o.nodeName == "":
-		return nil, usageErr(errors.New("Node Events and the condition need --node-name (or NODE_NAME)"))
+		return nil, usageErr(errors.New("--node-name (or NODE_NAME) is needed for Node Events and the condition"))
 	default:
 		cfg.Timeout = 15 * time.Second
 		client, err := kube.NewClient(cfg)
