@@ -261,6 +261,7 @@ func TestRemediateCrashSafety(t *testing.T) {
 	n := startNode(t, layoutKubeadm17, testPolicy)
 	n.fillTo(t, 0.085)
 	orig := n.unitFiles(t)
+	time.Sleep(2 * time.Second) // the policy's minKubeletUptime
 	var after map[string]string
 	for _, step := range []string{"write", "reload", "restart", "verify"} {
 		t.Run(step, func(t *testing.T) {
