@@ -1,0 +1,339 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/evictguard/evictguard/monitor"
+	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/systemd"
+)
+
+func init() { subcommands = append(subcommands, newMigrateCommand) }
+
+type migrateOptions struct {
+	runtime, to                        string
+	dryRun, resume, rollback, yes      bool
+	busAddress, stateDir               string
+	dockerSocket, dockerConfig         string
+	containerdConfig, containerdSocket string
+	runtimeUnits                       []string
+	kubeletUnit, healthz               string
+	keepOld, checksums                 bool
+	margin                             string
+	stableFor, unitTimeout             time.Duration
+	drain                              bool
+	drainTimeout                       time.Duration
+	kubeconfig, nodeName               string
+	lockSlots                          int
+	lockNamespace, lockName            string
+	lockTTL                            time.Duration
+}
+
+func newMigrateCommand(g *globalOptions) *cobra.Command {
+	o := &migrateOptions{}
+	cmd := &cobra.Command{
+		Use:   "migrate --runtime docker|containerd --to DIR",
+		Short: "Move the container runtime's data root to another filesystem, journaled, verified and resumable",
+		Long: `Move the runtime's data root (docker's data-root, containerd's root) off nodefs to DIR on
+another filesystem, as an operator would by hand (DESIGN.md §1), but safely:
+
+  preflight   runtime and current root, DIR on another filesystem with room for the data plus a
+              margin, not inside the root (nor the root inside it), d_type / trusted.* xattrs /
+              whiteouts when the storage driver is overlay, root privileges; the plan is printed
+              with sizes and the expected downtime
+  lease       the cluster Lease (with --lock-slots and --kubeconfig)
+  cordon,drain  with --drain: cordon (remembering if it already was) and evict through the
+              Eviction API, honouring PodDisruptionBudgets
+  precopy     bulk copy while the runtime runs
+  stop        kubelet, then the runtime (and docker.socket) over D-Bus
+  delta       final incremental copy (changes and deletions)
+  verify      counts, sizes, modes, owners, xattrs, hard links (contents with --checksums)
+  config      daemon.json data-root (a legacy graph key is migrated) or config.toml root,
+              atomically, with a backup in the journal
+  start       runtime; it must report the new root and still hold its images, containers, volumes
+  kubelet     restarted (it caches the imagefs decision) and healthy
+  uncordon    only if evictguard cordoned
+  cleanup     the old root is removed (or kept with --keep-old)
+
+Every step is journaled. Killed at any point, 'evictguard migrate --resume' finishes the
+migration and 'evictguard migrate --rollback' returns to the old root with the runtime running.
+Refusals exit 2 and change nothing.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runMigrate(cmd.Context(), g, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.runtime, "runtime", "", "docker or containerd (default: detect, as evictguard status does)")
+	f.StringVar(&o.to, "to", "", "new data root (node path) on another filesystem; must be empty or absent")
+	f.BoolVar(&o.dryRun, "dry-run", false, "run the preflight, print the plan and change nothing")
+	f.BoolVar(&o.resume, "resume", false, "finish an interrupted migration from the journal")
+	f.BoolVar(&o.rollback, "rollback", false, "return an interrupted migration to the old root")
+	f.BoolVar(&o.yes, "yes", false, "do not ask for confirmation")
+	f.StringVar(&o.busAddress, "bus-address", "", "D-Bus address of the systemd manager (default: the system bus)")
+	f.StringVar(&o.stateDir, "state-dir", remediate.DefaultStateDir, "node path of evictguard's journal and backups")
+	f.StringVar(&o.dockerSocket, "docker-socket", "", "dockerd API socket (default /var/run/docker.sock under --host-root)")
+	f.StringVar(&o.dockerConfig, "docker-config", "/etc/docker/daemon.json", "daemon.json (node path)")
+	f.StringVar(&o.containerdConfig, "containerd-config", "/etc/containerd/config.toml", "containerd config.toml (node path)")
+	f.StringVar(&o.containerdSocket, "containerd-socket", "", "containerd socket (default: the config's grpc.address)")
+	f.StringSliceVar(&o.runtimeUnits, "runtime-units", nil, "runtime units to stop and start (default docker.socket,docker.service or containerd.service)")
+	f.StringVar(&o.kubeletUnit, "kubelet-unit", "kubelet.service", "the kubelet's unit, restarted after the move")
+	f.StringVar(&o.healthz, "healthz", "http://127.0.0.1:10248/healthz", "kubelet /healthz URL checked after the restart")
+	f.DurationVar(&o.stableFor, "stable-for", 5*time.Second, "how long the kubelet must stay healthy after the restart")
+	f.DurationVar(&o.unitTimeout, "unit-timeout", 2*time.Minute, "timeout of each unit stop or start")
+	f.BoolVar(&o.keepOld, "keep-old", false, "keep the old root as <old>.evictguard-backup-<op> instead of removing it")
+	f.BoolVar(&o.checksums, "checksums", false, "also compare file contents (SHA-256) when verifying (longer downtime)")
+	f.StringVar(&o.margin, "margin", "", "free space required beyond the data: a quantity (2Gi) or percent of the data (10%); default 10% and at least 16Mi")
+	f.BoolVar(&o.drain, "drain", false, "cordon and drain the node first (needs --kubeconfig and --node-name)")
+	f.DurationVar(&o.drainTimeout, "drain-timeout", 5*time.Minute, "give up draining after this long (PDBs may block evictions)")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for the API server (drain, Lease)")
+	f.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+	f.IntVar(&o.lockSlots, "lock-slots", 0, "take one of this many cluster Leases for the migration (0: none)")
+	f.StringVar(&o.lockNamespace, "lock-namespace", "kube-system", "namespace of the Leases")
+	f.StringVar(&o.lockName, "lock-name", "evictguard-restart", "name prefix of the Leases (shared with apply)")
+	f.DurationVar(&o.lockTTL, "lock-ttl", 30*time.Minute, "Lease duration")
+	return cmd
+}
+
+func (o *migrateOptions) options(ctx context.Context, g *globalOptions) (remediate.MigrateOptions, error) {
+	mo := remediate.MigrateOptions{
+		Root: g.root(), Runtime: o.runtime, Target: o.to, DockerSocket: o.dockerSocket, DockerConfig: o.dockerConfig,
+		ContainerdConfig: o.containerdConfig, ContainerdSocket: o.containerdSocket, RuntimeUnits: o.runtimeUnits,
+		KubeletUnit: o.kubeletUnit, KubeletHealthz: o.healthz, StableFor: o.stableFor, UnitTimeout: o.unitTimeout,
+		KeepOld: o.keepOld, Checksums: o.checksums, Drain: o.drain, DrainTimeout: o.drainTimeout, NodeName: o.nodeName,
+		Log: g.logger,
+	}
+	if o.margin != "" {
+		if p, ok := strings.CutSuffix(o.margin, "%"); ok {
+			var v float64
+			if _, err := fmt.Sscanf(p, "%g", &v); err != nil || v < 0 {
+				return mo, fmt.Errorf("--margin %q: not a percentage", o.margin)
+			}
+			mo.MarginPercent = v
+			mo.MarginBytes = 1 // explicit: no 16Mi floor
+		} else {
+			q, err := resource.ParseQuantity(o.margin)
+			if err != nil {
+				return mo, fmt.Errorf("--margin %q: %w", o.margin, err)
+			}
+			mo.MarginBytes = max(q.Value(), 1)
+		}
+	}
+	if o.kubeconfig != "" {
+		rf := remediationFlags{kubeconfig: o.kubeconfig}
+		kube, err := rf.kubeClient()
+		if err != nil {
+			return mo, err
+		}
+		mo.Kube = kube
+	}
+	if (o.drain || o.lockSlots > 0) && (mo.Kube == nil || o.nodeName == "") {
+		return mo, errors.New("--drain and --lock-slots need --kubeconfig and --node-name")
+	}
+	if o.lockSlots > 0 {
+		mo.Lock = &remediate.LeaseLock{Client: mo.Kube, Namespace: o.lockNamespace, Name: o.lockName, Slots: o.lockSlots, TTL: o.lockTTL, Identity: o.nodeName}
+	}
+	terminal := false
+	if f, ok := g.stderr.(*os.File); ok {
+		terminal = term.IsTerminal(int(f.Fd()))
+	}
+	mo.Progress = func(pass string) func(remediate.CopyProgress) {
+		return remediate.ProgressPrinter(g.stderr, terminal, g.logger, pass)
+	}
+	if step := os.Getenv(envTestCrashAfter); step != "" {
+		mo.AfterStep = func(s string) {
+			if s == step {
+				g.logger.Warn("TEST HOOK: killing evictguard", "env", envTestCrashAfter, "step", s)
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {}
+			}
+		}
+	}
+	return mo, nil
+}
+
+func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error {
+	if o.resume && o.rollback {
+		return usageErr(errors.New("--resume and --rollback are mutually exclusive"))
+	}
+	mo, err := o.options(ctx, g)
+	if err != nil {
+		return usageErr(err)
+	}
+	// A preflight that refuses (or a dry run) must leave no trace, not even a journal directory.
+	var pending *remediate.Operation
+	openJournal := func() error {
+		if mo.Journal != nil {
+			return nil
+		}
+		j, err := remediate.OpenJournal(g.root(), o.stateDir, g.logger)
+		if err != nil {
+			return problem(err)
+		}
+		mo.Journal = j
+		pending, err = remediate.UnfinishedMigration(j)
+		if err != nil {
+			return problem(err)
+		}
+		return nil
+	}
+	if _, err := os.Stat(g.root().Path(filepath.Join(o.stateDir, "journal"))); err == nil || o.resume || o.rollback {
+		if err := openJournal(); err != nil {
+			return err
+		}
+	}
+
+	if o.resume || o.rollback {
+		if pending == nil {
+			return usageErr(errors.New("no interrupted migration in the journal"))
+		}
+		sd, err := o.systemd(ctx, g)
+		if err != nil {
+			return problem(err)
+		}
+		defer sd.Close()
+		mo.Systemd = sd
+		if o.rollback {
+			if err := remediate.RollbackMigration(ctx, mo, pending); err != nil {
+				return problem(fmt.Errorf("rollback of %s: %w", pending.ID, err))
+			}
+			fmt.Fprintf(g.stdout, "Rolled back (operation %s): the runtime runs on its old data root again.\n", pending.ID)
+			return nil
+		}
+		if err := remediate.ResumeMigration(ctx, mo, pending); err != nil {
+			return problem(fmt.Errorf("resume of %s: %w", pending.ID, err))
+		}
+		fmt.Fprintf(g.stdout, "Resumed and finished (operation %s).\n", pending.ID)
+		return nil
+	}
+
+	if pending != nil {
+		return usageErr(fmt.Errorf("migration %s was interrupted after step %q: run with --resume or --rollback first", pending.ID, pending.Step))
+	}
+	if o.to == "" {
+		return usageErr(errors.New("--to is required"))
+	}
+	if mo.Runtime == "" {
+		layout, err := monitor.DiscoverFilesystems(ctx, monitor.DiscoverOptions{HostRoot: g.root(), DockerSocket: o.dockerSocket,
+			DockerConfig: o.dockerConfig, ContainerdConfig: o.containerdConfig, Logger: g.logger})
+		if err != nil || layout.Runtime == "" {
+			return usageErr(fmt.Errorf("no container runtime found: pass --runtime docker|containerd (%v)", err))
+		}
+		mo.Runtime = layout.Runtime
+	}
+	if mo.Runtime != remediate.RuntimeDocker && mo.Runtime != remediate.RuntimeContainerd {
+		return usageErr(fmt.Errorf("refused: unknown runtime %q: evictguard migrates docker or containerd; nothing changed", mo.Runtime))
+	}
+	plan, err := remediate.PlanMigration(ctx, mo)
+	if err != nil {
+		return problem(err)
+	}
+	if err := printMigrationPlan(g, plan); err != nil {
+		return err
+	}
+	if !plan.OK() {
+		return usageErr(fmt.Errorf("refused: %s; nothing changed", strings.Join(plan.Refusals, "; ")))
+	}
+	if o.dryRun {
+		fmt.Fprintln(g.stdout, "Dry run: nothing changed.")
+		return nil
+	}
+	if err := openJournal(); err != nil {
+		return err
+	}
+	if !o.yes {
+		fmt.Fprint(g.stdout, "Stop the runtime and the kubelet and move the data root? Type yes: ")
+		if !confirmLine(os.Stdin) {
+			return problem(errors.New("not confirmed"))
+		}
+	}
+	sd, err := o.systemd(ctx, g)
+	if err != nil {
+		return problem(err)
+	}
+	defer sd.Close()
+	mo.Systemd = sd
+	op, err := remediate.Migrate(ctx, mo, plan)
+	if err != nil {
+		if op != nil {
+			return problem(fmt.Errorf("operation %s: %w", op.ID, err))
+		}
+		return problem(err)
+	}
+	fmt.Fprintf(g.stdout, "Migrated (operation %s): %s data root is now %s.\n", op.ID, plan.Runtime, plan.To)
+	return nil
+}
+
+func confirmLine(in io.Reader) bool {
+	var line string
+	_, _ = fmt.Fscanln(in, &line)
+	return strings.TrimSpace(line) == "yes"
+}
+
+func (o *migrateOptions) systemd(ctx context.Context, g *globalOptions) (*systemd.Client, error) {
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if o.busAddress != "" {
+		return systemd.NewWithAddress(sctx, g.logger, o.busAddress)
+	}
+	return systemd.New(sctx, g.logger)
+}
+
+func printMigrationPlan(g *globalOptions, p *remediate.MigrationPlan) error {
+	if g.output == "json" {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(p)
+	}
+	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "Runtime\t%s (storage driver %q)\n", p.Runtime, p.Driver)
+	if p.From != "" {
+		fmt.Fprintf(w, "From\t%s (%s; %s; on nodefs: %t)\n", p.From, p.FromSource, p.FromFs, p.SharesNodeFs)
+	}
+	if p.To != "" {
+		fmt.Fprintf(w, "To\t%s (%s, %s available)\n", p.To, p.ToFs, remediate.HumanBytes(p.ToAvail))
+	}
+	if p.Config != "" {
+		fmt.Fprintf(w, "Config\t%s: %s\n", p.Config, p.ConfigKey)
+	}
+	if p.Used.Inodes > 0 {
+		fmt.Fprintf(w, "Data\t%s allocated (%s apparent), %d inodes; need %s on the target\n",
+			remediate.HumanBytes(p.Used.Bytes), remediate.HumanBytes(p.Used.Apparent), p.Used.Inodes, remediate.HumanBytes(p.Need))
+	}
+	if p.Facts != nil {
+		fmt.Fprintf(w, "Holds\t%s\n", p.Facts)
+	}
+	if p.RateBytesPerSecond > 0 {
+		fmt.Fprintf(w, "Copy\t~%s at %s/s measured (pre-copy, runtime running)\n", p.EstimatedCopy.Round(time.Second), remediate.HumanBytes(int64(p.RateBytesPerSecond)))
+	}
+	if p.Used.Inodes > 0 {
+		fmt.Fprintf(w, "Downtime\t~%s (stop, delta copy, verify, rewrite, start, kubelet restart)\n", p.EstimatedDowntime.Round(time.Second))
+		fmt.Fprintf(w, "Units\t%s; then %s restarted\n", strings.Join(p.Units, ", "), p.KubeletUnit)
+		old := "removed after verification"
+		if p.KeepOld {
+			old = "kept as a backup"
+		}
+		fmt.Fprintf(w, "Old root\t%s\n", old)
+	}
+	for _, s := range p.Warnings {
+		fmt.Fprintf(w, "Warning\t%s\n", s)
+	}
+	for _, s := range p.Refusals {
+		fmt.Fprintf(w, "REFUSED\t%s\n", s)
+	}
+	return w.Flush()
+}

@@ -1,0 +1,967 @@
+package remediate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/evictguard/evictguard/internal/hostfs"
+	"github.com/evictguard/evictguard/monitor"
+	"github.com/evictguard/evictguard/systemd"
+)
+
+// KindMigrateDataRoot is the journal kind of a runtime data-root migration.
+const KindMigrateDataRoot = "migrate-data-root"
+
+// Steps of a data-root migration, in order, as recorded in the journal. A crash after any of
+// them is resumed (ResumeMigration) or rolled back (RollbackMigration).
+const (
+	MigStepLease        = "lease"         // cluster Lease taken (if configured)
+	MigStepCordon       = "cordon"        // node cordoned (if draining), prior state remembered
+	MigStepDrain        = "drain"         // pods evicted through the Eviction API
+	MigStepPrecopy      = "precopy"       // bulk copy while the runtime runs
+	MigStepStop         = "stop"          // kubelet and runtime (and its socket) stopped
+	MigStepDelta        = "delta"         // final incremental copy with deletions
+	MigStepVerify       = "verify"        // copy compared with the original
+	MigStepConfig       = "config"        // daemon.json / config.toml points at the new root
+	MigStepStartRuntime = "start-runtime" // runtime started, reports the new root and its data
+	MigStepKubelet      = "kubelet"       // kubelet started (imagefs re-detected) and healthy
+	MigStepUncordon     = "uncordon"      // node uncordoned if we cordoned it
+	MigStepCleanup      = "cleanup"       // old root removed or kept as a backup, by policy
+	MigStepRelease      = "release"       // cluster Lease released
+)
+
+// MigrateSteps lists the steps in order.
+var MigrateSteps = []string{MigStepLease, MigStepCordon, MigStepDrain, MigStepPrecopy, MigStepStop, MigStepDelta,
+	MigStepVerify, MigStepConfig, MigStepStartRuntime, MigStepKubelet, MigStepUncordon, MigStepCleanup, MigStepRelease}
+
+// Runtimes evictguard can migrate.
+const (
+	RuntimeDocker     = monitor.RuntimeDocker
+	RuntimeContainerd = monitor.RuntimeContainerd
+)
+
+// MigrateSystemd is the part of the systemd client a migration uses.
+type MigrateSystemd interface {
+	Unit(ctx context.Context, name string) (*systemd.UnitInfo, error)
+	Start(ctx context.Context, unit string, timeout time.Duration) error
+	Stop(ctx context.Context, unit string, timeout time.Duration) error
+	WaitHealthy(ctx context.Context, unit string, opts systemd.HealthOptions) error
+}
+
+// MigrateOptions configures a migration of the runtime's data root. Paths named "node path"
+// are as the node sees them; they are read under Root.
+type MigrateOptions struct {
+	Root    hostfs.Root
+	Runtime string // docker or containerd
+	Target  string // node path of the new data root
+
+	// DockerConfig is daemon.json (node path, default /etc/docker/daemon.json).
+	DockerConfig string
+	// DockerSocket is dockerd's API socket as this process sees it (default
+	// /var/run/docker.sock under Root).
+	DockerSocket string
+	// ContainerdConfig is config.toml (node path, default /etc/containerd/config.toml).
+	ContainerdConfig string
+	// ContainerdSocket is containerd's gRPC/CRI socket as this process sees it (default: the
+	// config's grpc.address, else /run/containerd/containerd.sock, under Root).
+	ContainerdSocket string
+
+	// RuntimeUnits are stopped (in order) and started (in reverse); default docker.socket +
+	// docker.service, or containerd.service. Units the manager does not know are skipped.
+	RuntimeUnits []string
+	// KubeletUnit (default kubelet.service) is stopped before and restarted after, because the
+	// kubelet caches the imagefs decision until it restarts (k/k #96732).
+	KubeletUnit string
+	// KubeletHealthz is checked after the restart (default http://127.0.0.1:10248/healthz).
+	KubeletHealthz string
+	// StableFor: the kubelet must stay healthy this long (default 5s).
+	StableFor time.Duration
+	// UnitTimeout bounds each stop/start job (default 2m).
+	UnitTimeout time.Duration
+
+	// MarginBytes and MarginPercent (of the data) must be free on the target beyond the data
+	// (the larger applies; default 10 % and at least 16 MiB).
+	MarginBytes   int64
+	MarginPercent float64
+	// KeepOld keeps the old root (renamed to <old>.evictguard-backup-<op>) after a verified
+	// migration; otherwise it is removed to free the space.
+	KeepOld bool
+	// Checksums makes verification compare contents (SHA-256), not only metadata.
+	Checksums bool
+
+	// Kube and NodeName enable cordon/drain and the Lease; Drain asks for them.
+	Kube         kubernetes.Interface
+	NodeName     string
+	Drain        bool
+	DrainTimeout time.Duration // default 5m
+	// Lock, if set, is the cluster Lease taken for the duration of the migration.
+	Lock *LeaseLock
+
+	Journal *Journal
+	Systemd MigrateSystemd
+	Log     *slog.Logger
+	// Progress returns the progress callback for a copy pass ("pre-copy", "delta"); nil: logs.
+	Progress func(pass string) func(CopyProgress)
+	// AfterStep, if set, runs after each journaled step (a test hook for crash safety).
+	AfterStep func(step string)
+}
+
+func (o *MigrateOptions) defaults() {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.DockerConfig == "" {
+		o.DockerConfig = "/etc/docker/daemon.json"
+	}
+	if o.DockerSocket == "" {
+		o.DockerSocket = o.Root.Path("/var/run/docker.sock")
+	}
+	if o.ContainerdConfig == "" {
+		o.ContainerdConfig = "/etc/containerd/config.toml"
+	}
+	if len(o.RuntimeUnits) == 0 {
+		switch o.Runtime {
+		case RuntimeDocker:
+			o.RuntimeUnits = []string{"docker.socket", "docker.service"}
+		case RuntimeContainerd:
+			o.RuntimeUnits = []string{"containerd.service"}
+		}
+	}
+	if o.KubeletUnit == "" {
+		o.KubeletUnit = "kubelet.service"
+	}
+	if o.KubeletHealthz == "" {
+		o.KubeletHealthz = "http://127.0.0.1:10248/healthz"
+	}
+	if o.StableFor == 0 {
+		o.StableFor = 5 * time.Second
+	}
+	if o.UnitTimeout == 0 {
+		o.UnitTimeout = 2 * time.Minute
+	}
+	if o.MarginPercent == 0 && o.MarginBytes == 0 {
+		o.MarginPercent = 10
+	}
+	if o.DrainTimeout == 0 {
+		o.DrainTimeout = 5 * time.Minute
+	}
+	if o.Progress == nil {
+		o.Progress = func(pass string) func(CopyProgress) { return ProgressPrinter(nil, false, o.Log, pass) }
+	}
+}
+
+// MigrationPlan is the preflight's result: what would be moved where, whether it fits, and
+// why not.
+type MigrationPlan struct {
+	Runtime    string        `json:"runtime"`
+	From       string        `json:"from"` // node path of the current data root
+	FromSource string        `json:"fromSource"`
+	To         string        `json:"to"`
+	Config     string        `json:"config"`    // node path of the file to rewrite
+	ConfigKey  string        `json:"configKey"` // data-root / root
+	Driver     string        `json:"driver,omitempty"`
+	Facts      *RuntimeFacts `json:"facts,omitempty"` // nil when the runtime is not running
+	Used       Usage         `json:"used"`
+	FromFs     string        `json:"fromFs"`
+	ToFs       string        `json:"toFs"`
+	ToAvail    int64         `json:"toAvailableBytes"`
+	ToInodes   int64         `json:"toInodesFree"`
+	Need       int64         `json:"needBytes"`
+	// SharesNodeFs: the current root is on nodefs (the situation migration fixes).
+	SharesNodeFs bool `json:"sharesNodeFs"`
+	// RateBytesPerSecond is the copy rate measured on a sample (0 when nothing to sample).
+	RateBytesPerSecond float64       `json:"rateBytesPerSecond"`
+	EstimatedCopy      time.Duration `json:"estimatedCopy"`
+	EstimatedDowntime  time.Duration `json:"estimatedDowntime"`
+	Units              []string      `json:"units"`
+	KubeletUnit        string        `json:"kubeletUnit"`
+	Drain              bool          `json:"drain"`
+	KeepOld            bool          `json:"keepOld"`
+	Refusals           []string      `json:"refusals,omitempty"`
+	Warnings           []string      `json:"warnings,omitempty"`
+}
+
+// OK reports whether nothing refuses the migration.
+func (p *MigrationPlan) OK() bool { return len(p.Refusals) == 0 }
+
+func (p *MigrationPlan) refuse(format string, args ...any) {
+	p.Refusals = append(p.Refusals, fmt.Sprintf(format, args...))
+}
+
+// PlanMigration runs the preflight. It changes nothing on the node (a scratch directory on the
+// target filesystem is created and removed to probe its features and rate). Refusals are in
+// the plan; an error means the preflight itself could not run.
+func PlanMigration(ctx context.Context, opts MigrateOptions) (*MigrationPlan, error) {
+	opts.defaults()
+	root := opts.Root
+	p := &MigrationPlan{Runtime: opts.Runtime, Units: opts.RuntimeUnits, KubeletUnit: opts.KubeletUnit, Drain: opts.Drain, KeepOld: opts.KeepOld}
+	switch opts.Runtime {
+	case RuntimeDocker:
+		p.Config, p.ConfigKey = opts.DockerConfig, "data-root"
+	case RuntimeContainerd:
+		p.Config, p.ConfigKey = opts.ContainerdConfig, "root"
+	default:
+		p.refuse("unknown runtime %q: evictguard migrates docker or containerd", opts.Runtime)
+		return p, nil
+	}
+	if os.Geteuid() != 0 {
+		p.refuse("must run as root: the copy preserves owners, devices and trusted.* xattrs")
+	}
+	if !filepath.IsAbs(opts.Target) {
+		p.refuse("--to %q must be an absolute path", opts.Target)
+		return p, nil
+	}
+	p.To = filepath.Clean(opts.Target)
+
+	// The current root: the running runtime's word first, then its config, then the default.
+	var err error
+	p.From, p.FromSource, p.Driver, p.Facts, err = currentRoot(ctx, &opts)
+	if err != nil {
+		p.refuse("%v", err)
+		return p, nil
+	}
+	if p.Facts == nil {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("%s is not running: its images and containers cannot be counted before the move", opts.Runtime))
+	}
+	fromHost := root.Path(p.From)
+	if st, err := os.Stat(fromHost); err != nil || !st.IsDir() {
+		p.refuse("the current data root %s (%s) is not a directory: %v", p.From, p.FromSource, err)
+		return p, nil
+	}
+	switch {
+	case p.To == p.From:
+		p.refuse("--to %s is the current data root", p.To)
+	case within(p.To, p.From):
+		p.refuse("--to %s is inside the current data root %s", p.To, p.From)
+	case within(p.From, p.To):
+		p.refuse("the current data root %s is inside --to %s", p.From, p.To)
+	}
+	if ents, err := os.ReadDir(root.Path(p.To)); err == nil && len(ents) > 0 {
+		p.refuse("--to %s exists and is not empty", p.To)
+	} else if err == nil || errors.Is(err, os.ErrNotExist) {
+	} else {
+		p.refuse("--to %s: %v", p.To, err)
+	}
+	fromFs, err := statFS(fromHost)
+	if err != nil {
+		return nil, err
+	}
+	toFs, err := statFS(root.Path(p.To))
+	if err != nil {
+		p.refuse("--to %s: %v", p.To, err)
+		return p, nil
+	}
+	p.FromFs, p.ToFs = fromFs.Type, toFs.Type
+	p.ToAvail, p.ToInodes = toFs.Avail, toFs.Free
+	if fromFs.Dev == toFs.Dev {
+		p.refuse("--to %s is on the same filesystem as the current data root %s: moving it frees nothing", p.To, p.From)
+	}
+	// nodefs: the kubelet's root dir (or /).
+	if nfs, err := statFS(root.Path(monitor.DefaultKubeletRootDir)); err == nil {
+		p.SharesNodeFs = nfs.Dev == fromFs.Dev
+	}
+
+	if p.Used, err = DiskUsage(ctx, fromHost); err != nil {
+		return nil, err
+	}
+	margin := max(opts.MarginBytes, int64(float64(p.Used.Bytes)*opts.MarginPercent/100))
+	if opts.MarginBytes == 0 {
+		margin = max(margin, 16<<20)
+	}
+	p.Need = p.Used.Bytes + margin
+	if p.ToAvail < p.Need {
+		p.refuse("--to %s has %s available; the data root holds %s and the margin is %s: need %s",
+			p.To, HumanBytes(p.ToAvail), HumanBytes(p.Used.Bytes), HumanBytes(margin), HumanBytes(p.Need))
+	}
+	if p.ToInodes > 0 && p.ToInodes < p.Used.Inodes+p.Used.Inodes/10 {
+		p.refuse("--to %s has %d free inodes; the data root uses %d", p.To, p.ToInodes, p.Used.Inodes)
+	}
+	if fromFs.Dev != toFs.Dev && len(p.Refusals) == 0 {
+		feat, err := probeFS(toFs.Existing)
+		if err != nil {
+			p.refuse("--to %s: %v", p.To, err)
+		} else if strings.Contains(p.Driver, "overlay") {
+			if !feat.DType {
+				p.refuse("--to %s (%s) does not report d_type; the %s storage driver needs it (XFS: mkfs with ftype=1)", p.To, p.ToFs, p.Driver)
+			}
+			if !feat.TrustedXattr {
+				p.refuse("--to %s (%s) cannot hold trusted.* xattrs; the %s storage driver needs them", p.To, p.ToFs, p.Driver)
+			}
+			if !feat.Whiteout {
+				p.refuse("--to %s (%s) cannot hold whiteouts (character device 0:0); the %s storage driver needs them", p.To, p.ToFs, p.Driver)
+			}
+		} else if !feat.DType || !feat.TrustedXattr {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("--to %s lacks d_type or trusted.* xattrs: fine for %q, not for overlay", p.To, p.Driver))
+		}
+		p.RateBytesPerSecond = sampleRate(ctx, fromHost, toFs.Existing)
+	}
+	if p.RateBytesPerSecond > 0 {
+		p.EstimatedCopy = time.Duration(float64(p.Used.Apparent) / p.RateBytesPerSecond * float64(time.Second))
+	}
+	// Downtime: stop + start of the runtime and kubelet, a metadata-only delta walk of every
+	// inode (~20µs each), the verify walk (again), and a delta of ~2 % of the data.
+	walk := time.Duration(p.Used.Inodes) * 40 * time.Microsecond
+	p.EstimatedDowntime = 10*time.Second + walk + p.EstimatedCopy/50
+	if opts.Checksums {
+		p.EstimatedDowntime += p.EstimatedCopy
+	}
+	return p, nil
+}
+
+// sampleRate copies up to 64 MiB of the largest files near the top of from into a scratch
+// directory on the target and returns the rate (0 when there is nothing to sample).
+func sampleRate(ctx context.Context, from, targetDir string) float64 {
+	var files []string
+	var total int64
+	_ = filepath.WalkDir(from, func(p string, d os.DirEntry, err error) error {
+		if err != nil || total >= 64<<20 || len(files) > 2000 {
+			return filepath.SkipDir
+		}
+		if d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil && info.Size() > 0 {
+				files = append(files, p)
+				total += info.Size()
+			}
+		}
+		return nil
+	})
+	if total < 1<<20 {
+		return 0
+	}
+	tmp, err := os.MkdirTemp(targetDir, ".evictguard-rate-")
+	if err != nil {
+		return 0
+	}
+	defer os.RemoveAll(tmp)
+	start := time.Now()
+	var bytes int64
+	c := &copier{ctx: ctx, log: slog.New(slog.DiscardHandler), links: map[inoKey]string{}, buf: make([]byte, 1<<20), warned: map[string]bool{}, prog: &progressTracker{}}
+	for i, f := range files {
+		sf, err := os.Open(f)
+		if err != nil {
+			continue
+		}
+		df, err := os.Create(filepath.Join(tmp, fmt.Sprint(i)))
+		if err != nil {
+			sf.Close()
+			continue
+		}
+		st, _ := sf.Stat()
+		if st != nil && c.data(sf, df, st.Size()) == nil {
+			bytes += st.Size()
+		}
+		_ = df.Sync()
+		sf.Close()
+		df.Close()
+	}
+	el := time.Since(start)
+	if el <= 0 {
+		return 0
+	}
+	return float64(bytes) / el.Seconds()
+}
+
+// currentRoot finds the data root (node path), how it was found, the storage driver and, if
+// the runtime answers, its facts.
+func currentRoot(ctx context.Context, o *MigrateOptions) (root, source, driver string, facts *RuntimeFacts, err error) {
+	switch o.Runtime {
+	case RuntimeDocker:
+		cfg, cerr := os.ReadFile(o.Root.Path(o.DockerConfig))
+		if cerr == nil && len(strings.TrimSpace(string(cfg))) > 0 {
+			var c map[string]any
+			if err := json.Unmarshal(cfg, &c); err != nil {
+				return "", "", "", nil, fmt.Errorf("%s: %w", o.DockerConfig, err)
+			}
+			if s, _ := c["data-root"].(string); s != "" {
+				root, source = s, o.DockerConfig+" data-root"
+			} else if s, _ := c["graph"].(string); s != "" {
+				root, source = s, o.DockerConfig+" graph (legacy)"
+			}
+			driver, _ = c["storage-driver"].(string)
+		}
+		if f, ferr := dockerFacts(ctx, o.DockerSocket); ferr == nil {
+			if root != "" && filepath.Clean(root) != filepath.Clean(f.Root) {
+				return "", "", "", nil, fmt.Errorf("%s says the data root is %s but the running dockerd uses %s (restart pending?): refusing to guess", o.DockerConfig, root, f.Root)
+			}
+			if root == "" {
+				// A --data-root flag: evictguard could not change it through daemon.json.
+				source = "docker API DockerRootDir"
+			}
+			root, driver, facts = f.Root, f.Driver, &f
+		} else {
+			o.Log.Info("docker API not answering; using its config", "socket", o.DockerSocket, "err", ferr)
+		}
+		if root == "" {
+			root, source = "/var/lib/docker", "default"
+		}
+	case RuntimeContainerd:
+		cfg, cerr := os.ReadFile(o.Root.Path(o.ContainerdConfig))
+		if cerr != nil {
+			return "", "", "", nil, fmt.Errorf("containerd config %s: %w", o.ContainerdConfig, cerr)
+		}
+		r, addr, snap, perr := parseContainerdConfig(cfg)
+		if perr != nil {
+			return "", "", "", nil, fmt.Errorf("%s: %w", o.ContainerdConfig, perr)
+		}
+		root, source, driver = r, o.ContainerdConfig+" root", snap
+		if root == "" {
+			root, source = "/var/lib/containerd", "default"
+		}
+		if driver == "" {
+			driver = "overlayfs"
+		}
+		if o.ContainerdSocket == "" {
+			if addr == "" {
+				addr = "/run/containerd/containerd.sock"
+			}
+			o.ContainerdSocket = o.Root.Path(addr)
+			if _, err := os.Stat(o.ContainerdSocket); err != nil {
+				o.ContainerdSocket = addr
+			}
+		}
+		if f, ferr := criFacts(ctx, o.ContainerdSocket); ferr == nil {
+			if !within(filepath.Clean(f.Root), filepath.Clean(root)) {
+				return "", "", "", nil, fmt.Errorf("%s says the root is %s but the running containerd stores images at %s: refusing to guess", o.ContainerdConfig, root, f.Root)
+			}
+			facts = &f
+		} else {
+			o.Log.Info("containerd CRI not answering", "socket", o.ContainerdSocket, "err", ferr)
+		}
+	}
+	return filepath.Clean(root), source, driver, facts, nil
+}
+
+// migrationState is the operation's Data: everything resume and rollback need.
+type migrationState struct {
+	Plan         MigrationPlan   `json:"plan"`
+	Lease        string          `json:"lease,omitempty"`
+	Cordoned     bool            `json:"cordoned,omitempty"`    // we cordoned the node
+	WasCordoned  bool            `json:"wasCordoned,omitempty"` // it already was
+	PrecopyStart time.Time       `json:"precopyStart,omitzero"`
+	Precopy      *CopyStats      `json:"precopy,omitempty"`
+	Delta        *CopyStats      `json:"delta,omitempty"`
+	Verify       *VerifyStats    `json:"verify,omitempty"`
+	StoppedAt    time.Time       `json:"stoppedAt,omitzero"`
+	StartedAt    time.Time       `json:"startedAt,omitzero"`
+	Active       map[string]bool `json:"active,omitempty"` // units active before the stop
+	KubeletFound bool            `json:"kubeletFound,omitempty"`
+	Backup       string          `json:"backup,omitempty"`     // node path of the kept old root
+	OldRemoved   bool            `json:"oldRemoved,omitempty"` // the old root is gone: no rollback
+}
+
+func loadState(op *Operation) (*migrationState, error) {
+	b, err := json.Marshal(op.Data["migration"])
+	if err != nil {
+		return nil, err
+	}
+	var s migrationState
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("operation %s: migration state: %w", op.ID, err)
+	}
+	if s.Plan.From == "" || s.Plan.To == "" {
+		return nil, fmt.Errorf("operation %s has no migration state", op.ID)
+	}
+	return &s, nil
+}
+
+func saveState(op *Operation, s *migrationState) {
+	b, _ := json.Marshal(s)
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	if op.Data == nil {
+		op.Data = map[string]any{}
+	}
+	op.Data["migration"] = m
+}
+
+// Migration runs one migration operation.
+type migration struct {
+	o  MigrateOptions
+	op *Operation
+	s  *migrationState
+}
+
+// Migrate carries out a plan (from PlanMigration, with no refusals): journal, then every step
+// in MigrateSteps. On a failure before the runtime runs on the new root it rolls back; the
+// returned operation says what happened.
+func Migrate(ctx context.Context, opts MigrateOptions, plan *MigrationPlan) (*Operation, error) {
+	opts.defaults()
+	if !plan.OK() {
+		return nil, fmt.Errorf("migration refused: %s", strings.Join(plan.Refusals, "; "))
+	}
+	if opts.Journal == nil || opts.Systemd == nil {
+		return nil, errors.New("migration needs a journal and a systemd client")
+	}
+	if failed, err := opts.Journal.Failed(); err != nil {
+		return nil, err
+	} else if len(failed) > 0 {
+		return nil, fmt.Errorf("operation %s failed earlier and needs an operator (evictguard apply --clear)", failed[0].ID)
+	}
+	if unfinished, err := opts.Journal.Unfinished(); err != nil {
+		return nil, err
+	} else if len(unfinished) > 0 {
+		return nil, fmt.Errorf("operation %s (%s) is unfinished: --resume or --rollback it first", unfinished[0].ID, unfinished[0].Kind)
+	}
+	s := &migrationState{Plan: *plan}
+	data := map[string]any{}
+	op, err := opts.Journal.Begin(KindMigrateDataRoot, data)
+	if err != nil {
+		return nil, err
+	}
+	saveState(op, s)
+	m := &migration{o: opts, op: op, s: s}
+	return op, m.forward(ctx, "")
+}
+
+// UnfinishedMigration returns the interrupted migration, or nil.
+func UnfinishedMigration(j *Journal) (*Operation, error) {
+	ops, err := j.Unfinished()
+	if err != nil {
+		return nil, err
+	}
+	for _, op := range slices.Backward(ops) {
+		if op.Kind == KindMigrateDataRoot {
+			return op, nil
+		}
+	}
+	return nil, nil
+}
+
+// ResumeMigration finishes an interrupted migration from the step after its last one.
+func ResumeMigration(ctx context.Context, opts MigrateOptions, op *Operation) error {
+	opts.defaults()
+	s, err := loadState(op)
+	if err != nil {
+		return err
+	}
+	opts.Runtime = s.Plan.Runtime
+	opts.RuntimeUnits, opts.KubeletUnit = s.Plan.Units, s.Plan.KubeletUnit
+	m := &migration{o: opts, op: op, s: s}
+	opts.Log.Info("resuming migration", "op", op.ID, "after", op.Step)
+	return m.forward(ctx, op.Step)
+}
+
+func (m *migration) step(step, note string) error {
+	saveState(m.op, m.s)
+	if err := m.o.Journal.Step(m.op, step, note); err != nil {
+		return err
+	}
+	if m.o.AfterStep != nil {
+		m.o.AfterStep(step)
+	}
+	return nil
+}
+
+func (m *migration) forward(ctx context.Context, after string) error {
+	next := 0
+	if after != "" {
+		next = slices.Index(MigrateSteps, after) + 1
+	}
+	for _, step := range MigrateSteps[next:] {
+		note, err := m.run(ctx, step)
+		if err != nil {
+			err = fmt.Errorf("migration step %s: %w", step, err)
+			m.o.Log.Error("migration step failed", "op", m.op.ID, "step", step, "err", err)
+			if slices.Index(MigrateSteps, step) <= slices.Index(MigrateSteps, MigStepStartRuntime) {
+				if rerr := m.rollback(context.WithoutCancel(ctx)); rerr != nil {
+					_ = m.o.Journal.Finish(m.op, StateFailed, rerr.Error())
+					return errors.Join(err, fmt.Errorf("rollback failed: %w", rerr))
+				}
+				return fmt.Errorf("%w (rolled back to %s)", err, m.s.Plan.From)
+			}
+			// The runtime runs on the new root: the data is safe there; leave the operation
+			// unfinished so that --resume retries the rest.
+			return fmt.Errorf("%w (the runtime runs on %s; --resume to finish)", err, m.s.Plan.To)
+		}
+		if err := m.step(step, note); err != nil {
+			return err
+		}
+	}
+	return m.o.Journal.Finish(m.op, StateDone, fmt.Sprintf("%s data root moved from %s to %s", m.s.Plan.Runtime, m.s.Plan.From, m.s.Plan.To))
+}
+
+func (m *migration) host(p string) string { return m.o.Root.Path(p) }
+
+func (m *migration) run(ctx context.Context, step string) (string, error) {
+	o, s := &m.o, m.s
+	switch step {
+	case MigStepLease:
+		if o.Lock == nil || s.Lease != "" {
+			return "no lease configured", nil
+		}
+		slot, why, err := o.Lock.Acquire(ctx)
+		if err != nil {
+			return "", err
+		}
+		if slot == "" {
+			return "", errors.New(why)
+		}
+		s.Lease = slot
+		return "holding " + o.Lock.Namespace + "/" + slot, nil
+	case MigStepCordon:
+		if !o.Drain || o.Kube == nil || o.NodeName == "" {
+			return "not draining", nil
+		}
+		if s.Cordoned {
+			return "already cordoned by us", nil
+		}
+		was, err := setUnschedulable(ctx, o.Kube, o.NodeName, true)
+		if err != nil {
+			return "", err
+		}
+		s.WasCordoned, s.Cordoned = was, !was
+		if was {
+			return "node was already cordoned", nil
+		}
+		return "cordoned " + o.NodeName, nil
+	case MigStepDrain:
+		if !o.Drain || o.Kube == nil || o.NodeName == "" {
+			return "not draining", nil
+		}
+		return "drained " + o.NodeName, drainNode(ctx, o.Kube, o.NodeName, o.DrainTimeout, o.Log)
+	case MigStepPrecopy:
+		if err := os.MkdirAll(filepath.Dir(m.host(s.Plan.To)), 0o755); err != nil {
+			return "", err
+		}
+		s.PrecopyStart = time.Now()
+		saveState(m.op, s)
+		st, err := CopyTree(ctx, m.host(s.Plan.From), m.host(s.Plan.To), CopyOptions{Delete: true, TotalBytes: s.Plan.Used.Apparent,
+			Progress: o.Progress("pre-copy"), Log: o.Log})
+		if err != nil {
+			return "", err
+		}
+		s.Precopy = &st
+		down := 10*time.Second + time.Duration(s.Plan.Used.Inodes)*40*time.Microsecond
+		return fmt.Sprintf("%s in %s (%s/s); expected downtime ~%s", HumanBytes(st.Bytes), st.Duration.Round(time.Millisecond),
+			HumanBytes(int64(st.Rate())), down.Round(time.Second)), nil
+	case MigStepStop:
+		if s.Active == nil {
+			s.Active = map[string]bool{}
+			for _, u := range append([]string{o.KubeletUnit}, s.Plan.Units...) {
+				info, err := o.Systemd.Unit(ctx, u)
+				if errors.Is(err, systemd.ErrUnitNotFound) {
+					continue
+				}
+				if err != nil {
+					return "", err
+				}
+				if u == o.KubeletUnit {
+					s.KubeletFound = true
+				}
+				s.Active[u] = info.ActiveState == "active" || info.ActiveState == "activating" || info.ActiveState == "reloading"
+			}
+			// Persist before stopping anything: a crash mid-stop must know what to start again.
+			saveState(m.op, s)
+			if err := o.Journal.save(m.op); err != nil {
+				return "", err
+			}
+		}
+		s.StoppedAt = time.Now()
+		return "stopped " + strings.Join(m.stopOrder(), ", "), m.stopAll(ctx)
+	case MigStepDelta:
+		st, err := CopyTree(ctx, m.host(s.Plan.From), m.host(s.Plan.To), CopyOptions{Since: s.PrecopyStart, Delete: true,
+			Progress: o.Progress("delta"), Log: o.Log})
+		if err != nil {
+			return "", err
+		}
+		s.Delta = &st
+		return fmt.Sprintf("%d file(s), %s, %d deleted in %s", st.Files, HumanBytes(st.Bytes), st.Deleted, st.Duration.Round(time.Millisecond)), nil
+	case MigStepVerify:
+		vs, err := VerifyTrees(ctx, m.host(s.Plan.From), m.host(s.Plan.To), VerifyOptions{Checksums: o.Checksums})
+		if err != nil {
+			return "", err
+		}
+		s.Verify = &vs
+		return fmt.Sprintf("%d entries, %d files, %s, %d hard links, %d xattrs identical (checksums: %t)", vs.Entries, vs.Files, HumanBytes(vs.Bytes), vs.HardLinks, vs.Xattrs, vs.Checksums), nil
+	case MigStepConfig:
+		cur, err := os.ReadFile(m.host(s.Plan.Config))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return "", err
+		}
+		var next []byte
+		if s.Plan.Runtime == RuntimeDocker {
+			next, err = SetDockerDataRoot(cur, s.Plan.To)
+		} else {
+			next, err = SetContainerdRoot(cur, s.Plan.To)
+		}
+		if err != nil {
+			return "", err
+		}
+		perm := os.FileMode(0o644)
+		if st, err := os.Stat(m.host(s.Plan.Config)); err == nil {
+			perm = st.Mode().Perm()
+		}
+		if err := o.Journal.WriteFile(m.op, s.Plan.Config, next, perm); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%s %s = %s", s.Plan.Config, s.Plan.ConfigKey, s.Plan.To), nil
+	case MigStepStartRuntime:
+		if err := m.startRuntime(ctx); err != nil {
+			return "", err
+		}
+		f, err := m.checkRuntime(ctx, s.Plan.To)
+		if err != nil {
+			return "", err
+		}
+		s.StartedAt = time.Now()
+		return fmt.Sprintf("%s reports %s", s.Plan.Runtime, f), nil
+	case MigStepKubelet:
+		if !s.KubeletFound || !s.Active[o.KubeletUnit] {
+			return "no active kubelet unit before the migration", nil
+		}
+		if err := m.startKubelet(ctx); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%s healthy; runtime downtime %s", o.KubeletUnit, s.StartedAt.Sub(s.StoppedAt).Round(time.Millisecond)), nil
+	case MigStepUncordon:
+		if !s.Cordoned {
+			return "left as it was", nil
+		}
+		if _, err := setUnschedulable(ctx, o.Kube, o.NodeName, false); err != nil {
+			return "", err
+		}
+		s.Cordoned = false
+		return "uncordoned " + o.NodeName, nil
+	case MigStepCleanup:
+		from := m.host(s.Plan.From)
+		if s.Plan.KeepOld {
+			s.Backup = fmt.Sprintf("%s.evictguard-backup-%s", s.Plan.From, m.op.ID)
+			saveState(m.op, s)
+			if err := os.Rename(from, m.host(s.Backup)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return "", fmt.Errorf("keep the old root: %w", err)
+			}
+			return "old root kept at " + s.Backup, nil
+		}
+		s.OldRemoved = true
+		saveState(m.op, s)
+		if err := m.o.Journal.save(m.op); err != nil {
+			return "", err
+		}
+		if err := removeTree(from); err != nil {
+			return "", fmt.Errorf("remove the old root: %w", err)
+		}
+		return "old root " + s.Plan.From + " removed", nil
+	case MigStepRelease:
+		if s.Lease == "" || o.Lock == nil {
+			return "no lease held", nil
+		}
+		if err := o.Lock.Release(ctx, s.Lease); err != nil {
+			return "", err
+		}
+		s.Lease = ""
+		return "released", nil
+	}
+	return "", fmt.Errorf("unknown step %q", step)
+}
+
+// removeTree removes the contents of dir and dir itself; a mount point (the old root on a
+// filesystem of its own) is emptied and left.
+func removeTree(dir string) error {
+	err := os.RemoveAll(dir)
+	if err != nil && (errors.Is(err, syscall.EBUSY) || errors.Is(err, os.ErrPermission)) {
+		ents, rerr := os.ReadDir(dir)
+		if rerr != nil {
+			return err
+		}
+		for _, e := range ents {
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return err
+}
+
+func (m *migration) stopOrder() []string {
+	var out []string
+	if m.s.KubeletFound {
+		out = append(out, m.o.KubeletUnit)
+	}
+	for _, u := range m.s.Plan.Units {
+		if _, known := m.s.Active[u]; known {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+func (m *migration) stopAll(ctx context.Context) error {
+	for _, u := range m.stopOrder() {
+		if err := m.o.Systemd.Stop(ctx, u, m.o.UnitTimeout); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startRuntime starts the runtime's units in reverse stop order (service before… socket
+// order does not matter to systemd, but a service that was inactive because socket-activated
+// is started anyway: the migration has to see it answer).
+func (m *migration) startRuntime(ctx context.Context) error {
+	units := m.s.Plan.Units
+	for i := len(units) - 1; i >= 0; i-- {
+		u := units[i]
+		if _, known := m.s.Active[u]; !known {
+			continue
+		}
+		if err := m.o.Systemd.Start(ctx, u, m.o.UnitTimeout); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *migration) startKubelet(ctx context.Context) error {
+	u := m.o.KubeletUnit
+	if err := m.o.Systemd.Start(ctx, u, m.o.UnitTimeout); err != nil {
+		return err
+	}
+	return m.o.Systemd.WaitHealthy(ctx, u, systemd.HealthOptions{URL: m.o.KubeletHealthz, StableFor: m.o.StableFor, Timeout: 2 * time.Minute})
+}
+
+// checkRuntime waits until the runtime answers, reports root and still holds what it held.
+func (m *migration) checkRuntime(ctx context.Context, root string) (RuntimeFacts, error) {
+	s := m.s
+	deadline := time.Now().Add(90 * time.Second)
+	var last error
+	for {
+		var f RuntimeFacts
+		var err error
+		if s.Plan.Runtime == RuntimeDocker {
+			f, err = dockerFacts(ctx, m.o.DockerSocket)
+			if err == nil && filepath.Clean(f.Root) != root {
+				err = fmt.Errorf("dockerd reports DockerRootDir %s, want %s", f.Root, root)
+			}
+		} else {
+			f, err = criFacts(ctx, m.o.ContainerdSocket)
+			if err == nil && !within(filepath.Clean(f.Root), root) {
+				err = fmt.Errorf("containerd stores images at %s, want below %s", f.Root, root)
+			}
+		}
+		if err == nil && s.Plan.Facts != nil {
+			b := s.Plan.Facts
+			if f.Images < b.Images || f.Containers < b.Containers || f.Volumes < b.Volumes {
+				err = fmt.Errorf("%s lost data: before %s; now %s", s.Plan.Runtime, b, f)
+			}
+		}
+		if err == nil {
+			return f, nil
+		}
+		last = err
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return f, last
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// RollbackMigration returns an interrupted (or finished-with-errors) migration to the old
+// root: the config is restored, the runtime restarted on the old root and checked, the
+// kubelet restarted, the node uncordoned if we cordoned it, the Lease released. A copy the
+// runtime never ran on is removed; one it ran on is kept (it may hold newer data) and named
+// in the log.
+func RollbackMigration(ctx context.Context, opts MigrateOptions, op *Operation) error {
+	opts.defaults()
+	s, err := loadState(op)
+	if err != nil {
+		return err
+	}
+	opts.Runtime = s.Plan.Runtime
+	opts.RuntimeUnits, opts.KubeletUnit = s.Plan.Units, s.Plan.KubeletUnit
+	m := &migration{o: opts, op: op, s: s}
+	if err := m.rollback(ctx); err != nil {
+		_ = opts.Journal.Finish(op, StateFailed, err.Error())
+		return err
+	}
+	return nil
+}
+
+func (m *migration) rollback(ctx context.Context) error {
+	o, s, op := &m.o, m.s, m.op
+	if s.OldRemoved {
+		return fmt.Errorf("operation %s already removed the old root %s: nothing to roll back to (the data is at %s)", op.ID, s.Plan.From, s.Plan.To)
+	}
+	reached := slices.Index(MigrateSteps, op.Step)
+	o.Log.Warn("rolling back migration", "op", op.ID, "last_step", op.Step)
+	if s.Backup != "" {
+		if _, err := os.Stat(m.host(s.Backup)); err == nil {
+			if err := os.Rename(m.host(s.Backup), m.host(s.Plan.From)); err != nil {
+				return fmt.Errorf("restore the old root from %s: %w", s.Backup, err)
+			}
+		}
+	}
+	stopped := reached >= slices.Index(MigrateSteps, MigStepPrecopy) // the stop may have begun
+	if stopped && s.Active != nil {
+		if err := m.stopAll(ctx); err != nil {
+			return err
+		}
+	}
+	if err := o.Journal.RestoreFiles(op); err != nil {
+		return err
+	}
+	ranOnNew := reached >= slices.Index(MigrateSteps, MigStepConfig)
+	if stopped && s.Active != nil {
+		if err := m.startRuntime(ctx); err != nil {
+			return err
+		}
+		if _, err := m.checkRuntime(ctx, s.Plan.From); err != nil {
+			return err
+		}
+		if s.KubeletFound && s.Active[o.KubeletUnit] {
+			if err := m.startKubelet(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	if !ranOnNew {
+		if err := removeTree(m.host(s.Plan.To)); err != nil {
+			return fmt.Errorf("remove the partial copy %s: %w", s.Plan.To, err)
+		}
+	} else {
+		o.Log.Warn("the copy the runtime ran on is kept; remove it when you no longer need it", "path", s.Plan.To)
+	}
+	if s.Cordoned {
+		if _, err := setUnschedulable(ctx, o.Kube, o.NodeName, false); err != nil {
+			return err
+		}
+		s.Cordoned = false
+	}
+	if s.Lease != "" && o.Lock != nil {
+		if err := o.Lock.Release(ctx, s.Lease); err != nil {
+			return err
+		}
+		s.Lease = ""
+	}
+	saveState(op, s)
+	return o.Journal.Finish(op, StateRolledBack, fmt.Sprintf("%s data root back at %s", s.Plan.Runtime, s.Plan.From))
+}
+
+// MigrationCandidate says whether the daemon's planner may propose a data-root migration for
+// layout: only when imagefs shares nodefs (the runtime's data eats the kubelet's filesystem,
+// DESIGN.md §1) and the runtime is one evictguard migrates. The policy decides the rest.
+func MigrationCandidate(l *monitor.Layout) (bool, string) {
+	switch {
+	case l == nil:
+		return false, "filesystem layout unknown"
+	case l.Runtime != RuntimeDocker && l.Runtime != RuntimeContainerd:
+		return false, fmt.Sprintf("runtime %q cannot be migrated", l.Runtime)
+	case l.DedicatedImageFs:
+		return false, "imagefs already has its own filesystem"
+	}
+	return true, "imagefs shares nodefs"
+}
