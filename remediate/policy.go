@@ -222,6 +222,11 @@ func (p *Policy) Validate() error {
 	if p.Lock.Slots < 0 {
 		bad("lock.slots", "must not be negative")
 	}
+	// A slot is held for at most the change plus a rollback, each bounded by verifyTimeout;
+	// it is not renewed meanwhile, so a shorter TTL would let another node take it over.
+	if p.Lock.Slots > 0 && p.Lock.TTL.Duration <= 2*p.VerifyTimeout.Duration {
+		bad("lock.ttl", "%s must exceed twice verifyTimeout (%s): the slot is held through a change and its rollback", p.Lock.TTL.Duration, p.VerifyTimeout.Duration)
+	}
 	if p.WriteMethod != "" {
 		switch kubeletcfg.WriteMethod(p.WriteMethod) {
 		case kubeletcfg.MethodLegacyDropIn, kubeletcfg.MethodSystemdDropIn, kubeletcfg.MethodConfigDir, kubeletcfg.MethodConfigFile:
