@@ -23,6 +23,12 @@ go vet ./...
 lint_done=$(date +%s)
 echo "test: gofmt, go vet and golangci-lint clean in $(( lint_done - setup_done ))s"
 
+# Host paths the suite must not leave behind (it points every component at temp dirs; the
+# kubelet's fixed paths are removed by the harness).
+host_paths=(/var/lib/kubelet /var/log/pods /var/log/containers /var/lib/evictguard /etc/evictguard)
+preexisting=()
+for p in "${host_paths[@]}"; do [[ -e "$p" ]] && preexisting+=("$p"); done
+
 rc=0
 EVICTGUARD_E2E_STRICT=1 go test -count=1 -timeout 60m ./... || rc=$?
 
@@ -36,5 +42,11 @@ if [[ "$leaks" != "0" || -n "$procs" ]]; then
 else
   echo "test: no harness mounts or processes left"
 fi
+for p in "${host_paths[@]}"; do
+  if [[ -e "$p" && ! " ${preexisting[*]} " =~ " $p " ]]; then
+    echo "test: FAIL: the suite created $p on the host" >&2
+    rc=1
+  fi
+done
 echo "test: go test took $(( $(date +%s) - lint_done ))s; total $(( $(date +%s) - start ))s"
 exit $rc

@@ -102,6 +102,7 @@ func PrepareKubelet(t testing.TB, opts KubeletOptions) *Kubelet {
 	if opts.Containerd == nil {
 		t.Fatal("KubeletOptions.Containerd is required")
 	}
+	cleanKubeletHostPaths(t)
 	dir := TempDir(t, "kubelet")
 	k := &Kubelet{Dir: dir, RootDir: opts.RootDir, Port: FreePort(t), HealthzPort: FreePort(t), Binary: bin, NodeName: opts.NodeName}
 	if k.RootDir == "" {
@@ -234,4 +235,63 @@ func (k *Kubelet) EvictionHard() (map[string]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// kubeletHostPaths are paths the kubelet writes whatever its --root-dir says: the device
+// plugin socket directory (pluginapi.DevicePluginPath) and the container log directories.
+var kubeletHostPaths = []string{"/var/lib/kubelet", "/var/log/pods", "/var/log/containers"}
+
+// cleanKubeletHostPaths removes, at cleanup, the kubelet's fixed host paths that did not exist
+// before the test — once no kubelet is running any more (another test binary may run one).
+func cleanKubeletHostPaths(t testing.TB) {
+	var created []string
+	for _, p := range kubeletHostPaths {
+		if _, err := os.Lstat(p); os.IsNotExist(err) {
+			created = append(created, p)
+		}
+	}
+	if len(created) == 0 {
+		return
+	}
+	t.Cleanup(func() {
+		if n := runningKubelets(); n > 0 {
+			t.Logf("leaving %v: %d kubelet processes still running", created, n)
+			return
+		}
+		for _, p := range created {
+			if err := os.RemoveAll(p); err != nil {
+				t.Errorf("remove kubelet host path %s: %v", p, err)
+			}
+		}
+	})
+}
+
+func runningKubelets() int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		argv0, _, _ := strings.Cut(string(b), "\x00")
+		if filepath.Base(argv0) == "kubelet" && !isZombieOrGone(atoi(e.Name())) {
+			n++
+		}
+	}
+	return n
+}
+
+func atoi(s string) int {
+	n := 0
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return -1
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
 }
