@@ -1,0 +1,146 @@
+package deploy
+
+import (
+	"encoding/json"
+	"reflect"
+	"sort"
+	"testing"
+)
+
+func byKey(t *testing.T, objs []Object) map[string]Object {
+	t.Helper()
+	m := map[string]Object{}
+	for _, o := range objs {
+		k := Key(o)
+		if _, dup := m[k]; dup {
+			t.Errorf("duplicate object %s", k)
+		}
+		m[k] = o
+	}
+	return m
+}
+
+// TestHelmChartMatchesKustomizeBase renders deploy/kubernetes/base with the kustomize
+// library and deploy/helm/evictguard with Helm's engine (default values, namespace
+// evictguard) and requires the same objects, field for field. The only difference allowed
+// is the Namespace object, which `helm install --create-namespace` creates.
+func TestHelmChartMatchesKustomizeBase(t *testing.T) {
+	kust, err := Kustomize("kubernetes/base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	chart, err := Helm("helm/evictguard", "evictguard", "evictguard", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, h := byKey(t, kust), byKey(t, chart)
+	delete(k, "v1 Namespace /evictguard")
+	var keys []string
+	for key := range k {
+		keys = append(keys, key)
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
+		ho, ok := h[key]
+		if !ok {
+			t.Errorf("chart lacks %s", key)
+			continue
+		}
+		if !reflect.DeepEqual(k[key], ho) {
+			kb, _ := json.MarshalIndent(k[key], "", "  ")
+			hb, _ := json.MarshalIndent(ho, "", "  ")
+			t.Errorf("%s differs:\nkustomize: %s\nhelm:      %s", key, kb, hb)
+		}
+	}
+	for key := range h {
+		if _, ok := k[key]; !ok {
+			t.Errorf("chart has %s, the base does not", key)
+		}
+	}
+	if len(k) < 10 {
+		t.Errorf("base renders only %d objects: %v", len(k), keys)
+	}
+}
+
+// TestHelmChartOptionalObjects: the Prometheus Operator objects and the admission policy can
+// be switched off (clusters without those CRDs), and another namespace reaches every object.
+func TestHelmChartOptionalObjects(t *testing.T) {
+	objs, err := Helm("helm/evictguard", "eg", "monitoring", map[string]any{
+		"serviceMonitor": map[string]any{"enabled": false}, "prometheusRule": map[string]any{"enabled": false},
+		"admissionPolicy": map[string]any{"enabled": false},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		switch o["kind"] {
+		case "ServiceMonitor", "PrometheusRule", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding":
+			t.Errorf("%s rendered although disabled", Key(o))
+		}
+		md := o["metadata"].(map[string]any)
+		if ns, ok := md["namespace"]; ok && ns != "monitoring" && ns != "default" {
+			t.Errorf("%s in namespace %v, want monitoring", Key(o), ns)
+		}
+	}
+}
+
+// TestRemediationOverlay pins what the overlay adds: hostPID, privileged, and each host
+// mount read-write, while the base stays unprivileged and read-only.
+func TestRemediationOverlay(t *testing.T) {
+	for _, tt := range []struct {
+		dir        string
+		privileged bool
+		mounts     int
+	}{
+		{"kubernetes/base", false, 2},
+		{"kubernetes/overlays/remediation", true, 11},
+	} {
+		objs, err := Kustomize(tt.dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds := byKey(t, objs)["apps/v1 DaemonSet evictguard/evictguard"]
+		if ds == nil {
+			t.Fatalf("%s: no DaemonSet", tt.dir)
+		}
+		b, _ := json.Marshal(ds)
+		var d struct {
+			Spec struct {
+				Template struct {
+					Spec struct {
+						HostPID    bool `json:"hostPID"`
+						Containers []struct {
+							SecurityContext struct {
+								Privileged   *bool `json:"privileged"`
+								Capabilities any   `json:"capabilities"`
+							} `json:"securityContext"`
+							VolumeMounts []struct {
+								Name, MountPath string
+								ReadOnly        bool `json:"readOnly"`
+							} `json:"volumeMounts"`
+						} `json:"containers"`
+					} `json:"spec"`
+				} `json:"template"`
+			} `json:"spec"`
+		}
+		if err := json.Unmarshal(b, &d); err != nil {
+			t.Fatal(err)
+		}
+		ps := d.Spec.Template.Spec
+		c := ps.Containers[0]
+		if ps.HostPID != tt.privileged || (c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged) != tt.privileged {
+			t.Errorf("%s: hostPID=%v privileged=%v, want %v", tt.dir, ps.HostPID, c.SecurityContext.Privileged, tt.privileged)
+		}
+		if tt.privileged && c.SecurityContext.Capabilities != nil {
+			t.Errorf("%s: capabilities %v left beside privileged", tt.dir, c.SecurityContext.Capabilities)
+		}
+		if len(c.VolumeMounts) != tt.mounts {
+			t.Errorf("%s: %d mounts, want %d: %+v", tt.dir, len(c.VolumeMounts), tt.mounts, c.VolumeMounts)
+		}
+		for _, m := range c.VolumeMounts {
+			if !tt.privileged && !m.ReadOnly {
+				t.Errorf("%s: mount %s is writable in the monitor-only base", tt.dir, m.MountPath)
+			}
+		}
+	}
+}

@@ -1,0 +1,554 @@
+// Package config is evictguard's configuration file: one versioned YAML schema
+// (apiVersion evictguard.dev/v1alpha1, kind EvictguardConfiguration) for the monitor, the
+// metrics endpoint, alerts, the API server, the remediation policy and the actions' state.
+//
+// Loading is strict and in three steps, each of which reports the file and line of the
+// offending key: decode (an unknown or duplicated key is an error), ApplyDefaults, Validate
+// (field and cross-field rules, including remediate.Policy's own). Default returns the
+// complete default configuration, which is what `evictguard config defaults` prints.
+//
+// The package lives under internal/ because the schema is a contract of the binary, not a
+// Go API: users write YAML, and the Go types may change between v1alpha1 releases.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/evictguard/evictguard/remediate"
+)
+
+// APIVersion and Kind identify the schema.
+const (
+	APIVersion = "evictguard.dev/v1alpha1"
+	Kind       = "EvictguardConfiguration"
+)
+
+// Duration is a time.Duration written as "90s", "1h" (shared with remediate.Policy).
+type Duration = remediate.Duration
+
+// Configuration is the whole file.
+type Configuration struct {
+	APIVersion string `json:"apiVersion" yaml:"apiVersion"`
+	Kind       string `json:"kind" yaml:"kind"`
+
+	Monitor    Monitor          `json:"monitor" yaml:"monitor"`
+	Metrics    Metrics          `json:"metrics" yaml:"metrics"`
+	Alerts     Alerts           `json:"alerts" yaml:"alerts"`
+	Kubernetes Kubernetes       `json:"kubernetes" yaml:"kubernetes"`
+	Policy     remediate.Policy `json:"policy" yaml:"policy"`
+	Actions    Actions          `json:"actions" yaml:"actions"`
+}
+
+// Monitor is discovery and evaluation (flags of `status` and `run`).
+type Monitor struct {
+	// Interval between two evaluations (--interval, default 1s).
+	Interval Duration `json:"interval" yaml:"interval"`
+	// WarnHorizon: warn when a threshold is predicted within this time (--warn-horizon, 1h).
+	WarnHorizon Duration `json:"warnHorizon" yaml:"warnHorizon"`
+	// WarnMargin: warn when headroom is below this fraction of capacity (--warn-margin, 0.05).
+	WarnMargin float64 `json:"warnMargin" yaml:"warnMargin"`
+	// StatfsTimeout bounds each statfs (--statfs-timeout, 2s).
+	StatfsTimeout Duration `json:"statfsTimeout" yaml:"statfsTimeout"`
+	// LogDirs are extra log-pipeline directories to account for, as node paths (--log-dir).
+	LogDirs []string `json:"logDirs,omitempty" yaml:"logDirs,omitempty"`
+	// Runtime overrides detection: docker, containerd or crio (--runtime).
+	Runtime string `json:"runtime,omitempty" yaml:"runtime,omitempty"`
+	// CRIEndpoint is the CRI socket asked for ImageFsInfo (--cri-endpoint).
+	CRIEndpoint string `json:"criEndpoint,omitempty" yaml:"criEndpoint,omitempty"`
+	// DockerSocket is dockerd's API socket (--docker-socket).
+	DockerSocket string `json:"dockerSocket,omitempty" yaml:"dockerSocket,omitempty"`
+	// KubeletCmdline and KubeletVersion replace discovery (--kubelet-cmdline, --kubelet-version).
+	KubeletCmdline string `json:"kubeletCmdline,omitempty" yaml:"kubeletCmdline,omitempty"`
+	KubeletVersion string `json:"kubeletVersion,omitempty" yaml:"kubeletVersion,omitempty"`
+	// Configz compares the computed thresholds with the kubelet's /configz.
+	Configz Configz `json:"configz" yaml:"configz"`
+}
+
+// Configz is the /configz comparison (--configz, --configz-token-file, --configz-interval).
+type Configz struct {
+	URL       string   `json:"url,omitempty" yaml:"url,omitempty"`
+	TokenFile string   `json:"tokenFile,omitempty" yaml:"tokenFile,omitempty"`
+	Interval  Duration `json:"interval" yaml:"interval"`
+}
+
+// Metrics is the HTTP endpoint for /metrics, /healthz and /readyz.
+type Metrics struct {
+	// Listen address (--listen, default 127.0.0.1:9847); "" disables the server.
+	Listen string `json:"listen" yaml:"listen"`
+}
+
+// Alerts are the direct Alertmanager feed and the timing shared with Node Events.
+type Alerts struct {
+	// AlertmanagerURLs to post alerts to directly (--alertmanager.url, repeatable).
+	AlertmanagerURLs []string `json:"alertmanagerURLs,omitempty" yaml:"alertmanagerURLs,omitempty"`
+	// Resend re-posts active alerts this often (--alertmanager.resend, 30s).
+	Resend Duration `json:"resend" yaml:"resend"`
+	// For: a predicted eviction must hold this long before it is reported (--alert-for, 1m;
+	// "0s" reports at once).
+	For Duration `json:"for" yaml:"for"`
+	// CriticalHorizon: EvictionImminent is critical within this time (--critical-horizon, 10m).
+	CriticalHorizon Duration `json:"criticalHorizon" yaml:"criticalHorizon"`
+}
+
+// Kubernetes is the API server connection for Node Events, the condition and the lock.
+type Kubernetes struct {
+	// Kubeconfig (--kubeconfig); "" means in-cluster when available, else metrics only.
+	Kubeconfig string `json:"kubeconfig,omitempty" yaml:"kubeconfig,omitempty"`
+	// NodeName is this node (--node-name, default $NODE_NAME).
+	NodeName string `json:"nodeName,omitempty" yaml:"nodeName,omitempty"`
+}
+
+// Actions is where remediation keeps its state and what it acts on.
+type Actions struct {
+	// StateDir: node path of the journal, backups and restart log (--state-dir).
+	StateDir string `json:"stateDir" yaml:"stateDir"`
+	// KubeletUnit is the kubelet's systemd unit (--unit, kubelet.service).
+	KubeletUnit string `json:"kubeletUnit" yaml:"kubeletUnit"`
+	// SystemdBus is the D-Bus address of the systemd manager (--bus-address; "" = system bus).
+	SystemdBus string `json:"systemdBus,omitempty" yaml:"systemdBus,omitempty"`
+	// Healthz is the kubelet's health endpoint checked after a restart (--healthz).
+	Healthz string `json:"healthz" yaml:"healthz"`
+}
+
+// Default values that are not remediate.Policy's.
+const (
+	DefaultInterval        = time.Second
+	DefaultWarnHorizon     = time.Hour
+	DefaultWarnMargin      = 0.05
+	DefaultStatfsTimeout   = 2 * time.Second
+	DefaultConfigzInterval = 5 * time.Minute
+	DefaultListen          = "127.0.0.1:9847"
+	DefaultResend          = 30 * time.Second
+	DefaultAlertFor        = time.Minute
+	DefaultCriticalHorizon = 10 * time.Minute
+	DefaultKubeletUnit     = "kubelet.service"
+	DefaultHealthz         = "http://127.0.0.1:10248/healthz"
+)
+
+// Default returns the complete default configuration (defaults applied).
+func Default() *Configuration {
+	c := &Configuration{APIVersion: APIVersion, Kind: Kind}
+	c.ApplyDefaults(nil)
+	return c
+}
+
+// ApplyDefaults fills in unset fields. set reports whether a key path (e.g. "alerts.for")
+// was present in the file, so that an explicit zero survives where zero means something;
+// nil means nothing was set.
+func (c *Configuration) ApplyDefaults(set func(path string) bool) {
+	if set == nil {
+		set = func(string) bool { return false }
+	}
+	dur := func(d *Duration, path string, v time.Duration) {
+		if d.Duration == 0 && !set(path) {
+			d.Duration = v
+		}
+	}
+	dur(&c.Monitor.Interval, "monitor.interval", DefaultInterval)
+	dur(&c.Monitor.WarnHorizon, "monitor.warnHorizon", DefaultWarnHorizon)
+	if c.Monitor.WarnMargin == 0 && !set("monitor.warnMargin") {
+		c.Monitor.WarnMargin = DefaultWarnMargin
+	}
+	dur(&c.Monitor.StatfsTimeout, "monitor.statfsTimeout", DefaultStatfsTimeout)
+	dur(&c.Monitor.Configz.Interval, "monitor.configz.interval", DefaultConfigzInterval)
+	if c.Metrics.Listen == "" && !set("metrics.listen") {
+		c.Metrics.Listen = DefaultListen
+	}
+	dur(&c.Alerts.Resend, "alerts.resend", DefaultResend)
+	dur(&c.Alerts.For, "alerts.for", DefaultAlertFor)
+	dur(&c.Alerts.CriticalHorizon, "alerts.criticalHorizon", DefaultCriticalHorizon)
+	c.Policy.ApplyDefaults()
+	if c.Actions.StateDir == "" {
+		c.Actions.StateDir = remediate.DefaultStateDir
+	}
+	if c.Actions.KubeletUnit == "" {
+		c.Actions.KubeletUnit = DefaultKubeletUnit
+	}
+	if c.Actions.Healthz == "" {
+		c.Actions.Healthz = DefaultHealthz
+	}
+}
+
+// FieldError is a validation error of one key; Path is dotted ("monitor.interval",
+// "policy.windows[0].start").
+type FieldError struct {
+	Path string
+	Msg  string
+}
+
+func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
+
+// Validate checks every field and the rules between fields. The error joins one
+// *FieldError per problem.
+func (c *Configuration) Validate() error {
+	var errs []error
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	if c.APIVersion != APIVersion {
+		bad("apiVersion", "must be %q, not %q", APIVersion, c.APIVersion)
+	}
+	if c.Kind != Kind {
+		bad("kind", "must be %q, not %q", Kind, c.Kind)
+	}
+	m := c.Monitor
+	if m.Interval.Duration <= 0 {
+		bad("monitor.interval", "must be positive, not %v", m.Interval.Duration)
+	}
+	if m.WarnHorizon.Duration <= 0 {
+		bad("monitor.warnHorizon", "must be positive, not %v", m.WarnHorizon.Duration)
+	}
+	if m.WarnMargin < 0 || m.WarnMargin >= 1 {
+		bad("monitor.warnMargin", "must be in [0, 1), not %v", m.WarnMargin)
+	}
+	if m.StatfsTimeout.Duration <= 0 {
+		bad("monitor.statfsTimeout", "must be positive, not %v", m.StatfsTimeout.Duration)
+	} else if m.StatfsTimeout.Duration > m.Interval.Duration && m.Interval.Duration > 0 && m.Interval.Duration < time.Second {
+		// A statfs timeout far above a sub-second interval makes cycles overrun.
+		bad("monitor.statfsTimeout", "%v is longer than monitor.interval %v", m.StatfsTimeout.Duration, m.Interval.Duration)
+	}
+	for i, d := range m.LogDirs {
+		if !strings.HasPrefix(d, "/") {
+			bad(fmt.Sprintf("monitor.logDirs[%d]", i), "%q is not an absolute node path", d)
+		}
+	}
+	switch m.Runtime {
+	case "", "docker", "containerd", "crio":
+	default:
+		bad("monitor.runtime", "must be docker, containerd or crio, not %q", m.Runtime)
+	}
+	if m.KubeletVersion != "" && !kubeletVersionRE.MatchString(m.KubeletVersion) {
+		bad("monitor.kubeletVersion", "%q is not X.Y or X.Y.Z", m.KubeletVersion)
+	}
+	if m.Configz.Interval.Duration <= 0 {
+		bad("monitor.configz.interval", "must be positive")
+	}
+	if m.Configz.TokenFile != "" && m.Configz.URL == "" {
+		bad("monitor.configz.tokenFile", "is set but monitor.configz.url is empty")
+	}
+	if c.Metrics.Listen != "" {
+		if _, port, err := splitHostPort(c.Metrics.Listen); err != nil {
+			bad("metrics.listen", "%v", err)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			bad("metrics.listen", "port %q is not a number in 0…65535", port)
+		}
+	}
+	for i, u := range c.Alerts.AlertmanagerURLs {
+		if err := checkURL(u); err != nil {
+			bad(fmt.Sprintf("alerts.alertmanagerURLs[%d]", i), "%v", err)
+		}
+	}
+	if c.Alerts.Resend.Duration <= 0 {
+		bad("alerts.resend", "must be positive")
+	}
+	if c.Alerts.For.Duration < 0 {
+		bad("alerts.for", "must not be negative")
+	}
+	if c.Alerts.CriticalHorizon.Duration <= 0 {
+		bad("alerts.criticalHorizon", "must be positive")
+	} else if c.Alerts.CriticalHorizon.Duration > m.WarnHorizon.Duration && m.WarnHorizon.Duration > 0 {
+		bad("alerts.criticalHorizon", "%v is longer than monitor.warnHorizon %v (critical must be the nearer horizon)",
+			c.Alerts.CriticalHorizon.Duration, m.WarnHorizon.Duration)
+	}
+	if err := c.Policy.Validate(); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			path, msg, ok := strings.Cut(line, ": ")
+			if !ok {
+				path, msg = "", line
+			}
+			bad(strings.TrimSuffix("policy."+path, "."), "%s", msg)
+		}
+	}
+	if !c.Policy.Dry() {
+		// Acting needs somewhere to journal, and the lock/pod blockers need the API server:
+		// these are checked when the client is built; the state dir is checked here.
+		if !strings.HasPrefix(c.Actions.StateDir, "/") {
+			bad("actions.stateDir", "%q is not an absolute node path (needed when policy.dryRun is false)", c.Actions.StateDir)
+		}
+	}
+	if c.Policy.Blockers.AlertmanagerURL != "" {
+		if err := checkURL(c.Policy.Blockers.AlertmanagerURL); err != nil {
+			bad("policy.blockers.alertmanagerURL", "%v", err)
+		}
+	}
+	if c.Actions.KubeletUnit == "" || !strings.Contains(c.Actions.KubeletUnit, ".") {
+		bad("actions.kubeletUnit", "%q is not a unit name such as kubelet.service", c.Actions.KubeletUnit)
+	}
+	if err := checkURL(c.Actions.Healthz); err != nil {
+		bad("actions.healthz", "%v", err)
+	}
+	return errors.Join(errs...)
+}
+
+var kubeletVersionRE = regexp.MustCompile(`^v?\d+\.\d+(\.\d+)?$`)
+
+func checkURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an http(s) URL", s)
+	}
+	return nil
+}
+
+func splitHostPort(s string) (host, port string, err error) {
+	i := strings.LastIndex(s, ":")
+	if i < 0 {
+		return "", "", fmt.Errorf("%q is not host:port", s)
+	}
+	return s[:i], s[i+1:], nil
+}
+
+// Error is a problem at a position in a file; it prints as FILE:LINE: MESSAGE.
+type Error struct {
+	File string
+	Line int // 0: unknown
+	Path string
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	b.WriteString(": ")
+	if e.Path != "" {
+		b.WriteString(e.Path + ": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// LoadFile reads, decodes, defaults and validates a configuration file.
+func LoadFile(path string) (*Configuration, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Load(path, b)
+}
+
+// Load decodes data (named name in errors) strictly, applies defaults and validates. Every
+// error is an *Error (joined when there are several) naming name and, where known, the line.
+func Load(name string, data []byte) (*Configuration, error) {
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil {
+		return nil, syntaxError(name, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, &Error{File: name, Line: extra.Line, Msg: "more than one YAML document; the configuration is a single document"}
+	}
+	lines := map[string]int{}
+	index(&root, "", lines)
+	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
+		return nil, &Error{File: name, Line: root.Line, Msg: "not a YAML mapping (expected apiVersion, kind, …)"}
+	}
+
+	c := &Configuration{}
+	strict := yaml.NewDecoder(bytes.NewReader(data))
+	strict.KnownFields(true)
+	if err := strict.Decode(c); err != nil {
+		return nil, decodeError(name, err, &root)
+	}
+	c.ApplyDefaults(func(p string) bool { _, ok := lines[p]; return ok })
+	if err := c.Validate(); err != nil {
+		return nil, Positioned(name, err, lines)
+	}
+	return c, nil
+}
+
+// Positioned turns the *FieldErrors in err into *Errors with the line of their key
+// (or of the nearest enclosing key that is in the file).
+func Positioned(name string, err error, lines map[string]int) error {
+	var out []error
+	for _, e := range unjoin(err) {
+		var fe *FieldError
+		if !errors.As(e, &fe) {
+			out = append(out, &Error{File: name, Msg: e.Error()})
+			continue
+		}
+		line := 0
+		for p := fe.Path; p != ""; p = parent(p) {
+			if l, ok := lines[p]; ok {
+				line = l
+				break
+			}
+		}
+		out = append(out, &Error{File: name, Line: line, Path: fe.Path, Msg: fe.Msg})
+	}
+	return errors.Join(out...)
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, unjoin(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// parent strips the last element of a key path: "a.b[2]" → "a.b", "a.b" → "a".
+func parent(p string) string {
+	if strings.HasSuffix(p, "]") {
+		if i := strings.LastIndex(p, "["); i >= 0 {
+			return p[:i]
+		}
+	}
+	if i := strings.LastIndex(p, "."); i >= 0 {
+		return p[:i]
+	}
+	return ""
+}
+
+// index records the line of every key and sequence item under n by dotted path.
+func index(n *yaml.Node, path string, lines map[string]int) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			index(c, path, lines)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := k.Value
+			if path != "" {
+				p = path + "." + k.Value
+			}
+			if _, dup := lines[p]; !dup {
+				lines[p] = k.Line
+			}
+			index(v, p, lines)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			lines[p] = c.Line
+			index(c, p, lines)
+		}
+	}
+}
+
+var lineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+
+// syntaxError positions a YAML syntax error ("yaml: line 3: mapping values are not allowed").
+func syntaxError(name string, err error) error {
+	if m := lineRE.FindStringSubmatch(err.Error()); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return &Error{File: name, Line: n, Msg: m[2]}
+	}
+	if err.Error() == "EOF" {
+		return &Error{File: name, Msg: "empty file (expected apiVersion: " + APIVersion + ", kind: " + Kind + ")"}
+	}
+	return &Error{File: name, Msg: err.Error()}
+}
+
+var notFoundRE = regexp.MustCompile(`^field (\S+) not found in type (\S+)$`)
+
+// decodeError turns yaml.v3's strict-decoding errors ("line 5: field foo not found in type
+// config.Monitor") into one *Error per problem.
+func decodeError(name string, err error, root *yaml.Node) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		// A value's own UnmarshalText failed (a duration such as "fast"): yaml.v3 drops the
+		// position, so point at the first scalar holding the quoted value.
+		if m := quotedRE.FindStringSubmatch(err.Error()); m != nil {
+			if line := findScalar(root, m[1]); line > 0 {
+				return &Error{File: name, Line: line, Msg: err.Error()}
+			}
+		}
+		return syntaxError(name, err)
+	}
+	var out []error
+	for _, s := range te.Errors {
+		m := lineRE.FindStringSubmatch(s)
+		if m == nil {
+			out = append(out, &Error{File: name, Msg: s})
+			continue
+		}
+		n, _ := strconv.Atoi(m[1])
+		msg := m[2]
+		if f := notFoundRE.FindStringSubmatch(msg); f != nil {
+			msg = fmt.Sprintf("unknown key %q (in %s)", f[1], schemaName(f[2]))
+		}
+		out = append(out, &Error{File: name, Line: n, Msg: msg})
+	}
+	return errors.Join(out...)
+}
+
+var quotedRE = regexp.MustCompile(`"([^"]*)"`)
+
+func findScalar(n *yaml.Node, v string) int {
+	if n.Kind == yaml.ScalarNode && n.Value == v {
+		return n.Line
+	}
+	for _, c := range n.Content {
+		if l := findScalar(c, v); l > 0 {
+			return l
+		}
+	}
+	return 0
+}
+
+// schemaName maps a Go type in a decoder message to the YAML section users know.
+func schemaName(goType string) string {
+	switch goType {
+	case "config.Configuration":
+		return "the top level"
+	case "config.Monitor":
+		return "monitor"
+	case "config.Configz":
+		return "monitor.configz"
+	case "config.Metrics":
+		return "metrics"
+	case "config.Alerts":
+		return "alerts"
+	case "config.Kubernetes":
+		return "kubernetes"
+	case "config.Actions":
+		return "actions"
+	case "remediate.Policy":
+		return "policy"
+	case "remediate.Amount":
+		return "policy.headroom/floor"
+	case "remediate.Window":
+		return "policy.windows[]"
+	case "remediate.Blockers":
+		return "policy.blockers"
+	case "remediate.Lock":
+		return "policy.lock"
+	}
+	return goType
+}
+
+// Marshal renders c as YAML, as `evictguard config defaults` prints it.
+func Marshal(c *Configuration) ([]byte, error) {
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(c); err != nil {
+		return nil, fmt.Errorf("encode config: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("encode config: %w", err)
+	}
+	return b.Bytes(), nil
+}
