@@ -1,0 +1,383 @@
+package remediate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+
+	"github.com/evictguard/evictguard/monitor"
+)
+
+// Reclaim steps, in the order the ladder climbs them. They are also the Report actions.
+const (
+	ReclaimBallast  = "reclaim-ballast"
+	ReclaimGC       = "reclaim-runtime-gc"
+	ReclaimLogs     = "reclaim-rotated-logs"
+	ReclaimEscalate = "reclaim-escalate"
+	// BallastRecreate is reported when the ballast is put back.
+	BallastRecreate = "ballast-recreate"
+)
+
+// ResultDryRun is the Report result of a step that would have acted.
+const ResultDryRun = "dry-run"
+
+// LadderSteps is the ladder, in order.
+var LadderSteps = []string{ReclaimBallast, ReclaimGC, ReclaimLogs, ReclaimEscalate}
+
+// ReclaimPolicy gates the ladder.
+type ReclaimPolicy struct {
+	// DryRun reports what each step would do and changes nothing.
+	DryRun bool
+	// Allow lists the steps that may act (ReclaimBallast, ReclaimGC, ReclaimLogs,
+	// ReclaimEscalate); others are reported as blocked. Re-creating the ballast follows
+	// ReclaimBallast.
+	Allow []string
+	// Horizon: the ladder climbs while the predicted time to the threshold is shorter
+	// (default 1h).
+	Horizon time.Duration
+	// LowHeadroom: the ladder also climbs while headroom is below this many bytes, whatever
+	// the prediction.
+	LowHeadroom int64
+}
+
+// Escalation is the ladder's last step: local reclaim was not enough; the daemon should
+// consider the data-root migration or a threshold rewrite (their own policies apply).
+type Escalation struct {
+	Signal             string   `json:"signal"`
+	Headroom           int64    `json:"headroomBytes"`
+	SecondsToThreshold *float64 `json:"secondsToThreshold"`
+	// Suggest names the actions to consider, most specific first.
+	Suggest []string `json:"suggest"`
+}
+
+// ReclaimAction is one step's outcome.
+type ReclaimAction struct {
+	Step   string   `json:"step"`
+	Result string   `json:"result"` // ResultApplied, ResultDryRun, ResultBlocked, ResultFailed
+	Bytes  int64    `json:"bytes"`  // reclaimed (measured by statfs when FsPath is set)
+	Items  []string `json:"items,omitempty"`
+	Reason string   `json:"reason,omitempty"`
+}
+
+// LadderResult is what one Step did.
+type LadderResult struct {
+	// Danger says the guarded signal was predicted to reach its threshold within the horizon
+	// (or headroom was below LowHeadroom) when the step began.
+	Danger bool
+	// Headroom before and after (bytes; after is measured when FsPath is set).
+	HeadroomBefore, HeadroomAfter int64
+	Actions                       []ReclaimAction
+	// Escalate is set when the ladder ran out of local steps.
+	Escalate *Escalation
+}
+
+// Ladder keeps a filesystem away from its eviction threshold by climbing, in order:
+// release the ballast, runtime GC, rotated-log compression, escalation. It stops as soon as
+// the prediction is back beyond the horizon. Nil components are skipped.
+type Ladder struct {
+	Policy ReclaimPolicy
+	// Signal is the guarded signal (default nodefs.available).
+	Signal string
+	// FsPath is a path on the guarded filesystem as this process sees it; when set, headroom
+	// is re-measured with statfs after each step and reclaimed bytes are measured, not
+	// estimated.
+	FsPath  string
+	Ballast *Ballast
+	GC      *DockerGC
+	Logs    *RotatedLogs
+
+	Reporter Reporter
+	Log      *slog.Logger
+
+	bytes     *prometheus.CounterVec
+	actions   *prometheus.CounterVec
+	escalated time.Time
+}
+
+// RegisterMetrics registers evictguard_reclaimed_bytes_total{action} and
+// evictguard_reclaim_actions_total{action,result}.
+func (l *Ladder) RegisterMetrics(reg prometheus.Registerer) error {
+	l.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "evictguard", Name: "reclaimed_bytes_total",
+		Help: "Bytes given back by the reclaim ladder, by step."}, []string{"action"})
+	l.actions = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "evictguard", Name: "reclaim_actions_total",
+		Help: "Reclaim ladder steps taken, by step and result."}, []string{"action", "result"})
+	for _, c := range []prometheus.Collector{l.bytes, l.actions} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register reclaim metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+func (l *Ladder) log() *slog.Logger {
+	if l.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l.Log
+}
+
+func (l *Ladder) signal() string {
+	if l.Signal == "" {
+		return "nodefs.available"
+	}
+	return l.Signal
+}
+
+func (l *Ladder) horizon() time.Duration {
+	if l.Policy.Horizon <= 0 {
+		return time.Hour
+	}
+	return l.Policy.Horizon
+}
+
+func (l *Ladder) allowed(step string) bool { return slices.Contains(l.Policy.Allow, step) }
+
+// danger decides whether to climb at this headroom and fill rate (bytes/s, positive =
+// filling).
+func (l *Ladder) danger(headroom int64, rate *float64) bool {
+	if headroom <= 0 || headroom < l.Policy.LowHeadroom {
+		return true
+	}
+	return rate != nil && *rate > 0 && float64(headroom)/(*rate) < l.horizon().Seconds()
+}
+
+// headroomNow re-measures headroom with statfs; ok=false when FsPath is unset or fails.
+func (l *Ladder) headroomNow(threshold int64) (int64, bool) {
+	if l.FsPath == "" {
+		return 0, false
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(l.FsPath, &st); err != nil {
+		return 0, false
+	}
+	return int64(st.Bavail)*int64(st.Frsize) - threshold, true
+}
+
+// Step evaluates the guarded signal in snap and climbs the ladder as far as needed. It also
+// re-creates the ballast when the danger is over by a margin.
+func (l *Ladder) Step(ctx context.Context, snap *monitor.Snapshot) (*LadderResult, error) {
+	if snap == nil {
+		return nil, errors.New("ladder: no snapshot")
+	}
+	i := slices.IndexFunc(snap.Signals, func(s monitor.SignalStatus) bool { return s.Signal == l.signal() })
+	if i < 0 {
+		return nil, fmt.Errorf("ladder: signal %s not observed", l.signal())
+	}
+	sig := snap.Signals[i]
+	if sig.State == monitor.StateUnknown || sig.Error != "" {
+		return nil, fmt.Errorf("ladder: signal %s unknown: %s", sig.Signal, sig.Error)
+	}
+	headroom := sig.Headroom
+	if h, ok := l.headroomNow(sig.ThresholdQuantity); ok {
+		headroom = h
+	}
+	res := &LadderResult{HeadroomBefore: headroom, HeadroomAfter: headroom}
+	res.Danger = l.danger(headroom, sig.FillRate)
+	if !res.Danger {
+		l.maybeRecreate(ctx, res, headroom, sig.FillRate)
+		return res, nil
+	}
+	for _, step := range LadderSteps {
+		if !l.danger(headroom, sig.FillRate) {
+			break
+		}
+		act := l.climb(ctx, step, sig, headroom, res)
+		if act == nil {
+			continue
+		}
+		if step == ReclaimEscalate {
+			// Escalation repeats every step while in danger: report it once a minute.
+			if now := time.Now(); now.Sub(l.escalated) < time.Minute {
+				continue
+			} else {
+				l.escalated = now
+			}
+		}
+		if h, ok := l.headroomNow(sig.ThresholdQuantity); ok {
+			if act.Result == ResultApplied && step != ReclaimEscalate {
+				act.Bytes = max(act.Bytes, h-headroom)
+			}
+			headroom = h
+		} else if act.Result == ResultApplied {
+			headroom += act.Bytes
+		}
+		res.Actions = append(res.Actions, *act)
+		l.report(ctx, *act, sig.Signal, headroom)
+	}
+	res.HeadroomAfter = headroom
+	return res, nil
+}
+
+// climb runs one step; nil means the step has nothing to do (skip silently).
+func (l *Ladder) climb(ctx context.Context, step string, sig monitor.SignalStatus, headroom int64, res *LadderResult) *ReclaimAction {
+	act := &ReclaimAction{Step: step}
+	switch step {
+	case ReclaimBallast:
+		if l.Ballast == nil {
+			return nil
+		}
+		st, err := l.Ballast.State()
+		if err != nil {
+			act.Result, act.Reason = ResultFailed, err.Error()
+			return act
+		}
+		if !st.Present {
+			return nil
+		}
+		act.Items = []string{l.Ballast.Path}
+		if !l.gate(act, st.Allocated) {
+			return act
+		}
+		n, err := l.Ballast.Release()
+		if err != nil {
+			act.Result, act.Reason = ResultFailed, err.Error()
+			return act
+		}
+		act.Result, act.Bytes = ResultApplied, n
+	case ReclaimGC:
+		if l.GC == nil {
+			return nil
+		}
+		plan, err := l.GC.Plan(ctx)
+		if err != nil {
+			act.Result, act.Reason = ResultFailed, err.Error()
+			return act
+		}
+		if len(plan) == 0 {
+			return nil
+		}
+		act.Items = gcNames(plan)
+		if !l.gate(act, gcBytes(plan)) {
+			return act
+		}
+		done, err := l.GC.Run(ctx)
+		act.Items, act.Bytes, act.Result = gcNames(done), gcBytes(done), ResultApplied
+		if err != nil {
+			act.Result, act.Reason = ResultFailed, err.Error()
+		}
+	case ReclaimLogs:
+		if l.Logs == nil {
+			return nil
+		}
+		cands, err := l.Logs.Candidates()
+		if err != nil {
+			act.Result, act.Reason = ResultFailed, err.Error()
+			return act
+		}
+		if len(cands) == 0 {
+			return nil
+		}
+		var est int64
+		for _, c := range cands {
+			act.Items = append(act.Items, c.Path)
+			est += c.Size
+		}
+		if !l.gate(act, est) {
+			return act
+		}
+		done, err := l.Logs.Reclaim(cands)
+		act.Items, act.Bytes, act.Result = nil, 0, ResultApplied
+		for _, c := range done {
+			act.Items = append(act.Items, c.Path)
+			act.Bytes += c.Bytes
+		}
+		if err != nil {
+			act.Result, act.Reason = ResultFailed, err.Error()
+		}
+	case ReclaimEscalate:
+		res.Escalate = &Escalation{Signal: sig.Signal, Headroom: headroom, SecondsToThreshold: sig.SecondsToThreshold,
+			Suggest: []string{"migrate-data-root", KindThresholdRewrite}}
+		if !l.allowed(step) {
+			act.Result, act.Reason = ResultBlocked, "escalation not allowed by policy"
+			return act
+		}
+		act.Result, act.Reason = ResultApplied, "local reclaim exhausted; escalate to data-root migration or threshold rewrite"
+	}
+	return act
+}
+
+// gate applies the policy to a step that would reclaim about est bytes; false means stop
+// here (the action is filled in).
+func (l *Ladder) gate(act *ReclaimAction, est int64) bool {
+	switch {
+	case !l.allowed(act.Step):
+		act.Result, act.Bytes, act.Reason = ResultBlocked, est, "step not allowed by policy"
+		return false
+	case l.Policy.DryRun:
+		act.Result, act.Bytes, act.Reason = ResultDryRun, est, "dry run: would reclaim about this much"
+		return false
+	}
+	return true
+}
+
+func (l *Ladder) maybeRecreate(ctx context.Context, res *LadderResult, headroom int64, rate *float64) {
+	if l.Ballast == nil || !l.allowed(ReclaimBallast) {
+		return
+	}
+	st, err := l.Ballast.State()
+	if err != nil || !l.Ballast.ShouldCreate(st, headroom) || l.danger(headroom-l.Ballast.Size, rate) {
+		return
+	}
+	act := ReclaimAction{Step: BallastRecreate, Items: []string{l.Ballast.Path}, Bytes: -l.Ballast.Size}
+	switch {
+	case l.Policy.DryRun:
+		act.Result, act.Reason = ResultDryRun, "dry run: would re-create the ballast"
+	default:
+		if err := l.Ballast.Create(); err != nil {
+			act.Result, act.Reason = ResultFailed, err.Error()
+		} else {
+			act.Result, act.Reason = ResultApplied, "headroom recovered; ballast re-created"
+		}
+	}
+	if act.Result == ResultApplied {
+		res.HeadroomAfter = headroom - l.Ballast.Size
+	}
+	res.Actions = append(res.Actions, act)
+	l.report(ctx, act, l.signal(), res.HeadroomAfter)
+}
+
+func (l *Ladder) report(ctx context.Context, act ReclaimAction, signal string, headroom int64) {
+	r := Report{Action: act.Step, Result: act.Result,
+		Reason: fmt.Sprintf("%s: %d bytes; %s headroom now %d bytes", act.Reason, act.Bytes, signal, headroom),
+		New:    map[string]string{"bytes": fmt.Sprint(act.Bytes), "items": fmt.Sprint(len(act.Items))}}
+	if act.Reason == "" {
+		r.Reason = fmt.Sprintf("reclaimed %d bytes (%d items); %s headroom now %d bytes", act.Bytes, len(act.Items), signal, headroom)
+	}
+	lvl := slog.LevelInfo
+	if act.Result == ResultFailed {
+		lvl = slog.LevelError
+	}
+	l.log().Log(ctx, lvl, "reclaim", "action", act.Step, "result", act.Result, "bytes", act.Bytes,
+		"items", act.Items, "headroom", headroom, "reason", act.Reason)
+	if l.Reporter != nil {
+		l.Reporter.Report(ctx, r)
+	}
+	if l.actions != nil {
+		l.actions.WithLabelValues(act.Step, act.Result).Inc()
+		if act.Result == ResultApplied && act.Bytes > 0 {
+			l.bytes.WithLabelValues(act.Step).Add(float64(act.Bytes))
+		}
+	}
+}
+
+func gcNames(items []GCItem) []string {
+	out := make([]string, 0, len(items))
+	for _, it := range items {
+		out = append(out, it.Kind+" "+it.Name)
+	}
+	return out
+}
+
+func gcBytes(items []GCItem) int64 {
+	var n int64
+	for _, it := range items {
+		n += it.Bytes
+	}
+	return n
+}
