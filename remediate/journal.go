@@ -73,7 +73,9 @@ type Journal struct {
 	now      func() time.Time
 }
 
-// OpenJournal creates the journal and backup directories if needed.
+// OpenJournal opens the journal under stateDir (DefaultStateDir when empty). It writes
+// nothing: the directories are created by the first write, so read-only users (plan, a
+// dry run) leave no trace on the host.
 func OpenJournal(root hostfs.Root, stateDir string, log *slog.Logger) (*Journal, error) {
 	if stateDir == "" {
 		stateDir = DefaultStateDir
@@ -81,13 +83,16 @@ func OpenJournal(root hostfs.Root, stateDir string, log *slog.Logger) (*Journal,
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	j := &Journal{root: root, stateDir: stateDir, log: log, now: time.Now}
+	return &Journal{root: root, stateDir: stateDir, log: log, now: time.Now}, nil
+}
+
+func (j *Journal) ensureDirs() error {
 	for _, d := range []string{j.journalDir(), j.backupDir()} {
-		if err := os.MkdirAll(root.Path(d), 0o700); err != nil {
-			return nil, fmt.Errorf("create journal directory %s: %w", d, err)
+		if err := os.MkdirAll(j.root.Path(d), 0o700); err != nil {
+			return fmt.Errorf("create journal directory %s: %w", d, err)
 		}
 	}
-	return j, nil
+	return nil
 }
 
 func (j *Journal) journalDir() string { return filepath.Join(j.stateDir, "journal") }
@@ -139,6 +144,9 @@ func (j *Journal) Finish(op *Operation, state, note string) error {
 }
 
 func (j *Journal) save(op *Operation) error {
+	if err := j.ensureDirs(); err != nil {
+		return err
+	}
 	b, err := json.MarshalIndent(op, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode journal entry %s: %w", op.ID, err)
@@ -165,6 +173,9 @@ func (j *Journal) Load(id string) (*Operation, error) {
 // List returns all operations, oldest first.
 func (j *Journal) List() ([]*Operation, error) {
 	entries, err := os.ReadDir(j.root.Path(j.journalDir()))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil // nothing journaled yet
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read journal directory: %w", err)
 	}

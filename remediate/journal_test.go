@@ -156,3 +156,17 @@ func mustWriteFile(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+func TestOpenJournalWritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	j, err := OpenJournal(hostfs.Root(dir), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ops, err := j.Unfinished(); err != nil || len(ops) != 0 {
+		t.Fatalf("Unfinished on an empty state dir = %v, %v", ops, err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("OpenJournal/Unfinished created %d entries; a read must not write", len(entries))
+	}
+}
