@@ -1,0 +1,157 @@
+package remediate
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/evictguard/evictguard/monitor"
+)
+
+type recordingReporter struct {
+	mu      sync.Mutex
+	reports []Report
+}
+
+func (r *recordingReporter) Report(_ context.Context, rep Report) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reports = append(r.reports, rep)
+}
+
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs")
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
+}
+
+func available(t *testing.T, dir string) int64 {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Bavail) * int64(st.Frsize)
+}
+
+func fill(t *testing.T, p string, n int) {
+	if err := os.WriteFile(p, make([]byte, n), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func snapAt(threshold, headroom int64) *monitor.Snapshot {
+	return &monitor.Snapshot{Signals: []monitor.SignalStatus{{Signal: "nodefs.available", State: monitor.StateOK,
+		ThresholdQuantity: threshold, Headroom: headroom}}}
+}
+
+// TestLadderBallastOnTmpfs releases and re-creates a real fallocated ballast on a tmpfs,
+// with the policy's dry-run and allow-list respected.
+func TestLadderBallastOnTmpfs(t *testing.T) {
+	const mib = 1 << 20
+	dir := mountTmpfs(t, "64m")
+	b := &Ballast{Path: filepath.Join(dir, "evictguard", "ballast"), Size: 16 * mib}
+	before := available(t, dir)
+	if err := b.Create(); err != nil {
+		t.Fatal(err)
+	}
+	if got := before - available(t, dir); got < 16*mib {
+		t.Fatalf("ballast took %d bytes, want ≥ 16 MiB (not sparse)", got)
+	}
+	threshold := int64(20 * mib)
+	// Leave 4 MiB of headroom above the threshold.
+	fill(t, filepath.Join(dir, "filler"), int(available(t, dir)-threshold-4*mib))
+
+	tests := []struct {
+		name        string
+		policy      ReclaimPolicy
+		wantResults []string
+		wantPresent bool
+	}{
+		{"blocked by policy", ReclaimPolicy{LowHeadroom: 8 * mib}, []string{ResultBlocked, ResultBlocked}, true},
+		{"dry run", ReclaimPolicy{DryRun: true, Allow: LadderSteps, LowHeadroom: 8 * mib}, []string{ResultDryRun, ResultApplied}, true},
+		{"released", ReclaimPolicy{Allow: []string{ReclaimBallast}, LowHeadroom: 8 * mib}, []string{ResultApplied}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &recordingReporter{}
+			l := &Ladder{Policy: tc.policy, FsPath: dir, Ballast: b, Reporter: rec}
+			res, err := l.Step(context.Background(), snapAt(threshold, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.Danger {
+				t.Fatalf("no danger at headroom %d", res.HeadroomBefore)
+			}
+			var got []string
+			for _, a := range res.Actions {
+				got = append(got, a.Result)
+			}
+			if !slices.Equal(got, tc.wantResults) {
+				t.Errorf("results = %v, want %v (%+v)", got, tc.wantResults, res.Actions)
+			}
+			if len(rec.reports) != len(res.Actions) {
+				t.Errorf("%d reports for %d actions", len(rec.reports), len(res.Actions))
+			}
+			st, _ := b.State()
+			if st.Present != tc.wantPresent {
+				t.Errorf("ballast present = %v, want %v", st.Present, tc.wantPresent)
+			}
+			if !tc.wantPresent {
+				if res.Actions[0].Bytes < 16*mib || res.HeadroomAfter < 16*mib {
+					t.Errorf("released %d bytes, headroom after %d", res.Actions[0].Bytes, res.HeadroomAfter)
+				}
+				if res.Escalate != nil {
+					t.Errorf("escalated although the ballast was enough")
+				}
+			}
+		})
+	}
+
+	// Pressure over: not yet enough headroom for the ballast plus margin → nothing; then
+	// the filler goes and the ballast comes back.
+	l := &Ladder{Policy: ReclaimPolicy{Allow: []string{ReclaimBallast}, LowHeadroom: 8 * mib}, FsPath: dir, Ballast: b}
+	res, err := l.Step(context.Background(), snapAt(threshold, 0))
+	if err != nil || len(res.Actions) != 0 {
+		t.Fatalf("at headroom %d: %+v %v", res.HeadroomBefore, res.Actions, err)
+	}
+	if err := os.Remove(filepath.Join(dir, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	res, err = l.Step(context.Background(), snapAt(threshold, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Actions) != 1 || res.Actions[0].Step != BallastRecreate || res.Actions[0].Result != ResultApplied {
+		t.Fatalf("actions = %+v", res.Actions)
+	}
+	if st, _ := b.State(); !st.Present || st.Allocated < 16*mib {
+		t.Errorf("ballast not re-created: %+v", st)
+	}
+}
+
+// TestLadderEscalates: with nothing local left, the ladder returns a typed escalation.
+func TestLadderEscalates(t *testing.T) {
+	rate := 1e6
+	snap := snapAt(1<<20, 10<<20)
+	snap.Signals[0].FillRate = &rate
+	l := &Ladder{Policy: ReclaimPolicy{Allow: LadderSteps}}
+	res, err := l.Step(context.Background(), snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Escalate == nil || res.Escalate.Headroom != 10<<20 || len(res.Actions) != 1 || res.Actions[0].Step != ReclaimEscalate {
+		t.Fatalf("res = %+v", res)
+	}
+}
