@@ -43,17 +43,40 @@ verifyTimeout: 60s
 
 func startNode(t *testing.T, l layout, policy string) *node {
 	t.Helper()
+	return startNodeWith(t, l, policy, nodeOptions{})
+}
+
+// nodeOptions vary startNode.
+type nodeOptions struct {
+	// API registers the kubelet as a Node (a CNI network config is provided so that the
+	// runtime reports NetworkReady and the Node can become Ready).
+	API *harness.APIServer
+}
+
+func startNodeWith(t *testing.T, l layout, policy string, no nodeOptions) *node {
+	t.Helper()
 	harness.RequireRoot(t)
 	fs := harness.TmpFS(t, 256<<20, 200000) // before the sandbox: its mount namespace copies it
 	sd := harness.StartSystemd(t)
 	// imagefs on its own disk, as in the incident (docker's root moved to /data by hand).
 	c := harness.StartContainerd(t, harness.ContainerdOptions{})
-	opts := harness.KubeletOptions{Containerd: c, RootDir: filepath.Join(fs, "kubelet")}
+	opts := harness.KubeletOptions{Containerd: c, RootDir: filepath.Join(fs, "kubelet"), APIServer: no.API}
+	if no.API != nil {
+		// containerd's CRI counts a network config (plus its loopback) as NetworkReady; no pod
+		// is ever started, so no plugin binary is needed.
+		writeFile(t, filepath.Join(c.Dir, "cni", "conf", "10-evictguard.conflist"),
+			`{"cniVersion": "1.0.0", "name": "evictguard-e2e", "plugins": [{"type": "bridge", "bridge": "eg0"}]}`)
+	}
 	if l == layoutConfigDir {
 		opts.DropIns = map[string]string{"50-local.conf": "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nmaxPods: 50\n"}
 	}
 	k := harness.PrepareKubelet(t, opts)
 	base := fmt.Sprintf("--root-dir=%s --hostname-override=%s --cert-dir=%s", k.RootDir, k.NodeName, filepath.Join(k.Dir, "pki"))
+	for _, a := range k.Args {
+		if strings.HasPrefix(a, "--kubeconfig=") {
+			base += " " + a
+		}
+	}
 	var dropIn string
 	switch l {
 	case layoutKubeadm17:

@@ -239,14 +239,35 @@ func (o *applyOptions) verifyOnce(ctx context.Context, g *globalOptions, r *reme
 		if err != nil {
 			return fmt.Errorf("get node %s: %w", o.nodeName, err)
 		}
-		ready := false
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-				ready = true
+		var ready *corev1.NodeCondition
+		for i, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady {
+				ready = &n.Status.Conditions[i]
 			}
 		}
-		if !ready {
+		if ready == nil || ready.Status != corev1.ConditionTrue {
 			return fmt.Errorf("node %s is not Ready", o.nodeName)
+		}
+		// Without a node lifecycle controller a stale Ready stays True: insist that the kubelet
+		// running now has reported (status heartbeat or node Lease renewal since it started).
+		if r.sd != nil {
+			u, err := r.sd.Unit(ctx, o.unit)
+			if err != nil {
+				return fmt.Errorf("read %s: %w", o.unit, err)
+			}
+			since := u.InactiveExitTimestamp.Truncate(time.Second)
+			if !ready.LastHeartbeatTime.Time.Before(since) {
+				return nil
+			}
+			l, err := r.kube.CoordinationV1().Leases("kube-node-lease").Get(ctx, o.nodeName, metav1.GetOptions{})
+			if err != nil {
+				return fmt.Errorf("node %s: Ready last reported %s, before the kubelet started (%s); node lease: %w",
+					o.nodeName, ready.LastHeartbeatTime.UTC().Format(time.RFC3339), since.UTC().Format(time.RFC3339), err)
+			}
+			if l.Spec.RenewTime == nil || l.Spec.RenewTime.Time.Before(since) {
+				return fmt.Errorf("node %s: Ready last reported %s and node lease not renewed since the kubelet started (%s)",
+					o.nodeName, ready.LastHeartbeatTime.UTC().Format(time.RFC3339), since.UTC().Format(time.RFC3339))
+			}
 		}
 	}
 	return nil
