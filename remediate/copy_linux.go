@@ -763,13 +763,19 @@ type DigestOptions struct {
 	Mtime bool
 	// Skip leaves out a relative path (and, for a directory, everything below it).
 	Skip func(rel string) bool
+	// Lines, if set, receives the digested line of every entry (to show what differs).
+	Lines io.Writer
 }
 
 // TreeDigest is a SHA-256 over every entry below root: path, type, mode, owner, size, device,
 // symlink target, xattrs, content and hard-link structure. Two trees with the same digest
 // hold the same data. Tests use it to prove that a migration, resume or rollback lost nothing.
 func TreeDigest(ctx context.Context, root string, opts DigestOptions) (string, error) {
-	h := sha256.New()
+	var h io.Writer = sha256.New()
+	hasher := h.(interface{ Sum([]byte) []byte })
+	if opts.Lines != nil {
+		h = io.MultiWriter(h, opts.Lines)
+	}
 	groups := map[inoKey]int{}
 	var walk func(p, rel string) error
 	walk = func(p, rel string) error {
@@ -823,7 +829,7 @@ func TreeDigest(ctx context.Context, root string, opts DigestOptions) (string, e
 			}
 			fmt.Fprintf(h, " size=%d sha256=%s", st.Size, sum)
 		}
-		h.Write([]byte{'\n'})
+		_, _ = h.Write([]byte{'\n'})
 		if typ != unix.S_IFDIR {
 			return nil
 		}
@@ -841,5 +847,5 @@ func TreeDigest(ctx context.Context, root string, opts DigestOptions) (string, e
 	if err := walk(root, ""); err != nil {
 		return "", err
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return hex.EncodeToString(hasher.Sum(nil)), nil
 }

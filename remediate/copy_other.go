@@ -5,6 +5,7 @@ package remediate
 import (
 	"context"
 	"errors"
+	"io"
 )
 
 var errCopyUnsupported = errors.New("data-root migration is only supported on Linux")
@@ -26,6 +27,7 @@ func DiskUsage(context.Context, string) (Usage, error) { return Usage{}, errCopy
 type DigestOptions struct {
 	Mtime bool
 	Skip  func(rel string) bool
+	Lines io.Writer
 }
 
 // TreeDigest is Linux-only.

@@ -1,0 +1,169 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+)
+
+// Runtimes as units of the sandboxed systemd, so that evictguard can stop and start them over
+// D-Bus as it would docker.service or containerd.service on a node. Their processes run in
+// the manager's private mount namespace: filesystems the test mounts (TmpFS) must be mounted
+// before StartSystemd to be visible to them.
+
+// DockerUnitOptions tunes StartDockerUnit.
+type DockerUnitOptions struct {
+	// DaemonJSON is written as the daemon's --config-file; it should set data-root (or the
+	// legacy graph). Without either, --data-root DataRoot is passed.
+	DaemonJSON string
+	DataRoot   string
+	// Unit is the unit name (default docker.service).
+	Unit string
+}
+
+// StartDockerUnit writes docker.service running dockerd with the harness's arguments (vfs, no
+// networking), starts it over D-Bus and waits for /_ping. Proc is nil: systemd owns the
+// process.
+func StartDockerUnit(t testing.TB, sd *Systemd, opts DockerUnitOptions) *Docker {
+	t.Helper()
+	bin := Binary(t, "dockerd", "docker.io")
+	Binary(t, "docker", "docker.io")
+	dir := TempDir(t, "docker-unit")
+	d := &Docker{Dir: dir, DataRoot: opts.DataRoot, ExecRoot: filepath.Join(dir, "exec"),
+		Socket: filepath.Join(dir, "docker.sock"), ConfigPath: filepath.Join(dir, "daemon.json")}
+	cfg := opts.DaemonJSON
+	if cfg == "" {
+		cfg = "{}"
+	}
+	if err := os.WriteFile(d.ConfigPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := fmt.Sprintf("--config-file %s --exec-root %s -H unix://%s --pidfile %s --bridge=none --iptables=false --ip6tables=false --storage-driver=vfs",
+		d.ConfigPath, d.ExecRoot, d.Socket, filepath.Join(dir, "docker.pid"))
+	if opts.DataRoot != "" {
+		args += " --data-root " + opts.DataRoot
+	}
+	unit := opts.Unit
+	if unit == "" {
+		unit = "docker.service"
+	}
+	sd.WriteUnit(t, unit, fmt.Sprintf(`[Unit]
+Description=Docker (evictguard e2e)
+
+[Service]
+ExecStart=%s %s
+StandardOutput=append:%s
+StandardError=inherit
+TimeoutStopSec=20
+KillMode=mixed
+`, bin, args, filepath.Join(dir, "dockerd.log")))
+	d.HTTP = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", d.Socket)
+		}}}
+	StartUnit(t, sd, unit)
+	err := WaitFor(context.Background(), 60*time.Second, nil, func() error {
+		resp, err := d.HTTP.Get("http://docker/_ping")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/_ping: %s", resp.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(dir, "dockerd.log"))
+		t.Fatalf("docker.service did not become ready: %v\n%s", err, unitLogTail(string(log), 3000))
+	}
+	return d
+}
+
+// StartContainerdUnit writes containerd.service with ContainerdConfig (CRI, native
+// snapshotter unless opts say otherwise), starts it over D-Bus and waits until it answers.
+func StartContainerdUnit(t testing.TB, sd *Systemd, opts ContainerdOptions) *Containerd {
+	t.Helper()
+	bin := Binary(t, "containerd", "containerd")
+	Binary(t, "runc", "runc")
+	dir := TempDir(t, "containerd-unit")
+	c := &Containerd{Dir: dir, Root: opts.Root, State: filepath.Join(dir, "state"),
+		Address: filepath.Join(dir, "containerd.sock"), ConfigPath: filepath.Join(dir, "config.toml")}
+	if c.Root == "" {
+		c.Root = filepath.Join(dir, "root")
+	}
+	snap := opts.Snapshotter
+	if snap == "" {
+		snap = "native"
+	}
+	for _, p := range []string{c.Root, c.State, filepath.Join(dir, "cni", "bin"), filepath.Join(dir, "cni", "conf")} {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := "# containerd for the evictguard e2e suite\n" + ContainerdConfig(c.Root, c.State, c.Address, snap, filepath.Join(dir, "cni"))
+	if err := os.WriteFile(c.ConfigPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sd.WriteUnit(t, "containerd.service", fmt.Sprintf(`[Unit]
+Description=containerd (evictguard e2e)
+
+[Service]
+ExecStart=%s --config %s
+StandardOutput=append:%s
+StandardError=inherit
+TimeoutStopSec=20
+KillMode=process
+`, bin, c.ConfigPath, filepath.Join(dir, "containerd.log")))
+	StartUnit(t, sd, "containerd.service")
+	err := WaitFor(context.Background(), 30*time.Second, nil, func() error { return ctrRun(c.Address, "version") })
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(dir, "containerd.log"))
+		t.Fatalf("containerd.service did not become ready: %v\n%s", err, unitLogTail(string(log), 3000))
+	}
+	return c
+}
+
+// StartUnit reloads the manager and starts unit, failing the test unless the job is done.
+// The unit is stopped at cleanup.
+func StartUnit(t testing.TB, sd *Systemd, unit string) {
+	t.Helper()
+	conn := sd.Conn(t)
+	ctx := context.Background()
+	if err := conn.ReloadContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan string, 1)
+	if _, err := conn.StartUnitContext(ctx, unit, "replace", done); err != nil {
+		t.Fatalf("start %s: %v", unit, err)
+	}
+	if r := <-done; r != "done" {
+		t.Fatalf("start %s: job %s", unit, r)
+	}
+	t.Cleanup(func() { StopUnit(sd, conn, unit) })
+}
+
+// StopUnit stops unit and waits up to 30s for the job.
+func StopUnit(_ *Systemd, conn *sddbus.Conn, unit string) {
+	ch := make(chan string, 1)
+	if _, err := conn.StopUnitContext(context.Background(), unit, "replace", ch); err == nil {
+		select {
+		case <-ch:
+		case <-time.After(30 * time.Second):
+		}
+	}
+}
+
+func unitLogTail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
