@@ -44,6 +44,10 @@ type ReclaimPolicy struct {
 	// LowHeadroom: the ladder also climbs while headroom is below this many bytes, whatever
 	// the prediction.
 	LowHeadroom int64
+	// RecreateCooldown is the least time between releasing the ballast and re-creating it
+	// (default 5m), on top of the headroom hysteresis, so a disk that is still filling does
+	// not get its reserve back only to release it again.
+	RecreateCooldown time.Duration
 }
 
 // Escalation is the ladder's last step: local reclaim was not enough; the daemon should
@@ -98,6 +102,7 @@ type Ladder struct {
 	bytes     *prometheus.CounterVec
 	actions   *prometheus.CounterVec
 	escalated time.Time
+	released  time.Time
 }
 
 // RegisterMetrics registers evictguard_reclaimed_bytes_total{action} and
@@ -239,6 +244,7 @@ func (l *Ladder) climb(ctx context.Context, step string, sig monitor.SignalStatu
 			act.Result, act.Reason = ResultFailed, err.Error()
 			return act
 		}
+		l.released = time.Now()
 		act.Result, act.Bytes = ResultApplied, n
 	case ReclaimGC:
 		if l.GC == nil {
@@ -320,8 +326,18 @@ func (l *Ladder) maybeRecreate(ctx context.Context, res *LadderResult, headroom 
 	if l.Ballast == nil || !l.allowed(ReclaimBallast) {
 		return
 	}
+	cooldown := l.Policy.RecreateCooldown
+	if cooldown <= 0 {
+		cooldown = 5 * time.Minute
+	}
+	if time.Since(l.released) < cooldown {
+		return
+	}
+	// After re-creation the filesystem must still be out of danger for twice the horizon.
+	after := headroom - l.Ballast.Size
 	st, err := l.Ballast.State()
-	if err != nil || !l.Ballast.ShouldCreate(st, headroom) || l.danger(headroom-l.Ballast.Size, rate) {
+	if err != nil || !l.Ballast.ShouldCreate(st, headroom) || l.danger(after, rate) ||
+		(rate != nil && *rate > 0 && float64(after)/(*rate) < 2*l.horizon().Seconds()) {
 		return
 	}
 	act := ReclaimAction{Step: BallastRecreate, Items: []string{l.Ballast.Path}, Bytes: -l.Ballast.Size}

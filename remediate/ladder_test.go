@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -121,7 +122,7 @@ func TestLadderBallastOnTmpfs(t *testing.T) {
 
 	// Pressure over: not yet enough headroom for the ballast plus margin → nothing; then
 	// the filler goes and the ballast comes back.
-	l := &Ladder{Policy: ReclaimPolicy{Allow: []string{ReclaimBallast}, LowHeadroom: 8 * mib}, FsPath: dir, Ballast: b}
+	l := &Ladder{Policy: ReclaimPolicy{Allow: []string{ReclaimBallast}, LowHeadroom: 8 * mib, RecreateCooldown: time.Nanosecond}, FsPath: dir, Ballast: b}
 	res, err := l.Step(context.Background(), snapAt(threshold, 0))
 	if err != nil || len(res.Actions) != 0 {
 		t.Fatalf("at headroom %d: %+v %v", res.HeadroomBefore, res.Actions, err)

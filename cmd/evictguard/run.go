@@ -33,6 +33,7 @@ type runOptions struct {
 	kubeconfig, nodeName      string
 	configz, configzTokenFile string
 	configzInterval           time.Duration
+	logs                      logReclaimFlags
 }
 
 func newRunCommand(g *globalOptions) *cobra.Command {
@@ -62,6 +63,7 @@ remediation build on this loop.`,
 	fl.StringVar(&o.configz, "configz", "", "kubelet /configz URL or file to compare the computed thresholds with (e.g. "+kubeletcfg.DefaultConfigzURL+"); empty: not checked")
 	fl.StringVar(&o.configzTokenFile, "configz-token-file", "", "file with a bearer token for --configz")
 	fl.DurationVar(&o.configzInterval, "configz-interval", 5*time.Minute, "how often --configz is compared again")
+	o.logs.addFlags(fl)
 	return cmd
 }
 
@@ -179,6 +181,7 @@ func startOutputs(ctx context.Context, g *globalOptions, o *runOptions, s *setup
 		if _, err := monitor.NewRemediationMetrics(reg, nil, nil); err != nil {
 			return nil, problem(err)
 		}
+		o.logs.reg = reg
 		ln, err := net.Listen("tcp", o.listen)
 		if err != nil {
 			return nil, usageErr(fmt.Errorf("--listen: %w", err))
@@ -229,6 +232,7 @@ func startOutputs(ctx context.Context, g *globalOptions, o *runOptions, s *setup
 		if err != nil {
 			return nil, problem(err)
 		}
+		o.logs.client = client
 		nr, err := feed.NewNodeReporter(feed.NodeConfig{Client: client, Node: o.nodeName, Policy: policy, Mismatches: mism.get, Logger: log})
 		if err != nil {
 			return nil, problem(err)
@@ -236,6 +240,9 @@ func startOutputs(ctx context.Context, g *globalOptions, o *runOptions, s *setup
 		log.Info("reporting to the API server", "server", cfg.Host, "node", o.nodeName)
 		out.notifiers = append(out.notifiers, nr.Notify)
 		out.goRun(func() { nr.Run(ctx) })
+	}
+	if err := o.logs.start(ctx, g, s, o.dockerSocket, node, out); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/evictguard/evictguard/monitor"
+	"github.com/evictguard/evictguard/remediate"
+)
+
+// logReclaimFlags are `run`'s log-budget and reclaim-ladder settings (issue 8). Everything is
+// off unless asked for.
+type logReclaimFlags struct {
+	budgetFile   string
+	budgetMargin string
+	ballastPath  string
+	ballastSize  string
+	reclaim      []string
+	dryRun       bool
+	horizon      time.Duration
+	lowHeadroom  string
+	keepExited   int
+	keepImages   []string
+	rotatedAge   time.Duration
+	posFiles     []string
+
+	// Set by startOutputs when available.
+	reg    prometheus.Registerer
+	client kubernetes.Interface
+}
+
+var reclaimStepNames = map[string]string{
+	"ballast": remediate.ReclaimBallast, "gc": remediate.ReclaimGC,
+	"logs": remediate.ReclaimLogs, "escalate": remediate.ReclaimEscalate,
+}
+
+func (f *logReclaimFlags) addFlags(fl *pflag.FlagSet) {
+	fl.StringVar(&f.budgetFile, "log-budget-file", "", "write the log budget here (env file; fluent-bit and fluentd snippets next to it), e.g. "+remediate.DefaultLogBudgetFile+" (node path; empty: metric and annotation only)")
+	fl.StringVar(&f.budgetMargin, "log-budget-margin", "5%", "safety margin kept free above the nearest threshold: a quantity (\"512Mi\") or a percentage of capacity")
+	fl.StringVar(&f.ballastSize, "ballast-size", "", "keep a preallocated ballast of this size on nodefs, released first when eviction nears (e.g. 1Gi; empty: none)")
+	fl.StringVar(&f.ballastPath, "ballast-path", remediate.DefaultStateDir+"/ballast", "the ballast file (node path, on nodefs)")
+	fl.StringSliceVar(&f.reclaim, "reclaim", nil, "reclaim steps allowed before eviction: ballast, gc, logs, escalate (comma-separated; empty: off)")
+	fl.BoolVar(&f.dryRun, "reclaim-dry-run", false, "report what the reclaim steps would do and change nothing")
+	fl.DurationVar(&f.horizon, "reclaim-horizon", 30*time.Minute, "climb the reclaim ladder while eviction is predicted sooner than this")
+	fl.StringVar(&f.lowHeadroom, "reclaim-low-headroom", "", "also climb while nodefs headroom is below this quantity (e.g. 1Gi)")
+	fl.IntVar(&f.keepExited, "gc-keep-exited", 5, "runtime GC keeps this many of the newest exited containers")
+	fl.StringArrayVar(&f.keepImages, "gc-keep-image", nil, "image reference runtime GC never removes, e.g. the pause image (repeatable)")
+	fl.DurationVar(&f.rotatedAge, "rotated-log-age", time.Hour, "compress rotated container logs older than this")
+	fl.StringArrayVar(&f.posFiles, "log-pos-file", nil, "fluentd pos_file: only rotated logs it shows fully read are compressed (repeatable; node path)")
+}
+
+func quantityBytes(flag, s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	q, err := resource.ParseQuantity(s)
+	if err != nil {
+		return 0, fmt.Errorf("--%s: %w", flag, err)
+	}
+	return q.Value(), nil
+}
+
+// start wires the budget publisher and the reclaim ladder to the monitor's snapshots. The
+// ladder runs in its own goroutine on the latest snapshot, so a slow GC never delays
+// monitoring.
+func (f *logReclaimFlags) start(ctx context.Context, g *globalOptions, s *setup, dockerSocket, node string, out *outputs) error {
+	log := g.logger.With("component", "logs")
+	budgetCfg := remediate.BudgetConfig{}
+	if pct, ok := strings.CutSuffix(f.budgetMargin, "%"); ok {
+		if _, err := fmt.Sscan(pct, &budgetCfg.MarginPercent); err != nil || budgetCfg.MarginPercent < 0 || budgetCfg.MarginPercent >= 100 {
+			return usageErr(fmt.Errorf("--log-budget-margin: bad percentage %q", f.budgetMargin))
+		}
+	} else {
+		n, err := quantityBytes("log-budget-margin", f.budgetMargin)
+		if err != nil {
+			return usageErr(err)
+		}
+		budgetCfg.MarginBytes = n
+	}
+	for _, fs := range s.layout.Filesystems {
+		if fs.Role == monitor.RoleLogs && fs.Source == "configured" {
+			budgetCfg.BufferDirs = append(budgetCfg.BufferDirs, fs.Path)
+		}
+	}
+	pcfg := remediate.BudgetPublisherConfig{Registerer: f.reg, Log: log, Kube: f.client, NodeName: node}
+	if f.budgetFile != "" {
+		pcfg.File = g.root().Path(f.budgetFile)
+	}
+	if f.client == nil {
+		pcfg.NodeName = ""
+	}
+	pub, err := remediate.NewBudgetPublisher(pcfg)
+	if err != nil {
+		return problem(err)
+	}
+
+	var allow []string
+	for _, name := range f.reclaim {
+		step, ok := reclaimStepNames[strings.TrimSpace(name)]
+		if !ok {
+			return usageErr(fmt.Errorf("--reclaim: unknown step %q (want ballast, gc, logs, escalate)", name))
+		}
+		allow = append(allow, step)
+	}
+	low, err := quantityBytes("reclaim-low-headroom", f.lowHeadroom)
+	if err != nil {
+		return usageErr(err)
+	}
+	size, err := quantityBytes("ballast-size", f.ballastSize)
+	if err != nil {
+		return usageErr(err)
+	}
+	var ladder *remediate.Ladder
+	if len(allow) > 0 || size > 0 {
+		ladder = &remediate.Ladder{
+			Policy: remediate.ReclaimPolicy{Allow: allow, DryRun: f.dryRun, Horizon: f.horizon, LowHeadroom: low},
+			Log:    log, Reporter: remediate.LogReporter{Log: log},
+		}
+		if nfs := s.layout.ByRole(monitor.RoleNodeFs); nfs != nil {
+			ladder.FsPath = nfs.HostPath
+		}
+		if size > 0 {
+			ladder.Ballast = &remediate.Ballast{Path: g.root().Path(f.ballastPath), Size: size}
+		}
+		if s.layout.Runtime == monitor.RuntimeDocker {
+			sock := dockerSocket
+			if sock == "" {
+				sock = g.root().Path("/var/run/docker.sock")
+			}
+			ladder.GC = &remediate.DockerGC{Socket: sock, KeepExited: f.keepExited, KeepImages: f.keepImages}
+		} else if slices.Contains(allow, remediate.ReclaimGC) {
+			log.Warn("runtime GC is only implemented for docker; the step is skipped", "runtime", s.layout.Runtime)
+		}
+		// Container logs only: the kubelet's pod logs and the runtime's, never /var/log at large.
+		var dirs []string
+		for _, fs := range s.layout.Filesystems {
+			switch fs.Source {
+			case "kubelet podLogsDir", "docker container logs", "/var/log/containers link targets":
+				if fs.Role == monitor.RoleLogs {
+					dirs = append(dirs, fs.HostPath)
+				}
+			}
+		}
+		var pos []string
+		for _, p := range f.posFiles {
+			pos = append(pos, g.root().Path(p))
+		}
+		ladder.Logs = &remediate.RotatedLogs{Dirs: dirs, MinAge: f.rotatedAge, PosFiles: pos}
+		if f.reg != nil {
+			if err := ladder.RegisterMetrics(f.reg); err != nil {
+				return problem(err)
+			}
+		}
+		log.Info("reclaim ladder", "allow", allow, "dryRun", f.dryRun, "horizon", f.horizon, "ballast", size, "logDirs", dirs)
+	}
+
+	snaps := make(chan *monitor.Snapshot, 1)
+	out.notifiers = append(out.notifiers, func(s *monitor.Snapshot) {
+		select {
+		case snaps <- s:
+		default: // the worker is busy; it takes the next one
+		}
+	})
+	out.goRun(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case snap := <-snaps:
+				if _, err := pub.Update(ctx, remediate.ComputeLogBudgets(snap, budgetCfg)); err != nil {
+					log.Warn("log budget", "err", err)
+				}
+				if ladder == nil {
+					continue
+				}
+				if _, err := ladder.Step(ctx, snap); err != nil {
+					log.Warn("reclaim ladder", "err", err)
+				}
+			}
+		}
+	})
+	return nil
+}
