@@ -883,6 +883,10 @@ func RollbackMigration(ctx context.Context, opts MigrateOptions, op *Operation) 
 	}
 	opts.Runtime = s.Plan.Runtime
 	opts.RuntimeUnits, opts.KubeletUnit = s.Plan.Units, s.Plan.KubeletUnit
+	if s.OldRemoved {
+		// Nothing was changed: the operation stays unfinished and --resume still finishes it.
+		return fmt.Errorf("operation %s already removed the old root %s: nothing to roll back to (the data is at %s; --resume to finish)", op.ID, s.Plan.From, s.Plan.To)
+	}
 	m := &migration{o: opts, op: op, s: s}
 	if err := m.rollback(ctx); err != nil {
 		_ = opts.Journal.Finish(op, StateFailed, err.Error())

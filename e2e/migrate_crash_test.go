@@ -1,0 +1,113 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/evictguard/evictguard/remediate"
+)
+
+// crashAt runs a migration that SIGKILLs itself right after step (the journaled test hook).
+func (m *dockerMigration) crashAt(t *testing.T, step, to string) {
+	t.Helper()
+	out, errOut, code := migrateCLI(t, []string{"EVICTGUARD_TEST_CRASH_AFTER=" + step}, m.args("--to", to, "--keep-old")...)
+	if code != -1 || !strings.Contains(errOut, "TEST HOOK: killing evictguard") {
+		t.Fatalf("crash after %s: exit %d, want killed\n%s\n%s", step, code, out, errOut)
+	}
+}
+
+func (m *dockerMigration) journalState(t *testing.T) []*remediate.Operation {
+	t.Helper()
+	j, err := remediate.OpenJournal("/", m.stateDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, err := j.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ops
+}
+
+// removeBackups deletes the old roots kept by --keep-old next to root.
+func removeBackups(t *testing.T, root string) {
+	t.Helper()
+	matches, _ := filepath.Glob(root + ".evictguard-backup-*")
+	for _, p := range matches {
+		if err := os.RemoveAll(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestMigrateCrashResume kills evictguard after every journaled step; `migrate --resume` must
+// finish the move each time, with the runtime running on the new root and the data intact.
+// The migrations alternate between the two filesystems.
+func TestMigrateCrashResume(t *testing.T) {
+	m := startDockerMigration(t, 96<<20, 96<<20)
+	cur, other := filepath.Join(m.a, "docker"), filepath.Join(m.b, "docker")
+	digest, lines := dataDigestLines(t, cur)
+	for _, step := range remediate.MigrateSteps {
+		m.crashAt(t, step, other)
+		out, errOut, code := migrateCLI(t, nil, m.args("--resume")...)
+		if code != 0 {
+			t.Fatalf("resume after %s: exit %d\n%s\n%s", step, code, out, errOut)
+		}
+		if got := m.dockerInfoRoot(t); got != other {
+			t.Fatalf("after a crash at %s and resume: docker runs on %s, want %s", step, got, other)
+		}
+		assertSameData(t, other, digest, lines)
+		m.checkDaemonJSON(t, other)
+		ops := m.journalState(t)
+		if last := ops[len(ops)-1]; last.State != remediate.StateDone {
+			t.Fatalf("after resume at %s the operation is %s", step, last.State)
+		}
+		removeBackups(t, cur)
+		t.Logf("crash after %-13s → resume: ok (runtime on %s)", step, other)
+		cur, other = other, cur
+	}
+	m.checkIntact(t, cur)
+}
+
+// TestMigrateCrashRollback kills evictguard after every journaled step; `migrate --rollback`
+// must return the runtime to its old root, running, with the data and daemon.json as they
+// were.
+func TestMigrateCrashRollback(t *testing.T) {
+	m := startDockerMigration(t, 96<<20, 96<<20)
+	from, to := filepath.Join(m.a, "docker"), filepath.Join(m.b, "docker")
+	digest, lines := dataDigestLines(t, from)
+	cfg, err := os.ReadFile(m.docker.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range remediate.MigrateSteps {
+		m.crashAt(t, step, to)
+		out, errOut, code := migrateCLI(t, nil, m.args("--rollback")...)
+		if code != 0 {
+			t.Fatalf("rollback after %s: exit %d\n%s\n%s", step, code, out, errOut)
+		}
+		if got := m.dockerInfoRoot(t); got != from {
+			t.Fatalf("after a crash at %s and rollback: docker runs on %s, want %s", step, got, from)
+		}
+		assertSameData(t, from, digest, lines)
+		if now, _ := os.ReadFile(m.docker.ConfigPath); string(now) != string(cfg) {
+			t.Fatalf("after rollback at %s daemon.json is\n%s\nwant\n%s", step, now, cfg)
+		}
+		ops := m.journalState(t)
+		if last := ops[len(ops)-1]; last.State != remediate.StateRolledBack {
+			t.Fatalf("after rollback at %s the operation is %s", step, last.State)
+		}
+		// A copy the runtime ran on is kept for the operator; this test removes it.
+		kept := "removed"
+		if _, err := os.Stat(to); err == nil {
+			kept = "kept"
+			if err := os.RemoveAll(to); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Logf("crash after %-13s → rollback: ok (copy %s)", step, kept)
+	}
+	m.checkIntact(t, from)
+}
