@@ -226,7 +226,13 @@ func (d *discoverer) filesystem(role Role, nodePath, source string) (Filesystem,
 	}
 	fs := Filesystem{Role: role, Path: nodePath, HostPath: hp, Dev: dev, Source: source}
 	major, minor := devMajorMinor(dev)
-	if m, ok := findMount(d.mounts, hp, major, minor); ok {
+	// The mount table names mountpoints as this process sees them after symlinks (a host
+	// root may reach a mount through one, as deviceOf's stat does); match on the resolved path.
+	mp := hp
+	if r, err := filepath.EvalSymlinks(hp); err == nil {
+		mp = r
+	}
+	if m, ok := findMount(d.mounts, mp, major, minor); ok {
 		fs.Mountpoint = d.root.NodePath(m.Mountpoint)
 		fs.Device, fs.FsType = m.Source, m.FsType
 	}
@@ -284,7 +290,7 @@ func (d *discoverer) criSocket(rt string) string {
 		}
 		// The kubelet's endpoint is a node path; a test's sandboxed socket exists only as given.
 		if hp := d.root.Path(p); isSocket(hp) {
-			return hp
+			return d.dialable(hp)
 		}
 		return p
 	}
@@ -299,10 +305,28 @@ func (d *discoverer) criSocket(rt string) string {
 	}
 	for _, c := range candidates {
 		if hp := d.root.Path(c); isSocket(hp) {
-			return hp
+			return d.dialable(hp)
 		}
 	}
 	return ""
+}
+
+// maxSocketPath is the longest path connect(2) takes for a unix socket (sun_path minus NUL).
+const maxSocketPath = 107
+
+// dialable returns a path to connect to the socket at hp: hp itself, or, when the host root
+// prefix makes it longer than a unix socket address can be, the same socket with symlinks
+// resolved (e.g. <host-root>/run → /run). Without this the CRI and docker sockets "do not
+// answer" under a long --host-root, and imagefs silently falls back to the config defaults.
+func (d *discoverer) dialable(hp string) string {
+	if len(hp) <= maxSocketPath || !isSocket(hp) {
+		return hp
+	}
+	if r, err := filepath.EvalSymlinks(hp); err == nil && len(r) <= maxSocketPath && isSocket(r) {
+		return r
+	}
+	d.warn("socket path %s is longer than %d bytes: connecting to it will fail", hp, maxSocketPath)
+	return hp
 }
 
 func (d *discoverer) dockerRoot(ctx context.Context, forced bool) (path, source string, ok bool) {
@@ -316,7 +340,7 @@ func (d *discoverer) dockerRoot(ctx context.Context, forced bool) (path, source 
 	}
 	sock := d.opts.DockerSocket
 	if sock == "" {
-		sock = d.root.Path(defaultDockerSocket)
+		sock = d.dialable(d.root.Path(defaultDockerSocket))
 	}
 	if isSocket(sock) {
 		apiRoot, err := dockerRootDir(ctx, sock, d.opts.Timeout)
