@@ -1,0 +1,93 @@
+package remediate
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestCopyBench is the copy engine's half of hack/bench-migrate.sh; it runs only when
+// EVICTGUARD_BENCH_SRC (a tree to copy) and EVICTGUARD_BENCH_DST (an empty directory on
+// another filesystem) are set. It prints:
+//
+//	full:     a full copy into an empty target (the throughput compared with cp -a)
+//	precopy:  the same copy with the "runtime" writing meanwhile is the full copy again;
+//	          then ~1 % of the files change (appends, new files, deletions, chmods) and
+//	downtime: the delta pass with deletions plus the metadata verification, which is what
+//	          runs while the runtime is stopped.
+func TestCopyBench(t *testing.T) {
+	src, dst := os.Getenv("EVICTGUARD_BENCH_SRC"), os.Getenv("EVICTGUARD_BENCH_DST")
+	if src == "" || dst == "" {
+		t.Skip("EVICTGUARD_BENCH_SRC and EVICTGUARD_BENCH_DST not set (hack/bench-migrate.sh sets them)")
+	}
+	ctx := context.Background()
+	full := filepath.Join(dst, "full")
+	st, err := CopyTree(ctx, src, full, CopyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("BENCH full_seconds=%.3f bytes=%d rate_mib_s=%.1f files=%d\n", st.Duration.Seconds(), st.Bytes, st.Rate()/(1<<20), st.Files)
+	if err := os.RemoveAll(full); err != nil {
+		t.Fatal(err)
+	}
+
+	pre := filepath.Join(dst, "pre")
+	since := time.Now()
+	pst, err := CopyTree(ctx, src, pre, CopyOptions{Delete: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // ctime slack of the delta pass
+	changed := churn(t, src, 0.01)
+	start := time.Now()
+	dst2, err := CopyTree(ctx, src, pre, CopyOptions{Since: since, Delete: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deltaDone := time.Since(start)
+	if _, err := VerifyTrees(ctx, src, pre, VerifyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	down := time.Since(start)
+	fmt.Printf("BENCH precopy_seconds=%.3f changed_entries=%d delta_files=%d delta_bytes=%d deleted=%d delta_seconds=%.3f verify_seconds=%.3f downtime_seconds=%.3f downtime_fraction=%.3f\n",
+		pst.Duration.Seconds(), changed, dst2.Files, dst2.Bytes, dst2.Deleted, deltaDone.Seconds(), (down - deltaDone).Seconds(), down.Seconds(), down.Seconds()/st.Duration.Seconds())
+}
+
+// churn changes about frac of the regular files under root as a running runtime would.
+func churn(t *testing.T, root string, frac float64) int {
+	t.Helper()
+	var files []string
+	_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	r := rand.New(rand.NewPCG(1, 2))
+	n := 0
+	for _, f := range files {
+		if r.Float64() >= frac {
+			continue
+		}
+		n++
+		switch n % 4 {
+		case 0:
+			fh, err := os.OpenFile(f, os.O_APPEND|os.O_WRONLY, 0)
+			if err == nil {
+				_, _ = fh.Write(make([]byte, 4096))
+				fh.Close()
+			}
+		case 1:
+			_ = os.WriteFile(f+".new", make([]byte, 8192), 0o644)
+		case 2:
+			_ = os.Remove(f)
+		case 3:
+			_ = os.Chmod(f, 0o600)
+		}
+	}
+	return n
+}
