@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
@@ -51,6 +52,8 @@ type nodeOptions struct {
 	// API registers the kubelet as a Node (a CNI network config is provided so that the
 	// runtime reports NetworkReady and the Node can become Ready).
 	API *harness.APIServer
+	// SingleDisk puts containerd's root on the kubelet's tmpfs: imagefs is nodefs.
+	SingleDisk bool
 }
 
 func startNodeWith(t *testing.T, l layout, policy string, no nodeOptions) *node {
@@ -59,7 +62,11 @@ func startNodeWith(t *testing.T, l layout, policy string, no nodeOptions) *node 
 	fs := harness.TmpFS(t, 256<<20, 200000) // before the sandbox: its mount namespace copies it
 	sd := harness.StartSystemd(t)
 	// imagefs on its own disk, as in the incident (docker's root moved to /data by hand).
-	c := harness.StartContainerd(t, harness.ContainerdOptions{})
+	co := harness.ContainerdOptions{}
+	if no.SingleDisk {
+		co.Root = filepath.Join(fs, "containerd")
+	}
+	c := harness.StartContainerd(t, co)
 	opts := harness.KubeletOptions{Containerd: c, RootDir: filepath.Join(fs, "kubelet"), APIServer: no.API}
 	if no.API != nil {
 		// containerd's CRI counts a network config (plus its loopback) as NetworkReady; no pod
@@ -253,6 +260,58 @@ func TestRemediateIncident(t *testing.T) {
 			t.Logf("%s: %s", tc.name, time.Since(start).Round(time.Second))
 		})
 	}
+}
+
+// TestRemediateIncidentSingleDisk is the incident on a node with one disk: containerd's root
+// on the kubelet's tmpfs, so the kubelet's imagefs is nodefs and at ~91.5 % used both
+// nodefs.available<10% and imagefs.available<15% are breached. Under a policy that may lower
+// nodefs and imagefs to 5 %, evictguard (through --host-root, asking containerd's CRI
+// ImageFsInfo) sees imagefs on the same tmpfs, lowers both, the kubelet stops reporting
+// DiskPressure, and /configz has all five keys.
+func TestRemediateIncidentSingleDisk(t *testing.T) {
+	start := time.Now()
+	n := startNodeWith(t, layoutKubeadm17, testPolicy, nodeOptions{SingleDisk: true})
+	n.fillTo(t, 0.085)
+	n.waitLog(t, 0, "NodeHasDiskPressure", 60*time.Second)
+	time.Sleep(time.Second)
+
+	out, errOut, code := runEvictguard(t, "status", "--output", "json", "--host-root", n.HostRoot, "--runtime", "containerd", "--cri-endpoint", n.cri)
+	if code != 1 {
+		t.Fatalf("status: exit %d, want 1 (breached)\n%s\n%s", code, out, errOut)
+	}
+	var st struct {
+		Dedicated   bool `json:"dedicatedImageFs"`
+		Filesystems []struct {
+			Role, Path    string
+			CapacityBytes int64
+		} `json:"filesystems"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status JSON: %v\n%s", err, out)
+	}
+	paths, capacity := map[string]string{}, map[string]int64{}
+	for _, f := range st.Filesystems {
+		paths[f.Role], capacity[f.Role] = f.Path, f.CapacityBytes
+	}
+	// (The kubelet bind-mounts its root dir onto itself, so compare paths, not mountpoints.)
+	if st.Dedicated || !strings.HasPrefix(paths["nodefs"], n.fs+"/") || !strings.HasPrefix(paths["imagefs"], n.fs+"/") || capacity["imagefs"] != capacity["nodefs"] {
+		t.Errorf("status through --host-root: dedicatedImageFs=%v, nodefs %s, imagefs %s (capacity %d vs %d); want both on the tmpfs %s",
+			st.Dedicated, paths["nodefs"], paths["imagefs"], capacity["nodefs"], capacity["imagefs"], n.fs)
+	}
+
+	out, errOut, code = n.apply(t, nil)
+	if code != 0 {
+		t.Fatalf("apply: exit %d\n%s\n%s", code, out, errOut)
+	}
+	t.Logf("apply output:\n%s", out)
+	n.assertConfigz(t, map[string]string{"memory.available": "100Mi", "nodefs.available": "5%", "nodefs.inodesFree": "5%",
+		"imagefs.available": "5%", "imagefs.inodesFree": "5%"})
+	from := n.LogSize()
+	time.Sleep(25 * time.Second)
+	if seg := n.LogText(from); strings.Contains(seg, "NodeHasDiskPressure") || strings.Contains(seg, "thresholds have been met") {
+		t.Errorf("the kubelet still reports disk pressure after the change:\n%s", tail(seg, 3000))
+	}
+	t.Logf("single disk: %s", time.Since(start).Round(time.Second))
 }
 
 // TestRemediateRollback injects a threshold the kubelet refuses: the kubelet crash-loops after

@@ -276,6 +276,16 @@ func (r *resolver) commandLine(opts Options) (argv0 string, args []word, exe, cw
 	if len(procs) > 0 {
 		p := procs[0]
 		if len(procs) > 1 {
+			// The kubelet is the one kubelet.service runs: prefer the process whose command
+			// line the unit gives (another may be a leftover or a test's).
+			if u != nil && uerr == nil {
+				for _, q := range procs {
+					if sameArgs(u.argv[1:], q.argv[1:]) {
+						p = q
+						break
+					}
+				}
+			}
 			r.warn("%d kubelet processes found; using PID %d", len(procs), p.pid)
 		}
 		eff.KubeletFound = true
