@@ -31,6 +31,8 @@ type remediationFlags struct {
 	policyFile, stateDir, unit, busAddress string
 	configz, configzTokenFile, healthz     string
 	kubeconfig, nodeName                   string
+	// policy, when set (the daemon's --config file), is used instead of policyFile.
+	policy *remediate.Policy
 }
 
 func (f *remediationFlags) addFlags(fs *pflag.FlagSet) {
@@ -101,11 +103,15 @@ func (f *remediationFlags) systemd(ctx context.Context, g *globalOptions) (*syst
 // prepare opens the journal, connects to systemd (and the API server), and returns them; the
 // plan itself is computed by plan().
 func (f *remediationFlags) prepare(ctx context.Context, g *globalOptions) (*remediation, error) {
-	p, err := loadPolicy(f.policyFile)
-	if err != nil {
-		return nil, usageErr(err)
+	p := f.policy
+	if p == nil {
+		var err error
+		if p, err = loadPolicy(f.policyFile); err != nil {
+			return nil, usageErr(err)
+		}
 	}
 	r := &remediation{policy: p}
+	var err error
 	if r.journal, err = remediate.OpenJournal(g.root(), f.stateDir, g.logger); err != nil {
 		return nil, problem(err)
 	}

@@ -34,6 +34,7 @@ type runOptions struct {
 	configz, configzTokenFile string
 	configzInterval           time.Duration
 	logs                      logReclaimFlags
+	remediation               daemonRemediation
 }
 
 func newRunCommand(g *globalOptions) *cobra.Command {
@@ -64,6 +65,7 @@ remediation build on this loop.`,
 	fl.StringVar(&o.configzTokenFile, "configz-token-file", "", "file with a bearer token for --configz")
 	fl.DurationVar(&o.configzInterval, "configz-interval", 5*time.Minute, "how often --configz is compared again")
 	o.logs.addFlags(fl)
+	o.remediation.addFlags(fl)
 	return cmd
 }
 
@@ -87,11 +89,15 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions) error {
 	}
 	log.Info("monitoring", "interval", o.interval, "runtime", s.layout.Runtime, "dedicatedImageFs", s.layout.DedicatedImageFs)
 
+	if err := o.remediation.load(); err != nil {
+		return err
+	}
 	outputs, err := startOutputs(ctx, g, o, s)
 	if err != nil {
 		return err
 	}
 	defer outputs.wait()
+	o.remediation.start(ctx, g, o, outputs)
 
 	t := time.NewTicker(o.interval)
 	defer t.Stop()

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/pflag"
+
+	"github.com/evictguard/evictguard/monitor"
+	"github.com/evictguard/evictguard/remediate"
+)
+
+// daemonRemediation is policy-gated remediation inside `evictguard run`: on start, operations
+// a crash interrupted are finished or rolled back (Executor.Recover); then, whenever a signal
+// enters warning or breached, the same path as `evictguard apply --yes` runs — plan, gates,
+// lock, journaled apply with verify and rollback. The policy is a dry run by default, so a
+// --policy without `dryRun: false` only logs what would be done.
+type daemonRemediation struct {
+	policyFile, stateDir, unit, busAddress, healthz string
+	// Policy, when set (from the --config file's policy), is used instead of policyFile.
+	Policy *remediate.Policy
+
+	prev    map[string]monitor.State
+	trigger chan struct{}
+}
+
+func (d *daemonRemediation) addFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&d.policyFile, "policy", "", "remediation policy file (YAML, strict); empty: no remediation. The policy is a dry run unless it sets dryRun: false")
+	fs.StringVar(&d.stateDir, "state-dir", remediate.DefaultStateDir, "node path of evictguard's journal, backups and restart log")
+	fs.StringVar(&d.unit, "unit", "kubelet.service", "the kubelet's systemd unit")
+	fs.StringVar(&d.busAddress, "bus-address", "", "D-Bus address of the systemd manager (default: the system bus)")
+	fs.StringVar(&d.healthz, "healthz", "http://127.0.0.1:10248/healthz", "kubelet /healthz URL checked after a restart")
+}
+
+// flags are the apply flags for the daemon's options.
+func (d *daemonRemediation) flags(o *runOptions) remediationFlags {
+	return remediationFlags{
+		monitorFlags: o.monitorFlags, policyFile: d.policyFile, stateDir: d.stateDir, unit: d.unit, busAddress: d.busAddress,
+		configz: o.configz, configzTokenFile: o.configzTokenFile, healthz: d.healthz, kubeconfig: o.kubeconfig, nodeName: o.nodeName,
+		policy: d.Policy,
+	}
+}
+
+// load reads and validates --policy (before anything starts, so that a bad file is a usage
+// error).
+func (d *daemonRemediation) load() error {
+	if d.Policy != nil || d.policyFile == "" {
+		return nil
+	}
+	p, err := loadPolicy(d.policyFile)
+	if err != nil {
+		return usageErr(err)
+	}
+	d.Policy = p
+	return nil
+}
+
+// start recovers interrupted operations and registers the trigger; a no-op without a policy.
+// Call load first.
+func (d *daemonRemediation) start(ctx context.Context, g *globalOptions, o *runOptions, out *outputs) {
+	if d.Policy == nil {
+		return
+	}
+	f := d.flags(o)
+	if err := d.recover(ctx, g, &f); err != nil {
+		// Not fatal for monitoring: the operation stays in the journal and apply refuses to act.
+		g.logger.Error("recovering interrupted remediation failed", "err", err)
+	}
+	d.prev = map[string]monitor.State{}
+	d.trigger = make(chan struct{}, 1)
+	out.notifiers = append(out.notifiers, d.notify)
+	out.goRun(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-d.trigger:
+			}
+			// Blocked, refused, rolled back and failed passes are reported (log, Event) inside.
+			if err := runApply(ctx, g, &applyOptions{remediationFlags: f, yes: true}); err != nil && ctx.Err() == nil {
+				g.logger.Warn("remediation pass did not apply", "err", err)
+			} else if err == nil {
+				g.logger.Info("remediation pass finished")
+			}
+		}
+	})
+	g.logger.Info("remediation enabled", "policyFile", f.policyFile, "dryRun", f.policy.Dry(), "stateDir", f.stateDir, "unit", f.unit)
+}
+
+// notify triggers a remediation pass when a signal enters warning or breached (never blocks:
+// a pass already pending absorbs the trigger).
+func (d *daemonRemediation) notify(s *monitor.Snapshot) {
+	fire := false
+	for _, sig := range s.Signals {
+		key := sig.Signal + "/" + sig.Kind
+		if prev, ok := d.prev[key]; sig.State != prev && (sig.State == monitor.StateWarning || sig.State == monitor.StateBreached) {
+			fire = fire || !ok || prev != monitor.StateBreached
+		}
+		d.prev[key] = sig.State
+	}
+	if fire {
+		select {
+		case d.trigger <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// recover finishes or rolls back operations a crash left in progress.
+func (d *daemonRemediation) recover(ctx context.Context, g *globalOptions, f *remediationFlags) error {
+	r, err := f.prepare(ctx, g)
+	if err != nil {
+		return err
+	}
+	unfinished, err := r.journal.Unfinished()
+	if err != nil || len(unfinished) == 0 {
+		if r.sd != nil {
+			r.sd.Close()
+		}
+		return err
+	}
+	if r.sd == nil {
+		return fmt.Errorf("%d interrupted operation(s) but systemd is unreachable over D-Bus", len(unfinished))
+	}
+	defer r.sd.Close()
+	o := &applyOptions{remediationFlags: *f}
+	exec := o.executor(g, r, "")
+	exec.Verify = o.verifier(g, r, f.kubeletVersion)
+	g.logger.Warn("recovering interrupted remediation", "operations", len(unfinished))
+	return exec.Recover(ctx)
+}
