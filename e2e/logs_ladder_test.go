@@ -78,23 +78,20 @@ func (w *bufferWriter) run(ctx context.Context) {
 }
 
 func (w *bufferWriter) write(rng *rand.Rand, buf []byte, n int) int {
-	{
-		for i := range buf {
-			buf[i] = byte(rng.Uint32())
-		}
-		name := fmt.Sprintf("buffer.%06d.log", n)
-		if err := os.WriteFile(filepath.Join(w.dir, name), buf, 0o644); err != nil {
-			w.mu.Lock()
-			w.err = err
-			w.mu.Unlock()
-			return n + 1
-		}
-		s := sha256.Sum256(buf)
-		w.mu.Lock()
-		w.sums[name] = hex.EncodeToString(s[:])
-		w.written += int64(w.chunk)
-		w.mu.Unlock()
+	for i := range buf {
+		buf[i] = byte(rng.Uint32())
 	}
+	name := fmt.Sprintf("buffer.%06d.log", n)
+	err := os.WriteFile(filepath.Join(w.dir, name), buf, 0o644)
+	s := sha256.Sum256(buf)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err != nil {
+		w.err = err
+		return n + 1
+	}
+	w.sums[name] = hex.EncodeToString(s[:])
+	w.written += int64(w.chunk)
 	return n + 1
 }
 
@@ -130,7 +127,7 @@ func statAvail(dir string) int64 {
 	if err := unix.Statfs(dir, &st); err != nil {
 		return 0
 	}
-	return int64(st.Bavail) * int64(st.Frsize)
+	return int64(st.Bavail) * st.Frsize
 }
 
 // fileSum is the sha256 of the first n bytes of p (all of it when n < 0); "" if missing.
@@ -249,7 +246,8 @@ func TestLogsLadderKeepsNodefsAboveThreshold(t *testing.T) {
 		Policy: remediate.ReclaimPolicy{Allow: []string{remediate.ReclaimBallast, remediate.ReclaimGC}, Horizon: 20 * time.Second, LowHeadroom: 24 * mib,
 			RecreateCooldown: 5 * time.Second},
 		FsPath: nodefs, Ballast: ballast, GC: &remediate.DockerGC{Socket: d.Socket, KeepExited: 1},
-		Reporter: rec, Log: log,
+		Reporter: remediate.MultiReporter{rec, remediate.ReclaimEventReporter{Client: api.Client, Node: "logs-node", Log: log}},
+		Log:      log,
 	}
 	if err := ladder.RegisterMetrics(reg); err != nil {
 		t.Fatal(err)
@@ -260,7 +258,7 @@ func TestLogsLadderKeepsNodefsAboveThreshold(t *testing.T) {
 		if err := unix.Statfs(nodefs, &st); err != nil {
 			t.Fatal(err)
 		}
-		return int64(st.Blocks) * int64(st.Frsize) / 4
+		return int64(st.Blocks) * st.Frsize / 4
 	}()
 	headroom := func() int64 { return statAvail(nodefs) - threshold }
 
@@ -377,6 +375,19 @@ func TestLogsLadderKeepsNodefsAboveThreshold(t *testing.T) {
 	}
 	if st, _ := ballast.State(); st.Present {
 		t.Errorf("ballast still present after the ladder ran")
+	}
+	evs, err := api.Client.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=logs-node"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]string{}
+	for _, e := range evs.Items {
+		if e.Source.Component == "evictguard" {
+			reasons[e.Reason] = e.Message
+		}
+	}
+	if !strings.Contains(reasons["ReclaimBallast"], "33554432 bytes") || !strings.Contains(reasons["ReclaimRuntimeGC"], "applied") {
+		t.Errorf("Node Events for the reclaim steps missing or without bytes: %v", reasons)
 	}
 	// GC: the exited "big" and the unused junk:1 are gone; everything a container uses stays.
 	if out, err := d.TryCLI("inspect", "big"); err == nil {

@@ -81,6 +81,14 @@ type LadderResult struct {
 	Escalate *Escalation
 }
 
+// RuntimeGC is a runtime garbage collector: DockerGC or CRIGC.
+type RuntimeGC interface {
+	// Plan lists what Run would remove.
+	Plan(ctx context.Context) ([]GCItem, error)
+	// Run removes it and returns what was removed.
+	Run(ctx context.Context) ([]GCItem, error)
+}
+
 // Ladder keeps a filesystem away from its eviction threshold by climbing, in order:
 // release the ballast, runtime GC, rotated-log compression, escalation. It stops as soon as
 // the prediction is back beyond the horizon. Nil components are skipped.
@@ -93,7 +101,7 @@ type Ladder struct {
 	// estimated.
 	FsPath  string
 	Ballast *Ballast
-	GC      *DockerGC
+	GC      RuntimeGC
 	Logs    *RotatedLogs
 
 	Reporter Reporter
@@ -161,7 +169,7 @@ func (l *Ladder) headroomNow(threshold int64) (int64, bool) {
 	if err := unix.Statfs(l.FsPath, &st); err != nil {
 		return 0, false
 	}
-	return int64(st.Bavail)*int64(st.Frsize) - threshold, true
+	return int64(st.Bavail)*st.Frsize - threshold, true
 }
 
 // Step evaluates the guarded signal in snap and climbs the ladder as far as needed. It also

@@ -43,7 +43,7 @@ func available(t *testing.T, dir string) int64 {
 	if err := unix.Statfs(dir, &st); err != nil {
 		t.Fatal(err)
 	}
-	return int64(st.Bavail) * int64(st.Frsize)
+	return int64(st.Bavail) * st.Frsize
 }
 
 func fill(t *testing.T, p string, n int) {

@@ -135,8 +135,11 @@ func (r *RotatedLogs) Candidates() ([]LogCandidate, error) {
 				return nil
 			}
 			info, err := d.Info()
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // rotated away meanwhile
+			}
 			if err != nil {
-				return nil
+				return err
 			}
 			if now().Sub(info.ModTime()) < r.MinAge || info.Size() == 0 {
 				return nil

@@ -122,7 +122,10 @@ func (f *logReclaimFlags) start(ctx context.Context, g *globalOptions, s *setup,
 	if len(allow) > 0 || size > 0 {
 		ladder = &remediate.Ladder{
 			Policy: remediate.ReclaimPolicy{Allow: allow, DryRun: f.dryRun, Horizon: f.horizon, LowHeadroom: low},
-			Log:    log, Reporter: remediate.LogReporter{Log: log},
+			Log:    log,
+		}
+		if f.client != nil {
+			ladder.Reporter = remediate.ReclaimEventReporter{Client: f.client, Node: node, Log: log}
 		}
 		if nfs := s.layout.ByRole(monitor.RoleNodeFs); nfs != nil {
 			ladder.FsPath = nfs.HostPath

@@ -1,0 +1,53 @@
+package remediate
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// ReclaimEventReason maps a ladder step to its Node Event reason.
+var ReclaimEventReason = map[string]string{
+	ReclaimBallast: "ReclaimBallast", ReclaimGC: "ReclaimRuntimeGC", ReclaimLogs: "ReclaimRotatedLogs",
+	ReclaimEscalate: "ReclaimEscalate", BallastRecreate: "BallastRecreated",
+}
+
+// ReclaimEventReporter records each reclaim Report as a core/v1 Event on the Node: type
+// Normal when a step applied (the message carries the bytes reclaimed), Warning when it
+// failed, was blocked, or escalated.
+type ReclaimEventReporter struct {
+	Client kubernetes.Interface
+	Node   string
+	Log    *slog.Logger
+}
+
+// Report implements Reporter.
+func (r ReclaimEventReporter) Report(ctx context.Context, rep Report) {
+	typ := corev1.EventTypeNormal
+	if rep.Result == ResultFailed || rep.Result == ResultBlocked || rep.Action == ReclaimEscalate {
+		typ = corev1.EventTypeWarning
+	}
+	reason, ok := ReclaimEventReason[rep.Action]
+	if !ok {
+		reason = "Reclaim"
+	}
+	now := metav1.NewTime(time.Now())
+	ev := &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{GenerateName: r.Node + ".evictguard.", Namespace: metav1.NamespaceDefault},
+		InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: r.Node, APIVersion: "v1"},
+		Reason:         reason,
+		Message:        strings.TrimSpace(fmt.Sprintf("%s: %s", rep.Result, rep.Reason)),
+		Type:           typ,
+		Source:         corev1.EventSource{Component: "evictguard", Host: r.Node},
+		FirstTimestamp: now, LastTimestamp: now, Count: 1,
+	}
+	if _, err := r.Client.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{}); err != nil && r.Log != nil {
+		r.Log.Warn("could not record a Node event", "node", r.Node, "err", err)
+	}
+}
