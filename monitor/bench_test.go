@@ -1,6 +1,9 @@
 package monitor
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -12,23 +15,7 @@ import (
 // filesystem, the log walk's per-step budget, memory and pid reads, evaluation of the kubelet
 // 1.30+ default thresholds plus containerfs copies, and the Theil–Sen fits over full windows.
 func BenchmarkCycle(b *testing.B) {
-	layout, err := DiscoverFilesystems(b.Context(), DiscoverOptions{HostRoot: "/", Timeout: 200 * time.Millisecond})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ths := append(defaultThresholds(), qty(kubeletcfg.SignalPIDAvailable, "1000"))
-	m, err := New(Config{Layout: layout, Thresholds: ths, HostRoot: "/", Predict: PredictorConfig{MaxSamples: 60}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Close()
-	// fill the predictors' windows so every fit is full size
-	for range 70 {
-		if _, err := m.Step(b.Context()); err != nil {
-			b.Fatal(err)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	m, layout := benchMonitor(b)
 	b.ReportAllocs()
 	b.ReportMetric(float64(len(layout.Filesystems)), "filesystems")
 	b.ReportMetric(float64(len(m.Thresholds())), "signals")
@@ -46,5 +33,54 @@ func BenchmarkPredictorRate(b *testing.B) {
 	for b.Loop() {
 		p.fitted = false
 		p.Rate()
+	}
+}
+
+// benchMonitor is a Monitor over this machine's filesystems with full predictor windows.
+func benchMonitor(b *testing.B) (*Monitor, *Layout) {
+	b.Helper()
+	layout, err := DiscoverFilesystems(b.Context(), DiscoverOptions{HostRoot: "/", Timeout: 200 * time.Millisecond})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ths := append(defaultThresholds(), qty(kubeletcfg.SignalPIDAvailable, "1000"))
+	m, err := New(Config{Layout: layout, Thresholds: ths, HostRoot: "/", Predict: PredictorConfig{MaxSamples: 60}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { m.Close() })
+	// fill the predictors' windows so every fit is full size
+	for range 70 {
+		if _, err := m.Step(b.Context()); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return m, layout
+}
+
+// BenchmarkScrape is one /metrics request as `evictguard run` serves it (the collector over
+// the latest snapshot, the Go and process collectors, gzip as Prometheus asks), without the
+// network.
+func BenchmarkScrape(b *testing.B) {
+	m, _ := benchMonitor(b)
+	reg, err := NewRegistry(NewCollector(m, CollectorOptions{}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := NewRemediationMetrics(reg, nil, nil); err != nil {
+		b.Fatal(err)
+	}
+	h := NewHandler(reg, m, HandlerOptions{})
+	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	b.ReportAllocs()
+	for b.Loop() {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != http.StatusOK {
+			b.Fatal(w.Code)
+		}
+		_, _ = io.Copy(io.Discard, w.Body)
 	}
 }

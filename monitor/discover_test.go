@@ -21,12 +21,14 @@ func TestParseMountInfo(t *testing.T) {
 30 22 8:17 / /data rw,relatime shared:2 - ext4 /dev/sdb1 rw
 31 22 0:45 / /var/lib/kubelet/pods/x/volumes/my\040vol rw - tmpfs tmpfs rw,size=10m
 32 30 8:17 /docker /var/lib/docker rw - ext4 /dev/sdb1 rw
+33 22 8:1 /var/lib/kubelet /var/lib/kubelet rw shared:3 - ext4 /dev/sda1 rw
+34 30 8:17 /containerd /data/containerd rw - ext4 /dev/sdb1 rw
 `)
 	m, err := parseMountInfo(data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(m) != 4 || m[2].Mountpoint != "/var/lib/kubelet/pods/x/volumes/my vol" || m[3].Root != "/docker" {
+	if len(m) != 6 || m[2].Mountpoint != "/var/lib/kubelet/pods/x/volumes/my vol" || m[3].Root != "/docker" {
 		t.Fatalf("parsed %+v", m)
 	}
 	tests := []struct {
@@ -39,6 +41,11 @@ func TestParseMountInfo(t *testing.T) {
 		{"/data/docker", 8, 17, "/data", "/dev/sdb1"},
 		{"/var/lib/docker/overlay2", 8, 17, "/var/lib/docker", "/dev/sdb1"},
 		{"/datax", 8, 1, "/", "/dev/sda1"},
+		// the kubelet bind-mounts its root dir onto itself: nodefs is still "/"
+		{"/var/lib/kubelet", 8, 1, "/", "/dev/sda1"},
+		{"/var/lib/kubelet/pods", 8, 1, "/", "/dev/sda1"},
+		// a runtime's data root bound onto itself below the filesystem's mountpoint
+		{"/data/containerd/io.containerd.snapshotter.v1.overlayfs", 8, 17, "/data", "/dev/sdb1"},
 	}
 	for _, tc := range tests {
 		got, ok := findMount(m, tc.path, tc.major, tc.minor)

@@ -66,6 +66,8 @@ type Monitor struct {
 	logs    []*logScanner
 	logOf   []int // index into logs per Layout.Filesystems entry, -1 if none
 	nextLog int
+	procBuf []byte // scratch for /proc reads; Step is serialised by stepMu
+	pidMax  pidMaxCache
 
 	stepMu sync.Mutex
 	mu     sync.RWMutex
@@ -176,13 +178,13 @@ func (m *Monitor) Step(ctx context.Context) (*Snapshot, error) {
 		switch signal {
 		case kubeletcfg.SignalMemoryAvailable:
 			if memObs == nil {
-				a, c, err := memoryAvailable(m.cfg.HostRoot)
+				a, c, err := memoryAvailable(m.cfg.HostRoot, &m.procBuf)
 				memObs = &Observation{Available: a, Capacity: c, Err: err}
 			}
 			return *memObs, true
 		case kubeletcfg.SignalPIDAvailable:
 			if pidObs == nil {
-				a, c, err := pidAvailable(m.cfg.HostRoot)
+				a, c, err := pidAvailable(m.cfg.HostRoot, &m.procBuf, &m.pidMax, now)
 				pidObs = &Observation{Available: a, Capacity: c, Err: err}
 			}
 			return *pidObs, true

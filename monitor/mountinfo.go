@@ -78,9 +78,15 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
-// findMount returns the entry with the longest mountpoint that contains path, preferring
-// entries on the given device (st_dev major:minor) so that a bind mount of another
-// filesystem at a shorter prefix is not picked. ok is false when nothing matches.
+// findMount returns the mount of the filesystem holding path: among the entries whose
+// mountpoint contains path and that are on the given device (st_dev major:minor), the one
+// mounting the most of that filesystem (the shortest root, "/" for a whole-filesystem mount),
+// then the longest mountpoint. So a bind mount of a directory of the same filesystem onto
+// itself or below it — the kubelet does that to its root dir, dockerd to its data root — does
+// not hide the filesystem's own mountpoint, while a directory reachable only through a bind
+// mount (/data/docker bound at /var/lib/docker) reports that bind mount. Without an entry on
+// the device it falls back to the longest mountpoint containing path. ok is false when
+// nothing matches.
 func findMount(mounts []mountEntry, path string, major, minor uint32) (mountEntry, bool) {
 	path = filepath.Clean(path)
 	best, bestDev := -1, -1
@@ -92,7 +98,15 @@ func findMount(mounts []mountEntry, path string, major, minor uint32) (mountEntr
 		if best < 0 || len(m.Mountpoint) >= len(mounts[best].Mountpoint) {
 			best = i
 		}
-		if m.Major == major && m.Minor == minor && (bestDev < 0 || len(m.Mountpoint) >= len(mounts[bestDev].Mountpoint)) {
+		if m.Major != major || m.Minor != minor {
+			continue
+		}
+		if bestDev < 0 {
+			bestDev = i
+			continue
+		}
+		root, bestRoot := len(filepath.Clean(m.Root)), len(filepath.Clean(mounts[bestDev].Root))
+		if root < bestRoot || (root == bestRoot && len(m.Mountpoint) >= len(mounts[bestDev].Mountpoint)) {
 			bestDev = i
 		}
 	}

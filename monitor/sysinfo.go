@@ -4,9 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/evictguard/evictguard/internal/hostfs"
 )
@@ -16,8 +16,8 @@ import (
 // root-cgroup usage − inactive_file; with usage ≈ MemTotal − MemFree that is
 // MemFree + Inactive(file). (The kubelet reads the root cgroup; this is within page cache
 // noise of it, and is not MemAvailable, which is more generous.)
-func memoryAvailable(root hostfs.Root) (available, capacity int64, err error) {
-	data, err := os.ReadFile(root.Path("/proc/meminfo"))
+func memoryAvailable(root hostfs.Root, buf *[]byte) (available, capacity int64, err error) {
+	data, err := readProcFile(root.Path("/proc/meminfo"), buf)
 	if err != nil {
 		return 0, 0, fmt.Errorf("memory.available: %w", err)
 	}
@@ -55,23 +55,15 @@ func memoryAvailable(root hostfs.Root) (available, capacity int64, err error) {
 }
 
 // pidAvailable is the kubelet's pid.available (pidlimit.Stats): MaxPID = min(pid_max,
-// threads-max), running tasks from the 4th field of /proc/loadavg ("1/234" → 234).
-func pidAvailable(root hostfs.Root) (available, capacity int64, err error) {
-	maxPID := int64(-1)
-	for _, f := range []string{"/proc/sys/kernel/pid_max", "/proc/sys/kernel/threads-max"} {
-		data, err := os.ReadFile(root.Path(f))
-		if err != nil {
-			return 0, 0, fmt.Errorf("pid.available: %w", err)
-		}
-		n, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
-		if err != nil {
-			return 0, 0, fmt.Errorf("pid.available: %s: %w", f, err)
-		}
-		if maxPID < 0 || n < maxPID {
-			maxPID = n
-		}
+// threads-max), running tasks from the 4th field of /proc/loadavg ("1/234" → 234). The two
+// sysctls are re-read at most every pidMaxTTL (through cache, when not nil); the task count
+// every call.
+func pidAvailable(root hostfs.Root, buf *[]byte, cache *pidMaxCache, now time.Time) (available, capacity int64, err error) {
+	maxPID, err := cache.get(root, buf, now)
+	if err != nil {
+		return 0, 0, err
 	}
-	data, err := os.ReadFile(root.Path("/proc/loadavg"))
+	data, err := readProcFile(root.Path("/proc/loadavg"), buf)
 	if err != nil {
 		return 0, 0, fmt.Errorf("pid.available: %w", err)
 	}
@@ -85,4 +77,38 @@ func pidAvailable(root hostfs.Root) (available, capacity int64, err error) {
 		return 0, 0, fmt.Errorf("pid.available: malformed /proc/loadavg field %q", f[3])
 	}
 	return maxPID - n, maxPID, nil
+}
+
+// pidMaxTTL is how long min(pid_max, threads-max) is reused: they are sysctls an operator
+// rarely changes, and reading both cost a quarter of a monitoring cycle (BenchmarkCycle).
+const pidMaxTTL = time.Minute
+
+// pidMaxCache holds the last min(pid_max, threads-max). A nil cache reads every time.
+type pidMaxCache struct {
+	value int64
+	at    time.Time
+}
+
+func (c *pidMaxCache) get(root hostfs.Root, buf *[]byte, now time.Time) (int64, error) {
+	if c != nil && c.value > 0 && now.Sub(c.at) >= 0 && now.Sub(c.at) < pidMaxTTL {
+		return c.value, nil
+	}
+	maxPID := int64(-1)
+	for _, f := range []string{"/proc/sys/kernel/pid_max", "/proc/sys/kernel/threads-max"} {
+		data, err := readProcFile(root.Path(f), buf)
+		if err != nil {
+			return 0, fmt.Errorf("pid.available: %w", err)
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("pid.available: %s: %w", f, err)
+		}
+		if maxPID < 0 || n < maxPID {
+			maxPID = n
+		}
+	}
+	if c != nil {
+		c.value, c.at = maxPID, now
+	}
+	return maxPID, nil
 }
