@@ -122,3 +122,100 @@ func TestLogsCRIGCKeepsWhatPodsNeed(t *testing.T) {
 		t.Errorf("second plan: %+v %v", again, err)
 	}
 }
+
+// TestLogsCRIGCDirect is the same check without a kubelet: the test creates a pod sandbox
+// (host network) and two containers through CRI itself — one running, one exited — and a
+// second, older exited attempt of the one-shot container, which GC may remove.
+func TestLogsCRIGCDirect(t *testing.T) {
+	harness.RequireRoot(t)
+	ctx := context.Background()
+	d := harness.StartDocker(t, harness.DockerOptions{})
+	rootfs := harness.BusyboxRootfsTar(t)
+	refs := []string{"evictguard.local/pause:1", "evictguard.local/app:pod", "evictguard.local/oneshot:1", "evictguard.local/junk:1"}
+	for _, ref := range refs {
+		d.CLI(t, "import", "--change", `CMD ["/bin/sleep", "1000000"]`, "--change", "LABEL ref="+ref, rootfs, ref)
+	}
+	archive := filepath.Join(harness.TempDir(t, "images"), "images.tar")
+	d.CLI(t, append([]string{"save", "-o", archive}, refs...)...)
+	c := harness.StartContainerd(t, harness.ContainerdOptions{})
+	c.Ctr(t, "images", "import", archive)
+
+	conn, err := grpc.NewClient("unix://"+c.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	sbCfg := &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: "gc-app", Namespace: "default", Uid: "gc-app-uid"},
+		LogDirectory: harness.TempDir(t, "podlogs"),
+		Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+			NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE}}},
+	}
+	sb, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sbCfg})
+	if err != nil {
+		harness.Unavailable(t, "containerd cannot start a pod sandbox here: %v", err)
+	}
+	t.Cleanup(func() {
+		_, _ = rt.StopPodSandbox(context.Background(), &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.GetPodSandboxId()})
+		_, _ = rt.RemovePodSandbox(context.Background(), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sb.GetPodSandboxId()})
+	})
+	run := func(name, image string, attempt uint32, cmd ...string) string {
+		cr, err := rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: sb.GetPodSandboxId(), SandboxConfig: sbCfg,
+			Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: name, Attempt: attempt},
+				Image: &runtimeapi.ImageSpec{Image: image}, Command: cmd, LogPath: fmt.Sprintf("%s/%d.log", name, attempt)}})
+		if err != nil {
+			t.Fatalf("create %s: %v", name, err)
+		}
+		if _, err := rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: cr.GetContainerId()}); err != nil {
+			t.Fatalf("start %s: %v", name, err)
+		}
+		return cr.GetContainerId()
+	}
+	run("app", "evictguard.local/app:pod", 0, "/bin/sleep", "1000000")
+	old := run("oneshot", "evictguard.local/oneshot:1", 0, "/bin/true")
+	time.Sleep(1100 * time.Millisecond)
+	run("oneshot", "evictguard.local/oneshot:1", 1, "/bin/true")
+	err = harness.WaitFor(ctx, 30*time.Second, c.Proc, func() error {
+		resp, err := rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+		if err != nil {
+			return err
+		}
+		exited := 0
+		for _, ct := range resp.GetContainers() {
+			if ct.GetState() == runtimeapi.ContainerState_CONTAINER_EXITED {
+				exited++
+			}
+		}
+		if exited != 2 {
+			return fmt.Errorf("%d exited", exited)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	gc := &remediate.CRIGC{Socket: c.Address}
+	done, err := gc.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("removed %+v", done)
+	var got []string
+	for _, it := range done {
+		got = append(got, it.Kind+":"+it.ID)
+	}
+	if len(done) != 2 || done[0].Kind != "container" || done[0].ID != old || done[1].Kind != "image" || done[1].Name != "evictguard.local/junk:1" {
+		t.Errorf("GC removed %v, want the older oneshot attempt %s and image junk:1", got, old)
+	}
+	out := c.Ctr(t, "images", "ls", "-q")
+	for _, ref := range refs[:3] {
+		if !strings.Contains(out, ref) {
+			t.Errorf("GC removed %s, which the pod needs", ref)
+		}
+	}
+	if again, err := gc.Plan(ctx); err != nil || len(again) != 0 {
+		t.Errorf("second plan: %+v %v", again, err)
+	}
+}
