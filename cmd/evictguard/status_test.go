@@ -135,7 +135,7 @@ func TestRunLogsStateChanges(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, log)
 		}
 	}
-	if n := strings.Count(log, "signal=nodefs.available"); n != 1 {
+	if n := strings.Count(log, `msg="signal state changed" signal=nodefs.available`); n != 1 {
 		t.Errorf("nodefs.available logged %d times, want once (no flapping):\n%s", n, log)
 	}
 }
