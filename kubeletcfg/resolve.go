@@ -277,12 +277,13 @@ func (r *resolver) commandLine(opts Options) (argv0 string, args []word, exe, cw
 		p := procs[0]
 		if len(procs) > 1 {
 			// The kubelet is the one kubelet.service runs: prefer the process whose command
-			// line the unit gives (another may be a leftover or a test's).
+			// line is closest to what the unit gives (equal, or differing by a change not yet
+			// restarted into); another may be a leftover or a test's.
 			if u != nil && uerr == nil {
+				best := -1
 				for _, q := range procs {
-					if sameArgs(u.argv[1:], q.argv[1:]) {
-						p = q
-						break
+					if c := commonArgs(u.argv[1:], q.argv[1:]); c > best {
+						p, best = q, c
 					}
 				}
 			}
@@ -324,6 +325,21 @@ func (r *resolver) commandLine(opts Options) (argv0 string, args []word, exe, cw
 	}
 	r.warn("no kubelet found (no kubelet process under %s, no kubelet.service); showing the defaults of a kubeadm-style kubelet", r.root.Path("/proc"))
 	return "", []word{{s: "--config=" + kubeadmConfigFile, o: origin{file: "assumed"}}}, "", cwd, nil
+}
+
+// commonArgs counts the arguments of b that also occur in a.
+func commonArgs(a []word, b []string) int {
+	in := make(map[string]bool, len(a))
+	for _, w := range a {
+		in[w.s] = true
+	}
+	n := 0
+	for _, s := range b {
+		if in[s] {
+			n++
+		}
+	}
+	return n
 }
 
 func sameArgs(a []word, b []string) bool {

@@ -282,13 +282,14 @@ func (e *Executor) Recover(ctx context.Context) error {
 			_ = e.Journal.Finish(op, StateFailed, rerr.Error())
 			e.report(ctx, Report{Op: op.ID, Result: ResultFailed, Reason: rerr.Error(), Old: oldHard, New: newHard})
 		case allAfter:
-			from := op.Step
+			crashed := op.Step
+			from := crashed
 			if from == StepVerify {
 				from = StepRestart
 			}
 			rerr = e.finishForward(ctx, op, from, oldHard, newHard)
 			if rerr == nil {
-				e.report(ctx, Report{Op: op.ID, Result: ResultRecovered, Reason: "finished after a crash at step " + op.Step, Old: oldHard, New: newHard})
+				e.report(ctx, Report{Op: op.ID, Result: ResultRecovered, Reason: "finished after a crash after step " + crashed, Old: oldHard, New: newHard})
 			}
 		default:
 			rerr = e.rollback(ctx, op, oldHard, newHard, fmt.Errorf("interrupted at step %q before every file was written", op.Step))
