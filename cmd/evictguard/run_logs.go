@@ -173,6 +173,7 @@ func (f *logReclaimFlags) start(ctx context.Context, g *globalOptions, s *setup,
 		}
 	})
 	out.goRun(func() {
+		lastErr := ""
 		for {
 			select {
 			case <-ctx.Done():
@@ -184,8 +185,14 @@ func (f *logReclaimFlags) start(ctx context.Context, g *globalOptions, s *setup,
 				if ladder == nil {
 					continue
 				}
-				if _, err := ladder.Step(ctx, snap); err != nil {
+				// Log a persistent problem (e.g. no nodefs.available threshold) once, not every cycle.
+				_, err := ladder.Step(ctx, snap)
+				if msg := fmt.Sprint(err); err != nil && msg != lastErr {
 					log.Warn("reclaim ladder", "err", err)
+					lastErr = msg
+				} else if err == nil && lastErr != "" {
+					log.Info("reclaim ladder: recovered")
+					lastErr = ""
 				}
 			}
 		}
