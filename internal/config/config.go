@@ -15,6 +15,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"regexp"
@@ -396,7 +397,8 @@ func Positioned(name string, err error, lines map[string]int) error {
 }
 
 func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
+	var j interface{ Unwrap() []error }
+	if errors.As(err, &j) {
 		var out []error
 		for _, e := range j.Unwrap() {
 			out = append(out, unjoin(e)...)
@@ -455,7 +457,7 @@ func syntaxError(name string, err error) error {
 		n, _ := strconv.Atoi(m[1])
 		return &Error{File: name, Line: n, Msg: m[2]}
 	}
-	if err.Error() == "EOF" {
+	if errors.Is(err, io.EOF) {
 		return &Error{File: name, Msg: "empty file (expected apiVersion: " + APIVersion + ", kind: " + Kind + ")"}
 	}
 	return &Error{File: name, Msg: err.Error()}
