@@ -175,8 +175,11 @@ type BudgetPublisher struct {
 	mu        sync.Mutex
 	published []LogBudget
 	have      bool
-	// Published counts publications (files and annotation), for tests and metrics.
+	// count is the number of publications (files and annotation); see Publications.
 	count int
+	// labels are the gauge's current children, so stale ones can be deleted without a
+	// Reset that a concurrent scrape could observe as an empty gauge.
+	labels map[[2]string]bool
 }
 
 // NewBudgetPublisher registers the gauge (if a Registerer is given).
@@ -215,10 +218,17 @@ func (p *BudgetPublisher) Publications() int {
 func (p *BudgetPublisher) Update(ctx context.Context, budgets []LogBudget) (bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.gauge.Reset()
+	cur := map[[2]string]bool{}
 	for _, b := range budgets {
 		p.gauge.WithLabelValues(b.Role, b.Mountpoint).Set(float64(b.Bytes))
+		cur[[2]string{b.Role, b.Mountpoint}] = true
 	}
+	for l := range p.labels {
+		if !cur[l] {
+			p.gauge.DeleteLabelValues(l[0], l[1])
+		}
+	}
+	p.labels = cur
 	if len(budgets) == 0 {
 		return false, nil
 	}

@@ -173,6 +173,17 @@ evictguard_log_budget_bytes{mountpoint="/",role="nodefs"} %d
 `, int64(1<<30-120<<20-10<<20))), "evictguard_log_budget_bytes"); err != nil {
 		t.Error(err)
 	}
+	// A filesystem that goes away loses its series; the others stay.
+	moved := []LogBudget{{Role: "nodefs", Mountpoint: "/var", Bytes: 1}}
+	if _, err := p.Update(ctx, moved); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(p.gauge); n != 1 {
+		t.Errorf("gauge has %d series after the move, want 1", n)
+	}
+	if v := testutil.ToFloat64(p.gauge.WithLabelValues("nodefs", "/var")); v != 1 {
+		t.Errorf("gauge{/var} = %v", v)
+	}
 	// The env file is valid KEY=VALUE for shells and systemd.
 	env, _ := os.ReadFile(file)
 	for _, line := range strings.Split(strings.TrimSpace(string(env)), "\n") {
