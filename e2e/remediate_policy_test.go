@@ -175,8 +175,11 @@ func postAlert(t *testing.T, am *harness.Alertmanager, labels map[string]string)
 	}
 	err = harness.WaitFor(context.Background(), 30*time.Second, am.Proc, func() error {
 		b, code, err := httpGetCode(am.URL + "/api/v2/alerts?active=true&filter=" + "alertname%3D%22" + labels["alertname"] + "%22")
-		if err != nil || code != http.StatusOK || !strings.Contains(string(b), labels["alertname"]) {
-			return fmt.Errorf("alert not active yet (%d, %v): %s", code, err, b)
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK || !strings.Contains(string(b), labels["alertname"]) {
+			return fmt.Errorf("alert not active yet (%d): %s", code, b)
 		}
 		return nil
 	})
