@@ -48,6 +48,16 @@ type Configuration struct {
 	Kubernetes Kubernetes       `json:"kubernetes" yaml:"kubernetes"`
 	Policy     remediate.Policy `json:"policy" yaml:"policy"`
 	Actions    Actions          `json:"actions" yaml:"actions"`
+
+	// present holds the key paths of the file it was loaded from, with their lines.
+	present map[string]int
+}
+
+// Present reports whether the file this configuration was loaded from has the key path
+// (e.g. "policy", "monitor.interval").
+func (c *Configuration) Present(path string) bool {
+	_, ok := c.present[path]
+	return ok
 }
 
 // Monitor is discovery and evaluation (flags of `status` and `run`).
@@ -367,7 +377,8 @@ func Load(name string, data []byte) (*Configuration, error) {
 	if err := strict.Decode(c); err != nil {
 		return nil, decodeError(name, err, &root)
 	}
-	c.ApplyDefaults(func(p string) bool { _, ok := lines[p]; return ok })
+	c.present = lines
+	c.ApplyDefaults(c.Present)
 	if err := c.Validate(); err != nil {
 		return nil, Positioned(name, err, lines)
 	}

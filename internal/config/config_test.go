@@ -16,6 +16,10 @@ func TestDefaultsValidateAndRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the printed defaults do not load: %v\n%s", err, b)
 	}
+	if !c.Present("policy.dryRun") || c.Present("policy.lock") {
+		t.Errorf("Present: policy.dryRun %v, policy.lock %v", c.Present("policy.dryRun"), c.Present("policy.lock"))
+	}
+	c.present = nil
 	if !reflect.DeepEqual(c, Default()) {
 		t.Errorf("round trip changed the defaults:\n got %+v\nwant %+v", c, Default())
 	}
@@ -112,6 +116,9 @@ func TestTagsAgree(t *testing.T) {
 		seen[ty] = true
 		for i := range ty.NumField() {
 			f := ty.Field(i)
+			if !f.IsExported() {
+				continue
+			}
 			j, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 			y, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
 			if j == "" || j != y {
