@@ -3,8 +3,16 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -97,4 +105,242 @@ func applyConfig(o *runOptions, c *config.Configuration, fs *pflag.FlagSet) {
 	if !set("node-name") && c.Kubernetes.NodeName != "" {
 		o.nodeName = c.Kubernetes.NodeName // else keep $NODE_NAME
 	}
+	r := &o.remediation
+	str("state-dir", &r.stateDir, c.Actions.StateDir)
+	str("unit", &r.unit, c.Actions.KubeletUnit)
+	str("bus-address", &r.busAddress, c.Actions.SystemdBus)
+	str("healthz", &r.healthz, c.Actions.Healthz)
+	// A policy section turns on remediation in the daemon (a dry run unless it says
+	// dryRun: false), as --policy does; --policy on the command line wins.
+	if c.Present("policy") && !set("policy") {
+		p := c.Policy
+		r.Policy = &p
+	}
+}
+
+// daemonControl ties `evictguard run` to its --config file and to systemd: it loads the
+// file (flags set on the command line win), reloads it on SIGHUP without touching the
+// monitor's history or the alert state, and speaks sd_notify (READY=1 after the first
+// evaluation, RELOADING=1/READY=1 around a reload, STATUS=, WATCHDOG=1 while the monitoring
+// loop makes progress). Outside systemd ($NOTIFY_SOCKET unset) the notifications are no-ops.
+type daemonControl struct {
+	o   *runOptions
+	fs  *pflag.FlagSet
+	log *slog.Logger
+
+	path    string
+	cfg     *config.Configuration
+	reloads int
+	hup     chan os.Signal
+	ready   bool
+
+	heartbeat  atomic.Int64 // UnixNano of the last finished monitoring cycle
+	intervalNS atomic.Int64 // the monitoring interval, for the watchdog goroutine
+	stopWD     chan struct{}
+}
+
+// newDaemonControl loads o.configFile (if any) into o and installs the SIGHUP handler.
+func newDaemonControl(o *runOptions, fs *pflag.FlagSet, log *slog.Logger) (*daemonControl, error) {
+	d := &daemonControl{o: o, fs: fs, log: log, path: o.configFile, hup: make(chan os.Signal, 1), stopWD: make(chan struct{})}
+	if d.path != "" {
+		c, err := config.LoadFile(d.path)
+		if err != nil {
+			return nil, usageErr(err)
+		}
+		d.cfg = c
+		applyConfig(o, c, fs)
+	}
+	// Always handled: the default action of SIGHUP would kill the daemon.
+	signal.Notify(d.hup, syscall.SIGHUP)
+	d.heartbeat.Store(time.Now().UnixNano())
+	d.intervalNS.Store(int64(o.interval))
+	if wd, err := daemon.SdWatchdogEnabled(false); err == nil && wd > 0 {
+		go d.watchdog(wd)
+	}
+	return d, nil
+}
+
+// addConfigFlag registers --config on run's flags.
+func addConfigFlag(fs *pflag.FlagSet, o *runOptions) {
+	fs.StringVar(&o.configFile, "config", "", "configuration file (YAML, "+config.APIVersion+" "+config.Kind+
+		"; see `evictguard config defaults`); flags set on the command line win; SIGHUP re-reads it")
+}
+
+// Reload is the channel that delivers SIGHUP (nil, never ready, without a control).
+func (d *daemonControl) Reload() <-chan os.Signal {
+	if d == nil {
+		return nil
+	}
+	return d.hup
+}
+
+// Stepped records a finished monitoring cycle (ok: it produced a snapshot); the first good
+// one makes the service ready.
+func (d *daemonControl) Stepped(ok bool) {
+	if d == nil {
+		return
+	}
+	d.heartbeat.Store(time.Now().UnixNano())
+	if ok && !d.ready {
+		d.ready = true
+		d.notify("READY=1\nSTATUS=" + d.status())
+	}
+}
+
+// Close stops the SIGHUP handler and the watchdog and tells systemd the daemon is stopping.
+func (d *daemonControl) Close() {
+	if d == nil {
+		return
+	}
+	signal.Stop(d.hup)
+	close(d.stopWD)
+	d.notify("STOPPING=1")
+}
+
+func (d *daemonControl) status() string {
+	s := fmt.Sprintf("monitoring every %v", d.o.interval)
+	if d.path != "" {
+		s += fmt.Sprintf("; config %s (generation %d)", d.path, d.reloads+1)
+	}
+	return s
+}
+
+func (d *daemonControl) notify(state string) {
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		d.log.Warn("sd_notify failed", "state", state, "err", err)
+	}
+}
+
+// watchdog pings systemd at half of WatchdogSec while the loop makes progress: a cycle
+// stuck for longer than the watchdog (plus one interval) stops the pings and systemd
+// restarts the service.
+func (d *daemonControl) watchdog(wd time.Duration) {
+	t := time.NewTicker(wd / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stopWD:
+			return
+		case <-t.C:
+			last := time.Unix(0, d.heartbeat.Load())
+			if time.Since(last) < wd+d.interval() {
+				d.notify("WATCHDOG=1")
+			} else {
+				d.log.Error("monitoring loop stalled; withholding the watchdog ping", "since", last)
+			}
+		}
+	}
+}
+
+func (d *daemonControl) interval() time.Duration {
+	return time.Duration(d.intervalNS.Load())
+}
+
+// reload re-reads the file. An invalid file is logged and the running configuration kept.
+// Settings that can change live are applied (the monitoring interval: t is reset); the
+// monitor, its fill-rate history, the alert state and the outputs are kept as they are, so
+// changed settings that they were built from are logged as needing a restart.
+func (d *daemonControl) reload(t *time.Ticker) {
+	if d == nil {
+		return
+	}
+	if d.path == "" {
+		d.log.Info("SIGHUP: no --config file; nothing to reload")
+		return
+	}
+	d.notify("RELOADING=1\n" + daemon.SdNotifyMonotonicUsec())
+	defer func() { d.notify("READY=1\nSTATUS=" + d.status()) }()
+	c, err := config.LoadFile(d.path)
+	if err != nil {
+		d.log.Error("reload failed; keeping the running configuration", "file", d.path, "err", err)
+		return
+	}
+	live, restart := diffConfig(d.cfg, c, d.fs)
+	next := *d.o
+	applyConfig(&next, c, d.fs)
+	if next.interval != d.o.interval {
+		d.o.interval = next.interval
+		d.intervalNS.Store(int64(next.interval))
+		t.Reset(next.interval)
+	}
+	d.cfg = c
+	d.reloads++
+	d.log.Info("configuration reloaded", "file", d.path, "generation", d.reloads+1, "applied", live,
+		"interval", d.o.interval, "needRestart", restart)
+}
+
+// liveKeys are the settings a reload applies to the running daemon.
+var liveKeys = map[string]bool{"monitor.interval": true}
+
+// diffConfig lists the keys whose values differ between old and new (as JSON leaves),
+// split into those a reload applies and those that need a restart. Keys whose flag was set
+// on the command line are left out: the flag wins either way.
+func diffConfig(old, new *config.Configuration, fs *pflag.FlagSet) (live, restart []string) {
+	a, b := flatten(old), flatten(new)
+	keys := map[string]bool{}
+	for k := range a {
+		keys[k] = true
+	}
+	for k := range b {
+		keys[k] = true
+	}
+	for k := range keys {
+		if a[k] == b[k] {
+			continue
+		}
+		if f, ok := keyFlags[k]; ok && fs != nil {
+			if fl := fs.Lookup(f); fl != nil && fl.Changed {
+				continue
+			}
+		}
+		if liveKeys[k] {
+			live = append(live, k)
+		} else {
+			restart = append(restart, k)
+		}
+	}
+	slices.Sort(live)
+	slices.Sort(restart)
+	return live, restart
+}
+
+// keyFlags maps file keys to the flags that override them.
+var keyFlags = map[string]string{
+	"monitor.interval": "interval", "monitor.warnHorizon": "warn-horizon", "monitor.warnMargin": "warn-margin",
+	"monitor.statfsTimeout": "statfs-timeout", "monitor.runtime": "runtime", "monitor.criEndpoint": "cri-endpoint",
+	"monitor.dockerSocket": "docker-socket", "monitor.kubeletCmdline": "kubelet-cmdline", "monitor.kubeletVersion": "kubelet-version",
+	"monitor.configz.url": "configz", "monitor.configz.tokenFile": "configz-token-file", "monitor.configz.interval": "configz-interval",
+	"metrics.listen": "listen", "alerts.resend": "alertmanager.resend", "alerts.for": "alert-for",
+	"alerts.criticalHorizon": "critical-horizon", "kubernetes.kubeconfig": "kubeconfig", "kubernetes.nodeName": "node-name",
+	"actions.stateDir": "state-dir", "actions.kubeletUnit": "unit", "actions.systemdBus": "bus-address", "actions.healthz": "healthz",
+}
+
+func flatten(c *config.Configuration) map[string]string {
+	out := map[string]string{}
+	if c == nil {
+		return out
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return out
+	}
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return out
+	}
+	var walk func(string, any)
+	walk = func(p string, v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, e := range x {
+				walk(strings.TrimPrefix(p+"."+k, "."), e)
+			}
+		default:
+			// Lists compare whole: monitor.logDirs, alerts.alertmanagerURLs, policy.windows.
+			eb, _ := json.Marshal(x)
+			out[p] = string(eb)
+		}
+	}
+	walk("", v)
+	return out
 }

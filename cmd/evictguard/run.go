@@ -35,6 +35,9 @@ type runOptions struct {
 	configzInterval           time.Duration
 	logs                      logReclaimFlags
 	remediation               daemonRemediation
+
+	configFile string         // --config
+	control    *daemonControl // the config file, SIGHUP and sd_notify (config.go)
 }
 
 func newRunCommand(g *globalOptions) *cobra.Command {
@@ -48,12 +51,19 @@ predicts the time to each; every change of a signal's state is logged. Metrics, 
 remediation build on this loop.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			dc, err := newDaemonControl(o, cmd.Flags(), g.logger)
+			if err != nil {
+				return err
+			}
+			defer dc.Close()
+			o.control = dc
 			return runDaemon(cmd.Context(), g, o)
 		},
 	}
 	o.addFlags(cmd.Flags())
 	cmd.Flags().DurationVar(&o.interval, "interval", time.Second, "monitoring interval")
 	fl := cmd.Flags()
+	addConfigFlag(fl, o)
 	fl.StringVar(&o.listen, "listen", "127.0.0.1:9847", "address for /metrics, /healthz and /readyz (empty: no HTTP server)")
 	fl.StringArrayVar(&o.alertmanagerURLs, "alertmanager.url", nil, "Alertmanager base URL to post alerts to directly (repeatable; for clusters without Prometheus)")
 	fl.DurationVar(&o.alertmanagerResend, "alertmanager.resend", 30*time.Second, "re-post active alerts this often")
@@ -103,11 +113,13 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions) error {
 	defer t.Stop()
 	for {
 		start := time.Now()
-		if snap, err := s.monitor.Step(ctx); err != nil && ctx.Err() == nil {
+		snap, err := s.monitor.Step(ctx)
+		if err != nil && ctx.Err() == nil {
 			log.Error("monitoring cycle failed", "err", err)
 		} else if snap != nil {
 			outputs.notify(snap)
 		}
+		o.control.Stepped(snap != nil)
 		if d := time.Since(start); d > o.interval {
 			log.Warn("monitoring cycle took longer than the interval", "duration", d, "interval", o.interval)
 		}
@@ -116,6 +128,8 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions) error {
 			log.Info("stopping")
 			return nil
 		case <-t.C:
+		case <-o.control.Reload():
+			o.control.reload(t)
 		}
 	}
 }
