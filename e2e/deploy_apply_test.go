@@ -243,7 +243,7 @@ func TestDeployAdmissionPolicyOwnNode(t *testing.T) {
 	err = waitCondition(ctx, 30*time.Second, func() error {
 		_, err := sa.CoreV1().Nodes().Patch(ctx, "node-b", types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
 		if !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) {
-			return fmt.Errorf("patch node-b status from a pod on node-a: err = %v, want denied", err)
+			return fmt.Errorf("patch node-b status from a pod on node-a: err = %w, want denied", err)
 		}
 		return nil
 	})

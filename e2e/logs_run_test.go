@@ -37,7 +37,7 @@ func TestLogsRunFlags(t *testing.T) {
 	err := harness.WaitFor(ctx, 30*time.Second, p, func() error {
 		st, err := os.Stat(ballast)
 		if err != nil || st.Size() != 8*mib {
-			return fmt.Errorf("no ballast yet: %v", err)
+			return fmt.Errorf("no ballast yet: %w", err)
 		}
 		if v := envValue(filepath.Join(state, "log-budget.env"), "EVICTGUARD_LOG_BUDGET_NODEFS_BYTES"); v <= 0 {
 			return fmt.Errorf("no nodefs budget in the env file yet (%d)", v)

@@ -88,7 +88,7 @@ func (p CopyProgress) ETA() time.Duration {
 }
 
 func (p CopyProgress) String() string {
-	s := fmt.Sprintf("%s", HumanBytes(p.Bytes))
+	s := HumanBytes(p.Bytes)
 	if p.TotalBytes > 0 {
 		s += " / " + HumanBytes(p.TotalBytes)
 	}

@@ -49,7 +49,7 @@ func buildRuntimeLikeTree(t *testing.T, root string) {
 	must(unix.Setxattr(filepath.Join(root, "volumes/v1/_data/hello"), "user.evictguard", []byte("kept"), 0))
 	must(os.Chmod(filepath.Join(root, "ro"), 0o500))
 	if os.Geteuid() == 0 {
-		must(unix.Mknod(filepath.Join(root, "image/layers/a/whiteout"), unix.S_IFCHR|0o000, int(unix.Mkdev(0, 0))))
+		must(unix.Mknod(filepath.Join(root, "image/layers/a/whiteout"), unix.S_IFCHR, int(unix.Mkdev(0, 0))))
 		must(unix.Mknod(filepath.Join(root, "image/layers/a/etc/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
 		must(unix.Setxattr(filepath.Join(root, "image/layers/a/etc"), "trusted.overlay.opaque", []byte("y"), 0))
 		must(unix.Lsetxattr(filepath.Join(root, "image/rel-link"), "trusted.overlay.redirect", []byte("/x"), 0))

@@ -35,7 +35,7 @@ func statFS(p string) (fsInfo, error) {
 			if err := unix.Statfs(p, &s); err != nil {
 				return fsInfo{}, fmt.Errorf("statfs %s: %w", p, err)
 			}
-			name := fsTypeNames[int64(s.Type)]
+			name := fsTypeNames[int64(s.Type)] //nolint:unconvert // Type is int32 on 32-bit architectures
 			if name == "" {
 				name = fmt.Sprintf("0x%x", s.Type)
 			}

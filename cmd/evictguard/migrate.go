@@ -231,7 +231,7 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 		layout, err := monitor.DiscoverFilesystems(ctx, monitor.DiscoverOptions{HostRoot: g.root(), DockerSocket: o.dockerSocket,
 			DockerConfig: o.dockerConfig, ContainerdConfig: o.containerdConfig, Logger: g.logger})
 		if err != nil || layout.Runtime == "" {
-			return usageErr(fmt.Errorf("no container runtime found: pass --runtime docker|containerd (%v)", err))
+			return usageErr(fmt.Errorf("no container runtime found: pass --runtime docker|containerd (%w)", err))
 		}
 		mo.Runtime = layout.Runtime
 	}
