@@ -17,7 +17,7 @@ import (
 const (
 	rulesFile          = "prometheus/evictguard-rules.yaml"
 	prometheusRuleFile = "kubernetes/prometheusrule.yaml"
-	readmeSections     = "prometheus/README-sections.md"
+	readmeSections     = "../README.md"
 	runbookBase        = "https://github.com/evictguard/evictguard/blob/main/README.md#alert-"
 )
 
@@ -103,7 +103,7 @@ metadata:
 }
 
 // TestAlertsDocumented: every alert has a summary, a description and a runbook_url pointing
-// at its README anchor, and README-sections.md has that anchor.
+// at its README anchor, and README.md has that anchor.
 func TestAlertsDocumented(t *testing.T) {
 	var plain ruleGroups
 	readYAML(t, rulesFile, &plain)
