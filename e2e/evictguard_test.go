@@ -11,8 +11,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/evictguard/evictguard/e2e/harness"
 )
 
 var (
@@ -45,21 +43,7 @@ func evictguardBinary(t testing.TB) string {
 // runEvictguard runs the CLI and returns stdout, stderr and the exit code.
 func runEvictguard(t testing.TB, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, evictguardBinary(t), args...)
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	default:
-		t.Fatalf("run evictguard %v: %v", args, err)
-	}
-	return o.String(), e.String(), code
+	return runEvictguardEnv(t, nil, args...)
 }
 
 // thresholdsDoc is the JSON contract of `evictguard thresholds` (DESIGN.md §3).
@@ -82,9 +66,6 @@ func decodeThresholds(t testing.TB, stdout string) thresholdsDoc {
 	}
 	return d
 }
-
-// Ensure the harness package is linked for TestMain even if a file only uses helpers here.
-var _ = harness.BaseDir
 
 // runEvictguardEnv is runEvictguard with extra environment variables. A process killed by a
 // signal reports exit code -1.

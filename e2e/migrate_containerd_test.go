@@ -129,7 +129,7 @@ func TestMigrateContainerd(t *testing.T) {
 	}
 	digest, lines := containerdDigest(t, from)
 
-	out, errOut, code := migrateCLI(t, nil, "migrate", "--runtime", "containerd", "--to", to, "--bus-address", sd.BusAddress,
+	out, errOut, code := runEvictguardEnv(t, nil, "migrate", "--runtime", "containerd", "--to", to, "--bus-address", sd.BusAddress,
 		"--containerd-config", c.ConfigPath, "--containerd-socket", c.Address, "--runtime-units", "containerd.service",
 		"--kubelet-unit", "kubelet.service", "--healthz", k.HealthzURL(), "--stable-for", "3s", "--state-dir", stateDir, "--yes")
 	if code != 0 {

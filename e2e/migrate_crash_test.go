@@ -12,7 +12,7 @@ import (
 // crashAt runs a migration that SIGKILLs itself right after step (the journaled test hook).
 func (m *dockerMigration) crashAt(t *testing.T, step, to string) {
 	t.Helper()
-	out, errOut, code := migrateCLI(t, []string{"EVICTGUARD_TEST_CRASH_AFTER=" + step}, m.args("--to", to, "--keep-old")...)
+	out, errOut, code := runEvictguardEnv(t, []string{"EVICTGUARD_TEST_CRASH_AFTER=" + step}, m.args("--to", to, "--keep-old")...)
 	if code != -1 || !strings.Contains(errOut, "TEST HOOK: killing evictguard") {
 		t.Fatalf("crash after %s: exit %d, want killed\n%s\n%s", step, code, out, errOut)
 	}
@@ -51,7 +51,7 @@ func TestMigrateCrashResume(t *testing.T) {
 	digest, lines := dataDigestLines(t, cur)
 	for _, step := range remediate.MigrateSteps {
 		m.crashAt(t, step, other)
-		out, errOut, code := migrateCLI(t, nil, m.args("--resume")...)
+		out, errOut, code := runEvictguardEnv(t, nil, m.args("--resume")...)
 		if code != 0 {
 			t.Fatalf("resume after %s: exit %d\n%s\n%s", step, code, out, errOut)
 		}
@@ -84,7 +84,7 @@ func TestMigrateCrashRollback(t *testing.T) {
 	}
 	for _, step := range remediate.MigrateSteps {
 		m.crashAt(t, step, to)
-		out, errOut, code := migrateCLI(t, nil, m.args("--rollback")...)
+		out, errOut, code := runEvictguardEnv(t, nil, m.args("--rollback")...)
 		if code != 0 {
 			t.Fatalf("rollback after %s: exit %d\n%s\n%s", step, code, out, errOut)
 		}

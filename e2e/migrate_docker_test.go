@@ -18,7 +18,7 @@ func TestMigrateDocker(t *testing.T) {
 	m := startDockerMigration(t, 96<<20, 160<<20)
 	from, to := filepath.Join(m.a, "docker"), filepath.Join(m.b, "docker")
 	before, beforeLines := dataDigestLines(t, from)
-	out, errOut, code := migrateCLI(t, nil, m.args("--to", to, "--dry-run")...)
+	out, errOut, code := runEvictguardEnv(t, nil, m.args("--to", to, "--dry-run")...)
 	if code != 0 || !strings.Contains(out, "Downtime") || !strings.Contains(out, "graph (legacy)") {
 		t.Fatalf("dry run: exit %d\n%s\n%s", code, out, errOut)
 	}
@@ -27,7 +27,7 @@ func TestMigrateDocker(t *testing.T) {
 	}
 	t.Logf("plan:\n%s", out)
 
-	out, errOut, code = migrateCLI(t, nil, m.args("--to", to, "--checksums")...)
+	out, errOut, code = runEvictguardEnv(t, nil, m.args("--to", to, "--checksums")...)
 	if code != 0 {
 		t.Fatalf("migrate: exit %d\n%s\n%s", code, out, errOut)
 	}
@@ -74,7 +74,7 @@ func TestMigrateRefusals(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			out, errOut, code := migrateCLI(t, nil, tc.args...)
+			out, errOut, code := runEvictguardEnv(t, nil, tc.args...)
 			if code != 2 || !strings.Contains(errOut, tc.want) || !strings.Contains(errOut, "nothing changed") {
 				t.Errorf("exit %d, want 2 with %q and \"nothing changed\"\nstdout:\n%s\nstderr:\n%s", code, tc.want, out, errOut)
 			}

@@ -1,41 +1,16 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/evictguard/evictguard/e2e/harness"
 	"github.com/evictguard/evictguard/remediate"
 )
-
-// migrateCLI runs evictguard with extra environment; a process killed by a signal reports -1.
-func migrateCLI(t testing.TB, env []string, args ...string) (stdout, stderr string, code int) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, evictguardBinary(t), args...)
-	cmd.Env = append(os.Environ(), env...)
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	default:
-		t.Fatalf("run evictguard %v: %v", args, err)
-	}
-	return o.String(), e.String(), code
-}
 
 // dockerMigration is a dockerd unit under the sandboxed systemd whose data root sits on one
 // tmpfs, with a second tmpfs to move it to.
