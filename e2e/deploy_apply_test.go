@@ -106,7 +106,7 @@ func TestDeployManifestsServerSideDryRun(t *testing.T) {
 	t.Parallel()
 	harness.RequireRoot(t)
 	ctx := context.Background()
-	a := startAPIServer(t)
+	a := harness.StartAPIServer(t)
 	ap := newApplier(t, a)
 	for _, crd := range prometheusOperatorCRDs() {
 		if err := ap.apply(ctx, crd, false); err != nil {
@@ -188,7 +188,7 @@ func TestDeployAdmissionPolicyOwnNode(t *testing.T) {
 	t.Parallel()
 	harness.RequireRoot(t)
 	ctx := context.Background()
-	a := startAPIServer(t)
+	a := harness.StartAPIServer(t)
 	ap := newApplier(t, a)
 	objs, err := deploy.Kustomize("../deploy/kubernetes/base")
 	if err != nil {

@@ -34,7 +34,7 @@ func TestDeployDaemonSetPodSpec(t *testing.T) {
 	t.Parallel()
 	harness.RequireRoot(t)
 	ctx := context.Background()
-	a := startAPIServer(t)
+	a := harness.StartAPIServer(t)
 	ap := newApplier(t, a)
 	objs, err := deploy.Kustomize("../deploy/kubernetes/base")
 	if err != nil {

@@ -70,7 +70,7 @@ func TestEventsNodeConditionLeastPrivilege(t *testing.T) {
 	harness.RequireRoot(t)
 	start := time.Now()
 	ctx := context.Background()
-	a := startAPIServer(t)
+	a := harness.StartAPIServer(t)
 	const nodeName = "evictguard-e2e-node"
 	if _, err := a.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

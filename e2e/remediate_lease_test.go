@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/evictguard/evictguard/e2e/harness"
 	"github.com/evictguard/evictguard/remediate"
 )
 
@@ -102,7 +103,7 @@ type holdInterval struct {
 // slot; once its TTL runs out the others take that slot over, and all finish.
 func TestRemediateLeaseConcurrency(t *testing.T) {
 	start := time.Now()
-	api := startAPIServer(t)
+	api := harness.StartAPIServer(t)
 	const rounds = 3
 	var (
 		mu        sync.Mutex

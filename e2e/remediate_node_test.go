@@ -21,7 +21,7 @@ import (
 // recorded as a Warning Event.
 func TestRemediateNodeReadyAndEvents(t *testing.T) {
 	start := time.Now()
-	api := startAPIServer(t)
+	api := harness.StartAPIServer(t)
 	n := startNodeWith(t, layoutKubeadm17, testPolicy, nodeOptions{API: api})
 	waitNodeReady(t, api, n.NodeName, time.Now().Add(-time.Hour))
 	n.fillTo(t, 0.085)

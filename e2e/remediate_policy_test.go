@@ -36,7 +36,7 @@ verifyTimeout: 60s
 // restart log byte-identical) and does not restart the kubelet (same MainPID).
 func TestRemediatePolicyBlocks(t *testing.T) {
 	start := time.Now()
-	api := startAPIServer(t) // the harness one lacks --endpoint-reconciler-type=none
+	api := harness.StartAPIServer(t) // the harness one lacks --endpoint-reconciler-type=none
 	am := harness.StartAlertmanager(t, "")
 	n := startNode(t, layoutKubeadm17, policyBase+"cooldown: 1s\n")
 	n.fillTo(t, 0.085)
