@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 CACHE ?= /var/cache/evictguard
 GOLANGCI_LINT_VERSION ?= v2.15.0
 
-.PHONY: all build status test test-short lint bench setup clean
+.PHONY: all build status test test-short lint bench bench-migrate setup clean
 
 all: build
 
@@ -33,8 +33,13 @@ lint:
 	$(GO) vet ./...
 	$(CACHE)/bin/golangci-lint-$(GOLANGCI_LINT_VERSION) run ./...
 
+# Monitor cycle vs node_exporter's filesystem collector, and steady RSS (issue 4 targets).
 bench:
 	./hack/bench.sh
+
+# Migration copy throughput vs cp -a, and downtime fraction with pre-copy (issue 7 targets).
+bench-migrate:
+	./hack/bench-migrate.sh
 
 clean:
 	rm -rf bin
