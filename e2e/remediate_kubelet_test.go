@@ -115,6 +115,9 @@ ExecStart=%s $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
 	u := harness.StartKubeletUnit(t, sd, k, map[string]string{"10-kubeadm.conf": dropIn})
 	n := &node{KubeletUnit: u, cri: c.Address, fs: fs, state: harness.TempDir(t, "state"), policy: filepath.Join(harness.TempDir(t, "policy"), "policy.yaml")}
 	writeFile(t, n.policy, policy)
+	// The test policies require minKubeletUptime 1s: without this, an apply that follows
+	// start-up quickly is (rightly) blocked by that gate and the test races it.
+	time.Sleep(1500 * time.Millisecond)
 	return n
 }
 
