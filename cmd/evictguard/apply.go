@@ -167,9 +167,16 @@ func runApply(ctx context.Context, g *globalOptions, o *applyOptions) error {
 }
 
 func (o *applyOptions) executor(g *globalOptions, r *remediation, _ string) *remediate.Executor {
-	var rep remediate.Reporter
+	var reps remediate.MultiReporter
 	if r.kube != nil && o.nodeName != "" {
-		rep = remediate.EventReporter{Client: r.kube, Node: o.nodeName, Log: g.logger}
+		reps = append(reps, remediate.EventReporter{Client: r.kube, Node: o.nodeName, Log: g.logger})
+	}
+	if o.reporter != nil {
+		reps = append(reps, o.reporter)
+	}
+	var rep remediate.Reporter
+	if len(reps) > 0 {
+		rep = reps
 	}
 	e := &remediate.Executor{
 		Journal:  r.journal,

@@ -33,6 +33,9 @@ type remediationFlags struct {
 	kubeconfig, nodeName                   string
 	// policy, when set (the daemon's --config file), is used instead of policyFile.
 	policy *remediate.Policy
+	// reporter, when set, receives every outcome besides the log and Node Events (the
+	// daemon's remediation counters).
+	reporter remediate.Reporter
 }
 
 func (f *remediationFlags) addFlags(fs *pflag.FlagSet) {

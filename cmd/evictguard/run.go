@@ -198,9 +198,11 @@ func startOutputs(ctx context.Context, g *globalOptions, o *runOptions, s *setup
 		if err != nil {
 			return nil, problem(err)
 		}
-		if _, err := monitor.NewRemediationMetrics(reg, nil, nil); err != nil {
+		rm, err := monitor.NewRemediationMetrics(reg, nil, nil)
+		if err != nil {
 			return nil, problem(err)
 		}
+		o.remediation.reporter = metricsReporter{rm}
 		o.logs.reg = reg
 		ln, err := net.Listen("tcp", o.listen)
 		if err != nil {

@@ -20,8 +20,19 @@ type daemonRemediation struct {
 	// Policy, when set (from the --config file's policy), is used instead of policyFile.
 	Policy *remediate.Policy
 
+	// reporter, when set, also receives every outcome (the remediation counters).
+	reporter remediate.Reporter
+
 	prev    map[string]monitor.State
 	trigger chan struct{}
+}
+
+// metricsReporter counts remediation outcomes in evictguard_remediation_attempts_total.
+type metricsReporter struct{ m *monitor.RemediationMetrics }
+
+// Report implements remediate.Reporter.
+func (r metricsReporter) Report(_ context.Context, rep remediate.Report) {
+	r.m.Observe(rep.Action, rep.Result)
 }
 
 func (d *daemonRemediation) addFlags(fs *pflag.FlagSet) {
@@ -37,7 +48,7 @@ func (d *daemonRemediation) flags(o *runOptions) remediationFlags {
 	return remediationFlags{
 		monitorFlags: o.monitorFlags, policyFile: d.policyFile, stateDir: d.stateDir, unit: d.unit, busAddress: d.busAddress,
 		configz: o.configz, configzTokenFile: o.configzTokenFile, healthz: d.healthz, kubeconfig: o.kubeconfig, nodeName: o.nodeName,
-		policy: d.Policy,
+		policy: d.Policy, reporter: d.reporter,
 	}
 }
 

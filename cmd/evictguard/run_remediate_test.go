@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/evictguard/evictguard/monitor"
+	"github.com/evictguard/evictguard/remediate"
 )
 
 // TestDaemonRemediationTrigger: a pass is triggered when a signal enters warning or breached
@@ -51,4 +55,60 @@ func TestDaemonRemediationTrigger(t *testing.T) {
 	if len(d.trigger) != 1 {
 		t.Errorf("pending triggers %d, want 1", len(d.trigger))
 	}
+}
+
+func TestMetricsReporterCountsOutcomes(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := monitor.NewRemediationMetrics(reg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep remediate.Reporter = metricsReporter{m}
+	for _, r := range []remediate.Report{
+		{Action: remediate.KindThresholdRewrite, Result: remediate.ResultBlocked},
+		{Action: remediate.KindThresholdRewrite, Result: remediate.ResultBlocked},
+		{Action: remediate.KindThresholdRewrite, Result: remediate.ResultRolledBack},
+	} {
+		rep.Report(context.Background(), r)
+	}
+	tests := []struct {
+		result string
+		want   float64
+	}{
+		{remediate.ResultBlocked, 2},
+		{remediate.ResultRolledBack, 1},
+		{remediate.ResultApplied, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.result, func(t *testing.T) {
+			got := counterValue(t, reg, "evictguard_remediation_attempts_total", map[string]string{"action": remediate.KindThresholdRewrite, "result": tt.result})
+			if got != tt.want {
+				t.Errorf("attempts{result=%s} = %v, want %v", tt.result, got, tt.want)
+			}
+		})
+	}
+}
+
+func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if labels[lp.GetName()] != lp.GetValue() {
+					continue metrics
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no %s%v", name, labels)
+	return 0
 }
