@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/evictguard/evictguard/e2e/harness"
@@ -18,6 +19,9 @@ func TestMain(m *testing.M) {
 		}
 	}
 	code := m.Run()
+	if builtBin != "" {
+		_ = os.RemoveAll(filepath.Dir(builtBin)) // the CLI built by evictguardBinary
+	}
 	if os.Geteuid() == 0 {
 		l, err := harness.FindLeftovers()
 		if err != nil {
