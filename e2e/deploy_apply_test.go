@@ -155,15 +155,7 @@ func TestDeployManifestsServerSideDryRun(t *testing.T) {
 		kinds := map[string]int{}
 		for _, o := range objs {
 			kinds[fmt.Sprint(o["kind"])]++
-			err := ap.apply(ctx, o, true)
-			if err != nil && o["kind"] == "DaemonSet" && strings.Contains(err.Error(), "privileged: Forbidden: disallowed by cluster policy") {
-				// The harness's kube-apiserver runs without --allow-privileged (its default,
-				// false); kubeadm's sets it to true. Prove the rest of the privileged pod spec
-				// (hostPID, hostNetwork, the writable host mounts) is valid without the flag.
-				t.Logf("%s: %s needs --allow-privileged=true (kubeadm's setting; not the harness's): %v", s.name, deploy.Key(o), err)
-				err = ap.apply(ctx, withoutPrivileged(t, o), true)
-			}
-			if err != nil {
+			if err := ap.apply(ctx, o, true); err != nil {
 				t.Errorf("%s: dry-run apply %s: %v", s.name, deploy.Key(o), err)
 			}
 		}
@@ -266,32 +258,6 @@ func TestDeployAdmissionPolicyOwnNode(t *testing.T) {
 	}
 	b, _ := json.Marshal(map[string]any{"policy": "evictguard-own-node"})
 	t.Logf("%s enforced: own node allowed, foreign node and unbound token denied", b)
-}
-
-// withoutPrivileged returns a copy of a DaemonSet with securityContext.privileged removed
-// from every container.
-func withoutPrivileged(t *testing.T, o deploy.Object) deploy.Object {
-	t.Helper()
-	b, err := json.Marshal(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c deploy.Object
-	if err := json.Unmarshal(b, &c); err != nil {
-		t.Fatal(err)
-	}
-	u := &unstructured.Unstructured{Object: c}
-	cs, _, _ := unstructured.NestedSlice(u.Object, "spec", "template", "spec", "containers")
-	for _, ci := range cs {
-		if sc, ok := ci.(map[string]any)["securityContext"].(map[string]any); ok {
-			delete(sc, "privileged")
-			delete(sc, "allowPrivilegeEscalation")
-		}
-	}
-	if err := unstructured.SetNestedSlice(u.Object, cs, "spec", "template", "spec", "containers"); err != nil {
-		t.Fatal(err)
-	}
-	return u.Object
 }
 
 func waitCondition(ctx context.Context, timeout time.Duration, f func() error) error {

@@ -91,6 +91,8 @@ func StartAPIServer(t testing.TB) *APIServer {
 		// ("cannot use public IP 127.0.0.1 with endpoint reconciler"); a one-node test server
 		// needs no kubernetes.default endpoints.
 		"--endpoint-reconciler-type", "none",
+		// As kubeadm sets it: the remediation DaemonSet is privileged.
+		"--allow-privileged=true",
 		"--secure-port", fmt.Sprint(port), "--cert-dir", filepath.Join(dir, "certs"),
 		"--token-auth-file", filepath.Join(dir, "tokens.csv"),
 		"--authorization-mode", "Node,RBAC",
