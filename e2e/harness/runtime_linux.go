@@ -65,13 +65,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 `, root, state, address, address, snapshotter, cniDir, cniDir)
 }
 
-// StartContainerd starts containerd with CRI and waits until its socket answers.
-func StartContainerd(t testing.TB, opts ContainerdOptions) *Containerd {
+// prepareContainerd lays out a containerd's directories and writes its configuration (with
+// header prepended) under dir; StartContainerd and StartContainerdUnit share it.
+func prepareContainerd(t testing.TB, dir string, opts ContainerdOptions, header string) *Containerd {
 	t.Helper()
-	RequireRoot(t)
-	bin := Binary(t, "containerd", "containerd")
-	Binary(t, "runc", "runc")
-	dir := TempDir(t, "containerd")
 	c := &Containerd{Dir: dir, Root: opts.Root, State: filepath.Join(dir, "state"),
 		Address: filepath.Join(dir, "containerd.sock"), ConfigPath: filepath.Join(dir, "config.toml")}
 	if c.Root == "" {
@@ -86,10 +83,21 @@ func StartContainerd(t testing.TB, opts ContainerdOptions) *Containerd {
 			t.Fatal(err)
 		}
 	}
-	cfg := ContainerdConfig(c.Root, c.State, c.Address, snap, filepath.Join(dir, "cni"))
+	cfg := header + ContainerdConfig(c.Root, c.State, c.Address, snap, filepath.Join(dir, "cni"))
 	if err := os.WriteFile(c.ConfigPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+// StartContainerd starts containerd with CRI and waits until its socket answers.
+func StartContainerd(t testing.TB, opts ContainerdOptions) *Containerd {
+	t.Helper()
+	RequireRoot(t)
+	bin := Binary(t, "containerd", "containerd")
+	Binary(t, "runc", "runc")
+	c := prepareContainerd(t, TempDir(t, "containerd"), opts, "")
+	dir := c.Dir
 	c.Proc = Start(t, dir, "containerd", nil, bin, "--config", c.ConfigPath)
 	err := WaitFor(context.Background(), 30*time.Second, c.Proc, func() error {
 		return ctrRun(c.Address, "version")

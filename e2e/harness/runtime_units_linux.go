@@ -93,25 +93,8 @@ func StartContainerdUnit(t testing.TB, sd *Systemd, opts ContainerdOptions) *Con
 	t.Helper()
 	bin := Binary(t, "containerd", "containerd")
 	Binary(t, "runc", "runc")
-	dir := TempDir(t, "containerd-unit")
-	c := &Containerd{Dir: dir, Root: opts.Root, State: filepath.Join(dir, "state"),
-		Address: filepath.Join(dir, "containerd.sock"), ConfigPath: filepath.Join(dir, "config.toml")}
-	if c.Root == "" {
-		c.Root = filepath.Join(dir, "root")
-	}
-	snap := opts.Snapshotter
-	if snap == "" {
-		snap = "native"
-	}
-	for _, p := range []string{c.Root, c.State, filepath.Join(dir, "cni", "bin"), filepath.Join(dir, "cni", "conf")} {
-		if err := os.MkdirAll(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cfg := "# containerd for the evictguard e2e suite\n" + ContainerdConfig(c.Root, c.State, c.Address, snap, filepath.Join(dir, "cni"))
-	if err := os.WriteFile(c.ConfigPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	c := prepareContainerd(t, TempDir(t, "containerd-unit"), opts, "# containerd for the evictguard e2e suite\n")
+	dir := c.Dir
 	sd.WriteUnit(t, "containerd.service", fmt.Sprintf(`[Unit]
 Description=containerd (evictguard e2e)
 
