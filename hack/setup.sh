@@ -43,7 +43,8 @@ step "kubernetes binaries ready in $(( $(date +%s) - t0 ))s"
 if [[ ! -x "$CACHE/bin/golangci-lint-$GOLANGCI_LINT_VERSION" ]]; then
   t0=$(date +%s)
   mkdir -p "$CACHE/bin"
-  GOBIN="$CACHE/bin/.build" go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$GOLANGCI_LINT_VERSION"
+  GOBIN="$CACHE/bin/.build" go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$GOLANGCI_LINT_VERSION" \
+    >"$CACHE/golangci-lint-build.log" 2>&1 || { tail -20 "$CACHE/golangci-lint-build.log" >&2; exit 1; }
   mv "$CACHE/bin/.build/golangci-lint" "$CACHE/bin/golangci-lint-$GOLANGCI_LINT_VERSION"
   step "built golangci-lint $GOLANGCI_LINT_VERSION in $(( $(date +%s) - t0 ))s"
 else
