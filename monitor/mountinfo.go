@@ -1,13 +1,13 @@
 package monitor
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
+
+	"github.com/moby/sys/mountinfo"
 )
 
 // mountEntry is one line of /proc/<pid>/mountinfo.
@@ -19,63 +19,21 @@ type mountEntry struct {
 	Source       string
 }
 
-// parseMountInfo parses the kernel's mountinfo format (proc(5)):
-// "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue".
+// parseMountInfo parses the kernel's mountinfo format (proc(5)) with moby/sys/mountinfo, the
+// parser runc, containerd and dockerd share (octal escapes such as \040 decoded).
 func parseMountInfo(data []byte) ([]mountEntry, error) {
-	var out []mountEntry
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
-	line := 0
-	for sc.Scan() {
-		line++
-		f := strings.Fields(sc.Text())
-		if len(f) == 0 {
-			continue
-		}
-		sep := -1
-		for i := 6; i < len(f); i++ {
-			if f[i] == "-" {
-				sep = i
-				break
-			}
-		}
-		if len(f) < 5 || sep < 0 || sep+2 >= len(f) {
-			return nil, fmt.Errorf("mountinfo line %d: malformed %q", line, sc.Text())
-		}
-		maj, min, ok := strings.Cut(f[2], ":")
-		ma, err1 := strconv.ParseUint(maj, 10, 32)
-		mi, err2 := strconv.ParseUint(min, 10, 32)
-		if !ok || err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("mountinfo line %d: bad device %q", line, f[2])
-		}
+	infos, err := mountinfo.GetMountsFromReader(bytes.NewReader(data), nil)
+	if err != nil {
+		return nil, fmt.Errorf("parse mountinfo: %w", err)
+	}
+	out := make([]mountEntry, 0, len(infos))
+	for _, m := range infos {
 		out = append(out, mountEntry{
-			Major: uint32(ma), Minor: uint32(mi),
-			Root:       unescapeMount(f[3]),
-			Mountpoint: unescapeMount(f[4]),
-			FsType:     f[sep+1],
-			Source:     unescapeMount(f[sep+2]),
+			Major: uint32(m.Major), Minor: uint32(m.Minor), //nolint:gosec // device numbers are 32-bit in the kernel
+			Root: m.Root, Mountpoint: m.Mountpoint, FsType: m.FSType, Source: m.Source,
 		})
 	}
-	return out, sc.Err()
-}
-
-// unescapeMount undoes the kernel's octal escapes (\040 for space, \011, \012, \134).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return out, nil
 }
 
 // findMount returns the mount of the filesystem holding path: among the entries whose

@@ -25,7 +25,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -45,6 +44,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/moby/sys/mountinfo"
 
 	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/monitor"
@@ -157,7 +158,7 @@ func run(ctx context.Context, o options) (bool, error) {
 	}
 	defer eg.stop()
 
-	allMounts, err := readMountpoints("/proc/1/mounts") // what node_exporter reads
+	allMounts, err := readMountpoints("/proc/1/mountinfo") // node_exporter reads /proc/1/mounts: the same mountpoints
 	if err != nil {
 		return false, err
 	}
@@ -481,38 +482,22 @@ func labelValues(body []byte, metric, label string) []string {
 	return out
 }
 
-// readMountpoints returns the mountpoints of a mounts(5) file, octal escapes decoded.
+// readMountpoints returns the mountpoints of a mountinfo file (proc(5)), escapes decoded.
 func readMountpoints(path string) ([]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 2 {
-			continue
-		}
-		out = append(out, unescapeOctal(fields[1]))
+	infos, err := mountinfo.GetMountsFromReader(f, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return out, sc.Err()
-}
-
-func unescapeOctal(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
+	out := make([]string, 0, len(infos))
+	for _, m := range infos {
+		out = append(out, m.Mountpoint)
 	}
-	return b.String()
+	return out, nil
 }
 
 // excludeRegex builds node_exporter's --collector.filesystem.mount-points-exclude so that of
