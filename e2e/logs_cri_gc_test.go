@@ -87,15 +87,6 @@ func TestLogsCRIGCKeepsWhatPodsNeed(t *testing.T) {
 		return nil
 	})
 	if err != nil {
-		if strings.Contains(k.Proc.Log(), "RunPodSandbox from runtime service failed") {
-			// On some machines (seen on the project's cgroup v1 VM) runc cannot start any pod
-			// sandbox under the harness kubelet; that is the environment, not GC.
-			// Not harness.Unavailable: this is a known limitation of this VM, not a missing
-			// install (runc 1.1.5 fails every CRI pod sandbox with "can't get final child's
-			// PID from pipe: EOF", while docker run with the same runc works). Tracked as an
-			// open gap of the log-pipeline issue; strict mode must not fail on it.
-			t.Skipf("KNOWN LIMITATION: the kubelet cannot start a pod sandbox on this machine: %v\n%s", err, k.Proc.LogTail(5))
-		}
 		t.Fatalf("static pod did not start: %v\n%s", err, k.Proc.LogTail(30))
 	}
 
@@ -158,8 +149,7 @@ func TestLogsCRIGCDirect(t *testing.T) {
 	}
 	sb, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sbCfg})
 	if err != nil {
-		// See TestLogsCRIGCKeepsWhatPodsNeed: a known limitation of this VM, not a missing install.
-		t.Skipf("KNOWN LIMITATION: containerd cannot start a pod sandbox on this machine: %v", err)
+		t.Fatalf("run pod sandbox: %v", err)
 	}
 	t.Cleanup(func() {
 		_, _ = rt.StopPodSandbox(context.Background(), &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.GetPodSandboxId()})

@@ -13,6 +13,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // Containerd is a running containerd with its CRI plugin.
@@ -34,6 +40,15 @@ type ContainerdOptions struct {
 }
 
 // ContainerdConfig renders a containerd 1.6 (config version 2) configuration.
+//
+// restrict_oom_score_adj: the CRI plugin asks runc for oom_score_adj -998 for every pod
+// sandbox (and the kubelet's QoS values for containers). Lowering a process's
+// oom_score_adj needs CAP_SYS_RESOURCE, which machines such as the project's VM drop from
+// the capability bounding set even for root; runc's nsexec then dies writing
+// /proc/self/oom_score_adj ("Permission denied"), which runc reports as "can't get final
+// child's PID from pipe: EOF". With the restriction containerd clamps the value to its own
+// oom_score_adj, so sandboxes start on such machines and nothing changes elsewhere for the
+// tests. runc keeps its state under the harness state dir, not the host's /run/containerd.
 func ContainerdConfig(root, state, address, snapshotter, cniDir string) string {
 	return fmt.Sprintf(`version = 2
 root = %q
@@ -57,12 +72,18 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_selinux = false
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = %q
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = "%s/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "%s/bin"
     conf_dir = "%s/conf"
-`, root, state, address, address, snapshotter, cniDir, cniDir)
+`, root, state, address, address, snapshotter, state, cniDir, cniDir)
 }
 
 // prepareContainerd lays out a containerd's directories and writes its configuration (with
@@ -105,7 +126,49 @@ func StartContainerd(t testing.TB, opts ContainerdOptions) *Containerd {
 	if err != nil {
 		t.Fatalf("containerd did not become ready: %v", err)
 	}
+	c.removePodsAtCleanup(t)
 	return c
+}
+
+// removePodsAtCleanup registers, after containerd's own stop, a cleanup that runs before it:
+// every CRI pod sandbox is stopped and removed, and with it its containers and shims. A
+// stopped containerd leaves shims and container processes (and their cgroups) behind.
+func (c *Containerd) removePodsAtCleanup(t testing.TB) {
+	t.Helper()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := c.RemoveAllPods(ctx); err != nil {
+			t.Errorf("containerd teardown: %v", err)
+		}
+	})
+}
+
+// RemoveAllPods stops and removes every pod sandbox through the CRI.
+func (c *Containerd) RemoveAllPods(ctx context.Context) error {
+	conn, err := grpc.NewClient("unix://"+c.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("dial CRI: %w", err)
+	}
+	defer conn.Close()
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	resp, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if status.Code(err) == codes.Unavailable {
+		return nil // not running (a test stopped it); the leak check reports what it left
+	}
+	if err != nil {
+		return fmt.Errorf("list pod sandboxes: %w", err)
+	}
+	for _, sb := range resp.GetItems() {
+		id := sb.GetId()
+		if _, err := rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+			return fmt.Errorf("stop pod sandbox %s: %w", id, err)
+		}
+		if _, err := rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+			return fmt.Errorf("remove pod sandbox %s: %w", id, err)
+		}
+	}
+	return nil
 }
 
 // Ctr runs the ctr client against this containerd (namespace k8s.io, as the CRI uses).

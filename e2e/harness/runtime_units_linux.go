@@ -111,6 +111,7 @@ KillMode=process
 		log, _ := os.ReadFile(filepath.Join(dir, "containerd.log"))
 		t.Fatalf("containerd.service did not become ready: %v\n%s", err, unitLogTail(string(log), 3000))
 	}
+	c.removePodsAtCleanup(t)
 	return c
 }
 
