@@ -232,7 +232,7 @@ func TestLogsLadderKeepsNodefsAboveThreshold(t *testing.T) {
 	stateDir := harness.TempDir(t, "evictguard-state")
 	budgetFile := filepath.Join(stateDir, "log-budget.env")
 	reg := prometheus.NewRegistry()
-	pub, err := remediate.NewBudgetPublisher(remediate.BudgetPublisherConfig{File: budgetFile, Kube: api.Client,
+	pub, err := remediate.NewBudgetPublisher(remediate.BudgetPublisherConfig{File: budgetFile, Kube: productClient(t, api),
 		NodeName: "logs-node", Registerer: reg, Log: log})
 	if err != nil {
 		t.Fatal(err)
@@ -246,7 +246,7 @@ func TestLogsLadderKeepsNodefsAboveThreshold(t *testing.T) {
 		Policy: remediate.ReclaimPolicy{Allow: []string{remediate.ReclaimBallast, remediate.ReclaimGC}, Horizon: 20 * time.Second, LowHeadroom: 24 * mib,
 			RecreateCooldown: 5 * time.Second},
 		FsPath: nodefs, Ballast: ballast, GC: &remediate.DockerGC{Socket: d.Socket, KeepExited: 1},
-		Reporter: remediate.MultiReporter{rec, remediate.ReclaimEventReporter{Client: api.Client, Node: "logs-node", Log: log}},
+		Reporter: remediate.MultiReporter{rec, remediate.ReclaimEventReporter{Client: productClient(t, api), Node: "logs-node", Log: log}},
 		Log:      log,
 	}
 	if err := ladder.RegisterMetrics(reg); err != nil {

@@ -16,10 +16,10 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/evictguard/evictguard/e2e/harness"
+	"github.com/evictguard/evictguard/internal/kube"
 	"github.com/evictguard/evictguard/remediate"
 )
 
@@ -37,7 +37,7 @@ const (
 	leaseHold  = time.Second // how long a contender "restarts its kubelet"
 )
 
-func leaseLock(c kubernetes.Interface, node string) *remediate.LeaseLock {
+func leaseLock(c kube.Interface, node string) *remediate.LeaseLock {
 	return &remediate.LeaseLock{Client: c, Namespace: "kube-system", Name: "evictguard-restart", Slots: leaseSlots, TTL: leaseTTL, Identity: node}
 }
 
@@ -55,7 +55,7 @@ func TestRemediateLeaseChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := kubernetes.NewForConfig(cfg)
+	c, err := kube.NewClient(cfg) // the product's client, as apply and migrate use it
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/evictguard/evictguard/internal/kube"
 )
 
 // AlertBlocker asks Alertmanager's v2 API for active, unsilenced, uninhibited alerts matching
@@ -69,8 +70,8 @@ func AlertBlocker(ctx context.Context, hc *http.Client, base string, matchers []
 }
 
 // PodBlocker lists the pods on node matching selector. Errors must be treated as a block.
-func PodBlocker(ctx context.Context, c kubernetes.Interface, node, selector string) (string, error) {
-	pods, err := c.CoreV1().Pods("").List(ctx, metav1.ListOptions{
+func PodBlocker(ctx context.Context, c kube.Interface, node, selector string) (string, error) {
+	pods, err := c.ListPods(ctx, "", metav1.ListOptions{
 		LabelSelector: selector,
 		FieldSelector: fields.OneTermEqualSelector("spec.nodeName", node).String(),
 	})
@@ -95,7 +96,7 @@ func PodBlocker(ctx context.Context, c kubernetes.Interface, node, selector stri
 // not renewed it within its duration is free. Updates use the resourceVersion, so two nodes
 // never both win the same slot.
 type LeaseLock struct {
-	Client    kubernetes.Interface
+	Client    kube.Interface
 	Namespace string
 	Name      string
 	Slots     int
@@ -120,13 +121,12 @@ func (l *LeaseLock) Acquire(ctx context.Context) (string, string, error) {
 	if l.Identity == "" {
 		return "", "", errors.New("lease lock: empty identity (node name)")
 	}
-	leases := l.Client.CoordinationV1().Leases(l.Namespace)
 	ttl := int32(max(1, l.TTL.Round(time.Second)/time.Second))
 	id := l.Identity
 	current := make([]*coordinationv1.Lease, l.Slots) // nil: does not exist yet
 	for i := range l.Slots {
 		name := l.slotName(i)
-		cur, err := leases.Get(ctx, name, metav1.GetOptions{})
+		cur, err := l.Client.GetLease(ctx, l.Namespace, name)
 		switch {
 		case apierrors.IsNotFound(err):
 			continue
@@ -141,7 +141,7 @@ func (l *LeaseLock) Acquire(ctx context.Context) (string, string, error) {
 			if cur.Spec.AcquireTime == nil {
 				cur.Spec.AcquireTime = &t
 			}
-			if _, err := leases.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+			if _, err := l.Client.UpdateLease(ctx, cur); err != nil {
 				if apierrors.IsConflict(err) {
 					current[i] = nil
 					continue // someone took it over after it expired; look for another
@@ -157,10 +157,10 @@ func (l *LeaseLock) Acquire(ctx context.Context) (string, string, error) {
 		t := metav1.NewMicroTime(now())
 		cur := current[i]
 		if cur == nil {
-			_, err := leases.Create(ctx, &coordinationv1.Lease{
+			_, err := l.Client.CreateLease(ctx, &coordinationv1.Lease{
 				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: l.Namespace, Labels: map[string]string{"app.kubernetes.io/name": "evictguard"}},
 				Spec:       coordinationv1.LeaseSpec{HolderIdentity: &id, LeaseDurationSeconds: &ttl, AcquireTime: &t, RenewTime: &t},
-			}, metav1.CreateOptions{})
+			})
 			if apierrors.IsAlreadyExists(err) {
 				holders = append(holders, name+": just taken by another node")
 				continue
@@ -184,7 +184,7 @@ func (l *LeaseLock) Acquire(ctx context.Context) (string, string, error) {
 			cur.Spec.LeaseTransitions = new(int32)
 		}
 		*cur.Spec.LeaseTransitions++
-		if _, err := leases.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+		if _, err := l.Client.UpdateLease(ctx, cur); err != nil {
 			if apierrors.IsConflict(err) {
 				holders = append(holders, name+": just taken by another node")
 				continue
@@ -210,9 +210,8 @@ func leaseExpired(l *coordinationv1.Lease, now time.Time) bool {
 // Callers release on success and on failure alike; a node that dies holding a slot frees it
 // when the TTL runs out.
 func (l *LeaseLock) Release(ctx context.Context, name string) error {
-	leases := l.Client.CoordinationV1().Leases(l.Namespace)
 	for attempt := 0; ; attempt++ {
-		cur, err := leases.Get(ctx, name, metav1.GetOptions{})
+		cur, err := l.Client.GetLease(ctx, l.Namespace, name)
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
@@ -223,7 +222,7 @@ func (l *LeaseLock) Release(ctx context.Context, name string) error {
 			return nil
 		}
 		cur.Spec.HolderIdentity = nil
-		_, err = leases.Update(ctx, cur, metav1.UpdateOptions{})
+		_, err = l.Client.UpdateLease(ctx, cur)
 		switch {
 		case err == nil:
 			return nil

@@ -9,6 +9,8 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/evictguard/evictguard/internal/kube/kubetest"
 )
 
 func lease(name, holder string, renew time.Time, ttl int32) *coordinationv1.Lease {
@@ -45,7 +47,7 @@ func TestLeaseLockAcquire(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			l := &LeaseLock{Client: c, Namespace: "kube-system", Name: "eg", Slots: 2, TTL: time.Minute, Identity: "a", Now: func() time.Time { return now }}
+			l := &LeaseLock{Client: kubetest.New(c), Namespace: "kube-system", Name: "eg", Slots: 2, TTL: time.Minute, Identity: "a", Now: func() time.Time { return now }}
 			slot, why, err := l.Acquire(context.Background())
 			if err != nil {
 				t.Fatal(err)
@@ -77,7 +79,7 @@ func TestLeaseLockAcquire(t *testing.T) {
 // Release leaves a slot alone that another node has taken over meanwhile.
 func TestLeaseLockReleaseNotOurs(t *testing.T) {
 	c := fake.NewClientset(lease("eg-0", "b", time.Now(), 60))
-	l := &LeaseLock{Client: c, Namespace: "kube-system", Name: "eg", Slots: 1, TTL: time.Minute, Identity: "a"}
+	l := &LeaseLock{Client: kubetest.New(c), Namespace: "kube-system", Name: "eg", Slots: 1, TTL: time.Minute, Identity: "a"}
 	if err := l.Release(context.Background(), "eg-0"); err != nil {
 		t.Fatal(err)
 	}

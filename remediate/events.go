@@ -8,13 +8,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/evictguard/evictguard/internal/kube"
 )
 
 // EventReporter records each Report as a core/v1 Event on the Node (reason
 // EvictionThresholds<Result>, type Warning for rollbacks and failures).
 type EventReporter struct {
-	Client kubernetes.Interface
+	Client kube.Interface
 	Node   string
 	Log    *slog.Logger
 }
@@ -37,7 +38,7 @@ func (r EventReporter) Report(ctx context.Context, rep Report) {
 		Source:         corev1.EventSource{Component: "evictguard", Host: r.Node},
 		FirstTimestamp: now, LastTimestamp: now, Count: 1,
 	}
-	if _, err := r.Client.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{}); err != nil && r.Log != nil {
+	if _, err := r.Client.CreateEvent(ctx, ev); err != nil && r.Log != nil {
 		r.Log.Warn("could not record a Node event", "node", r.Node, "err", err)
 	}
 }

@@ -9,7 +9,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/evictguard/evictguard/internal/kube"
 )
 
 // ReclaimEventReason maps a ladder step to its Node Event reason.
@@ -22,7 +23,7 @@ var ReclaimEventReason = map[string]string{
 // Normal when a step applied (the message carries the bytes reclaimed), Warning when it
 // failed, was blocked, or escalated.
 type ReclaimEventReporter struct {
-	Client kubernetes.Interface
+	Client kube.Interface
 	Node   string
 	Log    *slog.Logger
 }
@@ -47,7 +48,7 @@ func (r ReclaimEventReporter) Report(ctx context.Context, rep Report) {
 		Source:         corev1.EventSource{Component: "evictguard", Host: r.Node},
 		FirstTimestamp: now, LastTimestamp: now, Count: 1,
 	}
-	if _, err := r.Client.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{}); err != nil && r.Log != nil {
+	if _, err := r.Client.CreateEvent(ctx, ev); err != nil && r.Log != nil {
 		r.Log.Warn("could not record a Node event", "node", r.Node, "err", err)
 	}
 }

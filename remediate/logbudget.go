@@ -14,11 +14,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/evictguard/evictguard/internal/atomicfile"
+	"github.com/evictguard/evictguard/internal/kube"
 	"github.com/evictguard/evictguard/monitor"
 )
 
@@ -156,7 +155,7 @@ type BudgetPublisherConfig struct {
 	// "drop_oldest_chunk"; "-" leaves it out).
 	FluentdOverflowAction string
 	// Kube and NodeName enable the Node annotation.
-	Kube     kubernetes.Interface
+	Kube     kube.Interface
 	NodeName string
 	// Registerer, when set, gets the evictguard_log_budget_bytes gauge.
 	Registerer prometheus.Registerer
@@ -309,7 +308,7 @@ func (p *BudgetPublisher) annotate(ctx context.Context, budgets []LogBudget) err
 	if err != nil {
 		return err
 	}
-	if _, err := p.cfg.Kube.CoreV1().Nodes().Patch(ctx, p.cfg.NodeName, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+	if _, err := p.cfg.Kube.PatchNode(ctx, p.cfg.NodeName, types.MergePatchType, patch); err != nil {
 		return fmt.Errorf("annotate node %s: %w", p.cfg.NodeName, err)
 	}
 	return nil

@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/evictguard/evictguard/internal/kube/kubetest"
 	"github.com/evictguard/evictguard/monitor"
 )
 
@@ -120,7 +121,7 @@ func TestBudgetPublisher(t *testing.T) {
 	file := filepath.Join(dir, "state", "log-budget.env")
 	kube := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
 	reg := prometheus.NewPedanticRegistry()
-	p, err := NewBudgetPublisher(BudgetPublisherConfig{File: file, Kube: kube, NodeName: "n1", Registerer: reg,
+	p, err := NewBudgetPublisher(BudgetPublisherConfig{File: file, Kube: kubetest.New(kube), NodeName: "n1", Registerer: reg,
 		Now: func() time.Time { return time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC) }})
 	if err != nil {
 		t.Fatal(err)

@@ -13,9 +13,8 @@ import (
 	"syscall"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/evictguard/evictguard/internal/hostfs"
+	"github.com/evictguard/evictguard/internal/kube"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/systemd"
 )
@@ -101,7 +100,7 @@ type MigrateOptions struct {
 	Checksums bool
 
 	// Kube and NodeName enable cordon/drain and the Lease; Drain asks for them.
-	Kube         kubernetes.Interface
+	Kube         kube.Interface
 	NodeName     string
 	Drain        bool
 	DrainTimeout time.Duration // default 5m

@@ -12,12 +12,13 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/evictguard/evictguard/internal/kube"
 )
 
 // setUnschedulable cordons or uncordons node and returns whether it was cordoned before.
-func setUnschedulable(ctx context.Context, c kubernetes.Interface, node string, v bool) (bool, error) {
-	n, err := c.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+func setUnschedulable(ctx context.Context, c kube.Interface, node string, v bool) (bool, error) {
+	n, err := c.GetNode(ctx, node)
 	if err != nil {
 		return false, fmt.Errorf("get node %s: %w", node, err)
 	}
@@ -26,7 +27,7 @@ func setUnschedulable(ctx context.Context, c kubernetes.Interface, node string, 
 		return was, nil
 	}
 	patch := fmt.Appendf(nil, `{"spec":{"unschedulable":%t}}`, v)
-	if _, err := c.CoreV1().Nodes().Patch(ctx, node, types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
+	if _, err := c.PatchNode(ctx, node, types.StrategicMergePatchType, patch); err != nil {
 		return was, fmt.Errorf("patch node %s unschedulable=%t: %w", node, v, err)
 	}
 	return was, nil
@@ -35,11 +36,11 @@ func setUnschedulable(ctx context.Context, c kubernetes.Interface, node string, 
 // drainNode evicts every pod on node through the Eviction API, which honours
 // PodDisruptionBudgets: a refused eviction (429) is retried until timeout. DaemonSet pods,
 // mirror (static) pods and finished pods are left, as kubectl drain leaves them.
-func drainNode(ctx context.Context, c kubernetes.Interface, node string, timeout time.Duration, log *slog.Logger) error {
+func drainNode(ctx context.Context, c kube.Interface, node string, timeout time.Duration, log *slog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
-		pods, err := c.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
+		pods, err := c.ListPods(ctx, "", metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
 		if err != nil {
 			return fmt.Errorf("drain %s: list pods: %w", node, err)
 		}
@@ -54,7 +55,7 @@ func drainNode(ctx context.Context, c kubernetes.Interface, node string, timeout
 			if p.DeletionTimestamp != nil {
 				continue // already going
 			}
-			err := c.PolicyV1().Evictions(p.Namespace).Evict(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace}})
+			err := c.EvictPod(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace}})
 			switch {
 			case err == nil:
 				log.Info("pod evicted", "node", node, "pod", p.Namespace+"/"+p.Name)

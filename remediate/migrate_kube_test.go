@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/evictguard/evictguard/internal/kube/kubetest"
 )
 
 func TestCordonRemembersAndDrainSkipsDaemonSetsAndStaticPods(t *testing.T) {
@@ -38,11 +40,11 @@ func TestCordonRemembersAndDrainSkipsDaemonSetsAndStaticPods(t *testing.T) {
 	}
 
 	c := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}, ds, static, done)
-	was, err := setUnschedulable(ctx, c, "n1", true)
+	was, err := setUnschedulable(ctx, kubetest.New(c), "n1", true)
 	if err != nil || was {
 		t.Fatalf("first cordon: was %t, %v", was, err)
 	}
-	was, err = setUnschedulable(ctx, c, "n1", true)
+	was, err = setUnschedulable(ctx, kubetest.New(c), "n1", true)
 	if err != nil || !was {
 		t.Fatalf("second cordon must see the node already cordoned: was %t, %v", was, err)
 	}
@@ -51,7 +53,7 @@ func TestCordonRemembersAndDrainSkipsDaemonSetsAndStaticPods(t *testing.T) {
 		t.Error("node not cordoned")
 	}
 	// Only non-evictable pods: the drain is done at once.
-	if err := drainNode(ctx, c, "n1", 5*time.Second, discard()); err != nil {
+	if err := drainNode(ctx, kubetest.New(c), "n1", 5*time.Second, discard()); err != nil {
 		t.Fatal(err)
 	}
 }

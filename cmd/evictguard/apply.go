@@ -11,7 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/remediate"
@@ -242,7 +241,7 @@ func (o *applyOptions) verifyOnce(ctx context.Context, g *globalOptions, r *reme
 		}
 	}
 	if r.kube != nil && o.nodeName != "" {
-		n, err := r.kube.CoreV1().Nodes().Get(ctx, o.nodeName, metav1.GetOptions{})
+		n, err := r.kube.GetNode(ctx, o.nodeName)
 		if err != nil {
 			return fmt.Errorf("get node %s: %w", o.nodeName, err)
 		}
@@ -266,7 +265,7 @@ func (o *applyOptions) verifyOnce(ctx context.Context, g *globalOptions, r *reme
 			if !ready.LastHeartbeatTime.Time.Before(since) {
 				return nil
 			}
-			l, err := r.kube.CoordinationV1().Leases("kube-node-lease").Get(ctx, o.nodeName, metav1.GetOptions{})
+			l, err := r.kube.GetLease(ctx, "kube-node-lease", o.nodeName)
 			if err != nil {
 				return fmt.Errorf("node %s: Ready last reported %s, before the kubelet started (%s); node lease: %w",
 					o.nodeName, ready.LastHeartbeatTime.UTC().Format(time.RFC3339), since.UTC().Format(time.RFC3339), err)

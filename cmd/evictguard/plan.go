@@ -13,10 +13,10 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
+	"github.com/evictguard/evictguard/internal/kube"
 	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/remediate"
@@ -78,13 +78,14 @@ type remediation struct {
 	write   *kubeletcfg.WritePlan
 	journal *remediate.Journal
 	sd      *systemd.Client
-	kube    kubernetes.Interface
+	kube    kube.Interface
 	// blockers: why the policy forbids acting now (besides refusals in tp).
 	blockers []string
 	token    string
 }
 
-func (f *remediationFlags) kubeClient() (kubernetes.Interface, error) {
+// kubeClient returns the API-server client for --kubeconfig, or nil without one.
+func (f *remediationFlags) kubeClient() (kube.Interface, error) {
 	if f.kubeconfig == "" {
 		return nil, nil
 	}
@@ -93,7 +94,7 @@ func (f *remediationFlags) kubeClient() (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("--kubeconfig: %w", err)
 	}
 	cfg.Timeout = 15 * time.Second
-	return kubernetes.NewForConfig(cfg)
+	return kube.NewClient(cfg)
 }
 
 func (f *remediationFlags) systemd(ctx context.Context, g *globalOptions) (*systemd.Client, error) {

@@ -10,8 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/client-go/kubernetes"
 
+	"github.com/evictguard/evictguard/internal/kube"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/remediate"
 )
@@ -34,7 +34,7 @@ type logReclaimFlags struct {
 
 	// Set by startOutputs when available.
 	reg    prometheus.Registerer
-	client kubernetes.Interface
+	client kube.Interface
 }
 
 var reclaimStepNames = map[string]string{

@@ -1,6 +1,8 @@
-// Package kube builds the API-server client evictguard uses for Node Events and its Node
-// condition: from a kubeconfig file, or in-cluster (the ServiceAccount token and CA mounted
-// into the DaemonSet pod). It routes client-go's klog output into the daemon's slog logger.
+// Package kube is the API-server client evictguard uses (Node Events and condition, cordon,
+// drain through the Eviction API, Leases): configured from a kubeconfig file, or in-cluster
+// (the ServiceAccount token and CA mounted into the DaemonSet pod), and narrowed to the calls
+// evictguard makes (Interface). It routes client-go's klog output into the daemon's slog
+// logger.
 //
 // It reads the kubeconfig file (and the files it names) or, in-cluster, the ServiceAccount
 // files under /var/run/secrets/kubernetes.io/serviceaccount and KUBERNETES_SERVICE_HOST/PORT.
@@ -12,7 +14,6 @@ import (
 	"fmt"
 	"log/slog"
 
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -55,15 +56,6 @@ func Config(kubeconfig string, qps float32, burst int) (*rest.Config, error) {
 		cfg.Burst = burst
 	}
 	return cfg, nil
-}
-
-// NewClient returns a clientset for cfg.
-func NewClient(cfg *rest.Config) (kubernetes.Interface, error) {
-	c, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
-	}
-	return c, nil
 }
 
 // RouteKlog sends everything client-go logs through klog (request retries, throttling,

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/evictguard/evictguard/internal/kube/kubetest"
 	"github.com/evictguard/evictguard/monitor"
 )
 
@@ -182,7 +183,7 @@ func TestNodeReporter(t *testing.T) {
 	client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", UID: "uid-1"}})
 	now := time.Unix(1700000000, 0)
 	newReporter := func() *NodeReporter {
-		r, err := NewNodeReporter(NodeConfig{Client: client, Node: "n1", Policy: Policy{For: -1}, Now: func() time.Time { return now }, QPS: 1000})
+		r, err := NewNodeReporter(NodeConfig{Client: kubetest.New(client), Node: "n1", Policy: Policy{For: -1}, Now: func() time.Time { return now }, QPS: 1000})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -18,8 +18,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 
+	"github.com/evictguard/evictguard/internal/kube"
 	"github.com/evictguard/evictguard/monitor"
 )
 
@@ -53,7 +53,7 @@ const EventNamespace = metav1.NamespaceDefault
 
 // NodeConfig configures a NodeReporter.
 type NodeConfig struct {
-	Client kubernetes.Interface
+	Client kube.Interface
 	Node   string
 	Policy Policy
 	// EventInterval is the least time between two updates of the same Event (default 5m);
@@ -190,7 +190,7 @@ func (r *NodeReporter) sync(ctx context.Context, snap *monitor.Snapshot) error {
 	}
 	var errs []error
 	if r.uid == "" {
-		node, err := r.cfg.Client.CoreV1().Nodes().Get(ctx, r.cfg.Node, metav1.GetOptions{})
+		node, err := r.cfg.Client.GetNode(ctx, r.cfg.Node)
 		if err != nil {
 			return fmt.Errorf("get node %s: %w", r.cfg.Node, err)
 		}
@@ -294,7 +294,7 @@ func (r *NodeReporter) setCondition(ctx context.Context, now time.Time, firing m
 			return nil
 		}
 	}
-	node, err := r.cfg.Client.CoreV1().Nodes().Get(ctx, r.cfg.Node, metav1.GetOptions{})
+	node, err := r.cfg.Client.GetNode(ctx, r.cfg.Node)
 	if err != nil {
 		return fmt.Errorf("get node %s: %w", r.cfg.Node, err)
 	}
@@ -313,7 +313,7 @@ func (r *NodeReporter) setCondition(ctx context.Context, now time.Time, firing m
 	if err != nil {
 		return fmt.Errorf("encode condition patch: %w", err)
 	}
-	if _, err := r.cfg.Client.CoreV1().Nodes().PatchStatus(ctx, r.cfg.Node, patch); err != nil {
+	if _, err := r.cfg.Client.PatchNodeStatus(ctx, r.cfg.Node, types.StrategicMergePatchType, patch); err != nil {
 		return fmt.Errorf("patch node %s condition %s: %w", r.cfg.Node, ConditionType, err)
 	}
 	if r.cond == nil || r.cond.Status != want.Status {
@@ -350,8 +350,7 @@ func (r *NodeReporter) Event(ctx context.Context, eventType, reason, key, messag
 	if last, ok := r.evSent[name]; ok && now.Sub(last) < interval {
 		return nil
 	}
-	events := r.cfg.Client.CoreV1().Events(EventNamespace)
-	existing, err := events.Get(ctx, name, metav1.GetOptions{})
+	existing, err := r.cfg.Client.GetEvent(ctx, EventNamespace, name)
 	switch {
 	case apierrors.IsNotFound(err):
 		if err := r.limit.Wait(ctx); err != nil {
@@ -370,7 +369,7 @@ func (r *NodeReporter) Event(ctx context.Context, eventType, reason, key, messag
 			FirstTimestamp: metav1.NewTime(now), LastTimestamp: metav1.NewTime(now), Count: 1,
 			ReportingController: Component, ReportingInstance: r.cfg.Node,
 		}
-		if _, err := events.Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		if _, err := r.cfg.Client.CreateEvent(ctx, ev); err != nil {
 			return fmt.Errorf("create event %s %s: %w", reason, name, err)
 		}
 		r.log.Info("event", "reason", reason, "type", eventType, "message", message)
@@ -389,7 +388,7 @@ func (r *NodeReporter) Event(ctx context.Context, eventType, reason, key, messag
 		if err != nil {
 			return fmt.Errorf("encode event patch: %w", err)
 		}
-		if _, err := events.Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		if _, err := r.cfg.Client.PatchEvent(ctx, EventNamespace, name, types.MergePatchType, patch); err != nil {
 			return fmt.Errorf("update event %s %s: %w", reason, name, err)
 		}
 		r.log.Info("event repeated", "reason", reason, "type", eventType, "count", existing.Count+1, "message", message)
