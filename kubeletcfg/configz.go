@@ -104,6 +104,30 @@ func FetchConfigz(ctx context.Context, target, token string) ([]byte, error) {
 	return body, nil
 }
 
+// liveConfigz reads and parses the /configz opts name, with its provenance.
+func liveConfigz(ctx context.Context, opts Options) (*Configz, string, error) {
+	var (
+		body []byte
+		src  string
+		err  error
+	)
+	if a := opts.ConfigzAPIServer; a != nil {
+		src = a.String()
+		body, err = a.Fetch(ctx)
+	} else {
+		src = "configz " + opts.ConfigzURL
+		body, err = FetchConfigz(ctx, opts.ConfigzURL, opts.ConfigzToken)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	cz, err := ParseConfigz(body)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", strings.TrimPrefix(src, "configz "), err)
+	}
+	return cz, src, nil
+}
+
 // compareConfigz compares the computed maps (before the kubelet's own additions,
 // allocatableMemory.available and containerfs.*, which /configz does not show) with /configz.
 // An empty map and an absent one are equal: /configz omits empty maps.

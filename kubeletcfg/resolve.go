@@ -33,7 +33,10 @@ type Options struct {
 	// ConfigzURL is a /configz URL or a file holding a /configz answer; "" skips the check.
 	ConfigzURL   string
 	ConfigzToken string
-	Logger       *slog.Logger
+	// ConfigzAPIServer, when set, reads /configz through the API server's node proxy
+	// instead of ConfigzURL.
+	ConfigzAPIServer *APIServerConfigz
+	Logger           *slog.Logger
 }
 
 // Effective is the kubelet's effective eviction configuration.
@@ -49,13 +52,19 @@ type Effective struct {
 	// Thresholds are the thresholds the kubelet enforces: hard then soft, memory first.
 	// Disabled signals ("0%", "100%") and containerfs.* (which the kubelet rewrites) are not
 	// listed; allocatableMemory.available, which the kubelet adds, is.
-	Thresholds               []Threshold
+	Thresholds []Threshold
+	// IgnoredContainerFs are the configured containerfs.* thresholds, which the kubelet
+	// replaces with copies of nodefs.* or imagefs.* (KEP-4191); not in Thresholds.
+	IgnoredContainerFs       []Threshold
 	PressureTransitionPeriod time.Duration
 	// Sources are the files and processes consulted, in order.
 	Sources  []string
 	Warnings []string
 	// Mismatches are differences from /configz (empty when not checked or equal).
 	Mismatches []string
+	// ConfigzSource names the /configz compared with ("configz URL", "configz (apiserver
+	// proxy …)"); "" when not checked.
+	ConfigzSource string
 }
 
 // kubeadmConfigFile is where kubeadm puts the kubelet's config (kubeadm constants.go
@@ -231,6 +240,7 @@ func (r *resolver) run(ctx context.Context, opts Options) error {
 	for _, t := range ts {
 		if t.Signal == SignalContainerFsAvailable || t.Signal == SignalContainerFsInodesFree {
 			r.warn("%s %s<%s from %s is ignored: the kubelet replaces containerfs.* with a copy of the nodefs.* or imagefs.* threshold (KEP-4191)", t.Kind, t.Signal, t.Raw, t.Source)
+			eff.IgnoredContainerFs = append(eff.IgnoredContainerFs, t)
 			continue
 		}
 		if p := t.Value.Percentage; p != p {
@@ -239,16 +249,13 @@ func (r *resolver) run(ctx context.Context, opts Options) error {
 		eff.Thresholds = append(eff.Thresholds, t)
 	}
 
-	if opts.ConfigzURL != "" {
-		body, err := FetchConfigz(ctx, opts.ConfigzURL, opts.ConfigzToken)
+	if opts.ConfigzURL != "" || opts.ConfigzAPIServer != nil {
+		cz, src, err := liveConfigz(ctx, opts)
 		if err != nil {
 			return err
 		}
-		cz, err := ParseConfigz(body)
-		if err != nil {
-			return fmt.Errorf("%s: %w", opts.ConfigzURL, err)
-		}
-		r.source("configz " + opts.ConfigzURL)
+		r.source(src)
+		eff.ConfigzSource = src
 		eff.Mismatches = compareConfigz(cz, m, transition)
 		if len(eff.Mismatches) > 0 {
 			r.warn("%d difference(s) between the computed settings and the kubelet's /configz; the live values win", len(eff.Mismatches))
