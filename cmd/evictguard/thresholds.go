@@ -18,6 +18,9 @@ func init() { subcommands = append(subcommands, newThresholdsCommand) }
 
 type thresholdsOptions struct {
 	cmdline, version, configz, tokenFile string
+	kubeconfig, nodeName                 string
+	// checkUsage discovers the filesystems and samples them once for the usage warnings.
+	checkUsage bool
 }
 
 // thresholdsJSON is the JSON contract of `evictguard thresholds` (DESIGN.md §3); fields
@@ -36,6 +39,8 @@ type thresholdsJSON struct {
 	Sources                  []string        `json:"sources"`
 	Warnings                 []string        `json:"warnings"`
 	Mismatches               []string        `json:"mismatches"`
+	// ConfigzSource names the /configz compared with ("" when not checked).
+	ConfigzSource string `json:"configzSource"`
 }
 
 type thresholdJSON struct {
@@ -55,6 +60,16 @@ func newThresholdsCommand(g *globalOptions) *cobra.Command {
 		Long: `Show the kubelet's effective eviction thresholds, the source of each, and warnings about
 configuration traps. Inputs are discovered (the running kubelet's command line, its systemd
 unit and environment files, its --config file and --config-dir drop-ins) unless overridden.
+
+--configz compares the result with the kubelet's live /configz: a URL (the kubelet's own
+https://127.0.0.1:10250/configz, with --configz-token-file), a file, or "apiserver" to read it
+through the API server (GET /api/v1/nodes/NODE/proxy/configz with --kubeconfig or the pod's
+ServiceAccount, and --node-name). The API server authorizes that as get on nodes/proxy.
+
+Unless --check-usage=false, the filesystems are discovered as "status" does and sampled once,
+to warn about imagefs thresholds that fall on nodefs (no separate imagefs) and about
+thresholds already breached.
+
 Exit code 1 when the computed settings differ from the kubelet's /configz, 2 on input errors.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -64,13 +79,17 @@ Exit code 1 when the computed settings differ from the kubelet's /configz, 2 on 
 	f := cmd.Flags()
 	f.StringVar(&o.cmdline, "kubelet-cmdline", "", `kubelet arguments to use instead of discovery (shell-like quoting), e.g. "--config=/var/lib/kubelet/config.yaml"`)
 	f.StringVar(&o.version, "kubelet-version", "", "kubelet version X.Y (default: ask the kubelet binary)")
-	f.StringVar(&o.configz, "configz", "", "cross-check against /configz: a URL (e.g. "+kubeletcfg.DefaultConfigzURL+") or a file")
-	f.StringVar(&o.tokenFile, "configz-token-file", "", "file with a bearer token for --configz")
+	f.StringVar(&o.configz, "configz", "", "cross-check against /configz: a URL (e.g. "+kubeletcfg.DefaultConfigzURL+"), a file, or \""+
+		kubeletcfg.ConfigzViaAPIServer+"\" (through the API server's node proxy)")
+	f.StringVar(&o.tokenFile, "configz-token-file", "", "file with a bearer token for a --configz URL")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for --configz "+kubeletcfg.ConfigzViaAPIServer+" (default: in-cluster)")
+	f.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name for --configz "+kubeletcfg.ConfigzViaAPIServer+" (default $NODE_NAME, else the host name)")
+	f.BoolVar(&o.checkUsage, "check-usage", true, "discover the filesystems and sample them once: warn about imagefs thresholds on nodefs and thresholds already breached")
 	return cmd
 }
 
 func runThresholds(cmd *cobra.Command, g *globalOptions, o *thresholdsOptions) error {
-	opts := kubeletcfg.Options{HostRoot: g.root(), Version: o.version, ConfigzURL: o.configz, Logger: g.logger}
+	opts := kubeletcfg.Options{HostRoot: g.root(), Version: o.version, Logger: g.logger}
 	if o.cmdline != "" {
 		words, err := kubeletcfg.SplitCommandLine(o.cmdline)
 		if err != nil {
@@ -78,12 +97,8 @@ func runThresholds(cmd *cobra.Command, g *globalOptions, o *thresholdsOptions) e
 		}
 		opts.Cmdline = words
 	}
-	if o.tokenFile != "" {
-		tok, err := os.ReadFile(o.tokenFile)
-		if err != nil {
-			return usageErr(fmt.Errorf("--configz-token-file: %w", err))
-		}
-		opts.ConfigzToken = strings.TrimSpace(string(tok))
+	if err := configzOptions(&opts, o.configz, o.tokenFile, o.kubeconfig, o.nodeName); err != nil {
+		return usageErr(err)
 	}
 	eff, err := kubeletcfg.Discover(cmd.Context(), opts)
 	var ie *kubeletcfg.InputError
@@ -92,6 +107,9 @@ func runThresholds(cmd *cobra.Command, g *globalOptions, o *thresholdsOptions) e
 		return usageErr(err)
 	case err != nil:
 		return problem(err)
+	}
+	if o.checkUsage {
+		eff.Warnings = append(eff.Warnings, usageWarningsFor(cmd.Context(), g, eff)...)
 	}
 	if g.output == "json" {
 		if err := writeThresholdsJSON(g, eff); err != nil {
@@ -125,6 +143,7 @@ func toJSON(eff *kubeletcfg.Effective) thresholdsJSON {
 	out.Sources = nonNil(eff.Sources)
 	out.Warnings = nonNil(eff.Warnings)
 	out.Mismatches = nonNil(eff.Mismatches)
+	out.ConfigzSource = eff.ConfigzSource
 	return out
 }
 
