@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/evictguard/evictguard/internal/config"
+	"github.com/evictguard/evictguard/monitor"
 )
 
 func init() { subcommands = append(subcommands, newConfigCommand) }
@@ -83,6 +84,12 @@ func applyConfig(o *runOptions, c *config.Configuration, fs *pflag.FlagSet) {
 		o.warnMargin = m.WarnMargin
 	}
 	dur("statfs-timeout", &o.statfsTimeout, m.StatfsTimeout)
+	// File only: the evaluator's hysteresis ("0s" breachHold: no hold, which EvalConfig
+	// spells as negative).
+	o.exitBand, o.breachHold = m.Hysteresis.ExitBand, m.Hysteresis.BreachHold.Duration
+	if o.breachHold == 0 {
+		o.breachHold = -1
+	}
 	if !set("log-dir") {
 		o.logDirs = m.LogDirs
 	}
@@ -110,6 +117,29 @@ func applyConfig(o *runOptions, c *config.Configuration, fs *pflag.FlagSet) {
 	str("unit", &r.unit, c.Actions.KubeletUnit)
 	str("bus-address", &r.busAddress, c.Actions.SystemdBus)
 	str("healthz", &r.healthz, c.Actions.Healthz)
+	l, rc := &o.logs, c.Actions.Reclaim
+	str("log-budget-file", &l.budgetFile, c.Logs.Budget.File)
+	str("log-budget-margin", &l.budgetMargin, c.Logs.Budget.Margin)
+	str("ballast-size", &l.ballastSize, rc.Ballast.Size)
+	str("ballast-path", &l.ballastPath, rc.Ballast.Path)
+	if !set("reclaim") {
+		l.reclaim = rc.Allow
+	}
+	if !set("reclaim-dry-run") {
+		l.dryRun = rc.DryRun
+	}
+	dur("reclaim-horizon", &l.horizon, rc.Horizon)
+	str("reclaim-low-headroom", &l.lowHeadroom, rc.LowHeadroom)
+	if !set("gc-keep-exited") {
+		l.keepExited = rc.GC.KeepExited
+	}
+	if !set("gc-keep-image") {
+		l.keepImages = rc.GC.KeepImages
+	}
+	dur("rotated-log-age", &l.rotatedAge, rc.RotatedLogs.MinAge)
+	if !set("log-pos-file") {
+		l.posFiles = rc.RotatedLogs.PosFiles
+	}
 	// A policy section turns on remediation in the daemon (a dry run unless it says
 	// dryRun: false), as --policy does; --policy on the command line wins.
 	if c.Present("policy") && !set("policy") {
@@ -133,6 +163,9 @@ type daemonControl struct {
 	reloads int
 	hup     chan os.Signal
 	ready   bool
+	// ladder: the reclaim ladder is built at start (reclaim steps or a ballast configured),
+	// so its policy can be reloaded; remediating: remediation runs from the file's policy.
+	ladder, remediating bool
 
 	heartbeat  atomic.Int64 // UnixNano of the last finished monitoring cycle
 	intervalNS atomic.Int64 // the monitoring interval, for the watchdog goroutine
@@ -149,7 +182,14 @@ func newDaemonControl(o *runOptions, fs *pflag.FlagSet, log *slog.Logger) (*daem
 		}
 		d.cfg = c
 		applyConfig(o, c, fs)
+		policyFlag := fs.Lookup("policy")
+		d.remediating = c.Present("policy") && (policyFlag == nil || !policyFlag.Changed)
 	}
+	size, err := config.ParseQuantity(o.logs.ballastSize)
+	d.ladder = len(o.logs.reclaim) > 0 || (err == nil && size > 0)
+	// Where a reload hands its settings to the goroutines that own them.
+	o.logs.live = &logsLive{}
+	o.remediation.live = &policyLive{}
 	// Always handled: the default action of SIGHUP would kill the daemon.
 	signal.Notify(d.hup, syscall.SIGHUP)
 	d.heartbeat.Store(time.Now().UnixNano())
@@ -237,10 +277,13 @@ func (d *daemonControl) interval() time.Duration {
 }
 
 // reload re-reads the file. An invalid file is logged and the running configuration kept.
-// Settings that can change live are applied (the monitoring interval: t is reset); the
-// monitor, its fill-rate history, the alert state and the outputs are kept as they are, so
-// changed settings that they were built from are logged as needing a restart.
-func (d *daemonControl) reload(t *time.Ticker) {
+// Settings that can change without dropping state are applied (see isLive): the monitoring
+// interval (t is reset), the evaluator's warning horizon, margin and hysteresis (m), the
+// log budget and the reclaim ladder's policy (handed to the logs worker), the remediation
+// policy (read by the next remediation pass). The monitor's fill-rate history, every
+// signal's state, the alert state, the ballast and the journal are kept as they are; other
+// changed keys are logged as needing a restart.
+func (d *daemonControl) reload(t *time.Ticker, m *monitor.Monitor) {
 	if d == nil {
 		return
 	}
@@ -255,27 +298,83 @@ func (d *daemonControl) reload(t *time.Ticker) {
 		d.log.Error("reload failed; keeping the running configuration", "file", d.path, "err", err)
 		return
 	}
-	live, restart := diffConfig(d.cfg, c, d.fs)
+	live, restart := diffConfig(d.cfg, c, d.fs, d.isLive)
 	next := *d.o
 	applyConfig(&next, c, d.fs)
-	if next.interval != d.o.interval {
-		d.o.interval = next.interval
-		d.intervalNS.Store(int64(next.interval))
-		t.Reset(next.interval)
+	if err := d.apply(live, &next, t, m); err != nil {
+		d.log.Error("reload failed; keeping the running configuration", "file", d.path, "err", err)
+		return
 	}
 	d.cfg = c
 	d.reloads++
 	d.log.Info("configuration reloaded", "file", d.path, "generation", d.reloads+1, "applied", live,
 		"interval", d.o.interval, "needRestart", restart)
+	if len(restart) > 0 {
+		d.log.Warn("changed settings need a restart to take effect (systemctl restart evictguard)", "keys", restart)
+	}
 }
 
-// liveKeys are the settings a reload applies to the running daemon.
-var liveKeys = map[string]bool{"monitor.interval": true}
+// apply puts the live keys of next into effect. Nothing is changed when it fails.
+func (d *daemonControl) apply(live []string, next *runOptions, t *time.Ticker, m *monitor.Monitor) error {
+	changed := func(prefixes ...string) bool {
+		return slices.ContainsFunc(live, func(k string) bool {
+			return slices.ContainsFunc(prefixes, func(p string) bool { return k == p || strings.HasPrefix(k, p+".") })
+		})
+	}
+	var logs *logsUpdate
+	if changed("logs", "actions.reclaim") {
+		u, err := newLogsUpdate(&next.logs)
+		if err != nil {
+			return err
+		}
+		logs = u
+	}
+	if next.interval != d.o.interval {
+		d.o.interval = next.interval
+		d.intervalNS.Store(int64(next.interval))
+		t.Reset(next.interval)
+	}
+	if changed("monitor.warnHorizon", "monitor.warnMargin", "monitor.hysteresis") && m != nil {
+		m.SetEval(next.evalConfig())
+		d.log.Info("evaluation reconfigured; signal states and fill-rate history kept",
+			"warnHorizon", next.warnHorizon, "warnMargin", next.warnMargin, "exitBand", next.exitBand, "breachHold", next.breachHold)
+	}
+	if logs != nil {
+		d.o.logs.live.set(logs) // the logs worker applies it before its next snapshot
+	}
+	if changed("policy") && next.remediation.Policy != nil {
+		d.o.remediation.live.set(next.remediation.Policy)
+		d.log.Info("remediation policy replaced; the next pass uses it", "dryRun", next.remediation.Policy.Dry())
+	}
+	return nil
+}
+
+// isLive says whether a reload applies a changed key to the running daemon.
+func (d *daemonControl) isLive(key string) bool {
+	under := func(p string) bool { return key == p || strings.HasPrefix(key, p+".") }
+	switch {
+	case key == "monitor.interval", key == "monitor.warnHorizon", key == "monitor.warnMargin", under("monitor.hysteresis"):
+		return true
+	case under("logs.budget"):
+		return true
+	case under("actions.reclaim.ballast"):
+		// The ballast is state on disk: a new size or path is taken at the next start.
+		return false
+	case under("actions.reclaim"):
+		// Only a ladder built at start can be reconfigured.
+		return d.ladder
+	case under("policy"):
+		// Only while remediation runs from this file's policy section.
+		return d.remediating
+	}
+	return false
+}
 
 // diffConfig lists the keys whose values differ between old and new (as JSON leaves),
-// split into those a reload applies and those that need a restart. Keys whose flag was set
-// on the command line are left out: the flag wins either way.
-func diffConfig(old, new *config.Configuration, fs *pflag.FlagSet) (live, restart []string) {
+// split into those a reload applies (isLive) and those that need a restart. Keys whose flag
+// was set on the command line are left out: the flag wins either way. A policy section
+// added or removed is reported as "policy" (it turns remediation on or off).
+func diffConfig(old, new *config.Configuration, fs *pflag.FlagSet, isLive func(string) bool) (live, restart []string) {
 	a, b := flatten(old), flatten(new)
 	keys := map[string]bool{}
 	for k := range a {
@@ -284,20 +383,36 @@ func diffConfig(old, new *config.Configuration, fs *pflag.FlagSet) (live, restar
 	for k := range b {
 		keys[k] = true
 	}
+	overridden := func(k string) bool {
+		f, ok := keyFlags[k]
+		if !ok && strings.HasPrefix(k, "policy.") {
+			f, ok = "policy", true
+		}
+		if !ok || fs == nil {
+			return false
+		}
+		fl := fs.Lookup(f)
+		return fl != nil && fl.Changed
+	}
 	for k := range keys {
-		if a[k] == b[k] {
+		if a[k] == b[k] || overridden(k) {
 			continue
 		}
-		if f, ok := keyFlags[k]; ok && fs != nil {
-			if fl := fs.Lookup(f); fl != nil && fl.Changed {
-				continue
-			}
-		}
-		if liveKeys[k] {
+		if isLive(k) {
 			live = append(live, k)
 		} else {
 			restart = append(restart, k)
 		}
+	}
+	if old != nil && old.Present("policy") != new.Present("policy") && !overridden("policy.") {
+		// Remediation turned on or off: its loop starts only with the daemon.
+		notPolicy := func(k string) bool { return !strings.HasPrefix(k, "policy.") }
+		live = slices.DeleteFunc(live, func(k string) bool { return !notPolicy(k) })
+		restart = append(slices.DeleteFunc(restart, func(k string) bool { return !notPolicy(k) }), "policy")
+	}
+	if slices.Contains(live, "monitor.warnHorizon") {
+		// The direct alerts' and Node Events' trackers keep the horizon they were built with.
+		restart = append(restart, "monitor.warnHorizon (EvictionImminent in direct alerts and Node Events)")
 	}
 	slices.Sort(live)
 	slices.Sort(restart)
@@ -313,6 +428,13 @@ var keyFlags = map[string]string{
 	"metrics.listen": "listen", "alerts.resend": "alertmanager.resend", "alerts.for": "alert-for",
 	"alerts.criticalHorizon": "critical-horizon", "kubernetes.kubeconfig": "kubeconfig", "kubernetes.nodeName": "node-name",
 	"actions.stateDir": "state-dir", "actions.kubeletUnit": "unit", "actions.systemdBus": "bus-address", "actions.healthz": "healthz",
+	"monitor.logDirs": "log-dir", "alerts.alertmanagerURLs": "alertmanager.url",
+	"logs.budget.file": "log-budget-file", "logs.budget.margin": "log-budget-margin",
+	"actions.reclaim.allow": "reclaim", "actions.reclaim.dryRun": "reclaim-dry-run", "actions.reclaim.horizon": "reclaim-horizon",
+	"actions.reclaim.lowHeadroom": "reclaim-low-headroom", "actions.reclaim.ballast.size": "ballast-size",
+	"actions.reclaim.ballast.path": "ballast-path", "actions.reclaim.gc.keepExited": "gc-keep-exited",
+	"actions.reclaim.gc.keepImages": "gc-keep-image", "actions.reclaim.rotatedLogs.minAge": "rotated-log-age",
+	"actions.reclaim.rotatedLogs.posFiles": "log-pos-file",
 }
 
 func flatten(c *config.Configuration) map[string]string {

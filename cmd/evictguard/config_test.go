@@ -47,8 +47,9 @@ func TestConfigCommands(t *testing.T) {
 // TestFlagsWinOverFile: a flag set on the command line beats the file, the file beats the
 // flag's default.
 func TestFlagsWinOverFile(t *testing.T) {
-	cmd := newRunCommand(&globalOptions{})
-	if err := cmd.Flags().Parse([]string{"--interval", "7s", "--log-dir", "/a"}); err != nil {
+	o := &runOptions{}
+	cmd := runCommand(&globalOptions{}, o)
+	if err := cmd.Flags().Parse([]string{"--interval", "7s", "--log-dir", "/a", "--reclaim", "gc", "--gc-keep-exited", "0"}); err != nil {
 		t.Fatal(err)
 	}
 	c := config.Default()
@@ -56,33 +57,187 @@ func TestFlagsWinOverFile(t *testing.T) {
 	c.Monitor.WarnHorizon.Duration = 2 * time.Hour
 	c.Monitor.LogDirs = []string{"/b"}
 	c.Metrics.Listen = "127.0.0.1:1"
-	// o as the command line left it (the command binds its own runOptions).
-	o := &runOptions{}
-	o.interval, _ = cmd.Flags().GetDuration("interval")
-	o.logDirs, _ = cmd.Flags().GetStringArray("log-dir")
+	c.Monitor.Hysteresis.BreachHold.Duration = 0
+	c.Logs.Budget = config.LogBudget{File: "/var/lib/evictguard/b.env", Margin: "1Gi"}
+	c.Actions.Reclaim.Allow = []string{"ballast", "logs"}
+	c.Actions.Reclaim.Horizon.Duration = time.Hour
+	c.Actions.Reclaim.GC.KeepExited = 4
+	c.Actions.Reclaim.Ballast.Size = "1Gi"
+	c.Actions.Reclaim.RotatedLogs.PosFiles = []string{"/var/log/td.pos"}
 	applyConfig(o, c, cmd.Flags())
-	if o.interval != 7*time.Second || !slices.Equal(o.logDirs, []string{"/a"}) {
-		t.Errorf("flags lost: interval %v logDirs %v", o.interval, o.logDirs)
-	}
-	if o.warnHorizon != 2*time.Hour || o.listen != "127.0.0.1:1" {
-		t.Errorf("file lost: warnHorizon %v listen %q", o.warnHorizon, o.listen)
+	l := o.logs
+	for _, tt := range []struct {
+		name string
+		ok   bool
+		got  any
+	}{
+		{"--interval wins", o.interval == 7*time.Second, o.interval},
+		{"--log-dir wins", slices.Equal(o.logDirs, []string{"/a"}), o.logDirs},
+		{"--reclaim wins", slices.Equal(l.reclaim, []string{"gc"}), l.reclaim},
+		{"--gc-keep-exited 0 wins", l.keepExited == 0, l.keepExited},
+		{"file: warnHorizon", o.warnHorizon == 2*time.Hour, o.warnHorizon},
+		{"file: listen", o.listen == "127.0.0.1:1", o.listen},
+		{"file: breachHold 0s is no hold", o.breachHold < 0, o.breachHold},
+		{"file: log budget", l.budgetFile == "/var/lib/evictguard/b.env" && l.budgetMargin == "1Gi", l},
+		{"file: reclaim horizon", l.horizon == time.Hour, l.horizon},
+		{"file: ballast", l.ballastSize == "1Gi" && l.ballastPath == "/var/lib/evictguard/ballast", l},
+		{"file: pos files", slices.Equal(l.posFiles, []string{"/var/log/td.pos"}), l.posFiles},
+		{"file: rotated log age", l.rotatedAge == time.Hour, l.rotatedAge},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if !tt.ok {
+				t.Errorf("got %+v", tt.got)
+			}
+		})
 	}
 }
 
 func TestDiffConfig(t *testing.T) {
-	a, b := config.Default(), config.Default()
-	b.Monitor.Interval.Duration = 5 * time.Second
-	b.Metrics.Listen = "127.0.0.1:2"
-	b.Monitor.LogDirs = []string{"/var/log/x"}
-	live, restart := diffConfig(a, b, nil)
-	if !slices.Equal(live, []string{"monitor.interval"}) || !slices.Equal(restart, []string{"metrics.listen", "monitor.logDirs"}) {
-		t.Errorf("live %v restart %v", live, restart)
+	withPolicy := func(c *config.Configuration) *config.Configuration {
+		b, err := config.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c2, err := config.Load("c.yaml", b) // Present("policy") as in a file
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c2
 	}
-	cmd := newRunCommand(&globalOptions{})
-	if err := cmd.Flags().Parse([]string{"--listen", "x:1"}); err != nil {
-		t.Fatal(err)
+	noPolicy := func(edit func(*config.Configuration)) *config.Configuration {
+		c, err := config.Load("c.yaml", []byte("apiVersion: evictguard.dev/v1alpha1\nkind: EvictguardConfiguration\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		edit(c)
+		return c
 	}
-	if _, restart := diffConfig(a, b, cmd.Flags()); slices.Contains(restart, "metrics.listen") {
-		t.Errorf("a key overridden by a flag is reported: %v", restart)
+	tests := []struct {
+		name                string
+		ladder, remediating bool
+		flags               []string
+		old, new            *config.Configuration
+		live, restart       []string
+	}{
+		{
+			name: "interval live, listen and log dirs need a restart",
+			old:  noPolicy(func(*config.Configuration) {}),
+			new: noPolicy(func(c *config.Configuration) {
+				c.Monitor.Interval.Duration = 5 * time.Second
+				c.Metrics.Listen = "127.0.0.1:2"
+				c.Monitor.LogDirs = []string{"/var/log/x"}
+			}),
+			live: []string{"monitor.interval"}, restart: []string{"metrics.listen", "monitor.logDirs"},
+		},
+		{
+			name:  "a key overridden by a flag is left out",
+			flags: []string{"--listen", "x:1", "--log-dir", "/y"},
+			old:   noPolicy(func(*config.Configuration) {}),
+			new: noPolicy(func(c *config.Configuration) {
+				c.Metrics.Listen = "127.0.0.1:2"
+				c.Monitor.LogDirs = []string{"/var/log/x"}
+			}),
+		},
+		{
+			name: "evaluation live; the alert feeds keep their horizon",
+			old:  noPolicy(func(*config.Configuration) {}),
+			new: noPolicy(func(c *config.Configuration) {
+				c.Monitor.WarnHorizon.Duration = 2 * time.Hour
+				c.Monitor.WarnMargin = 0.1
+				c.Monitor.Hysteresis.ExitBand = 0.5
+				c.Alerts.CriticalHorizon.Duration = 20 * time.Minute
+			}),
+			live:    []string{"monitor.hysteresis.exitBand", "monitor.warnHorizon", "monitor.warnMargin"},
+			restart: []string{"alerts.criticalHorizon", "monitor.warnHorizon (EvictionImminent in direct alerts and Node Events)"},
+		},
+		{
+			name:   "reclaim policy live with a ladder, the ballast needs a restart",
+			ladder: true,
+			old:    noPolicy(func(*config.Configuration) {}),
+			new: noPolicy(func(c *config.Configuration) {
+				c.Actions.Reclaim.Allow = []string{"gc"}
+				c.Actions.Reclaim.Horizon.Duration = time.Hour
+				c.Actions.Reclaim.GC.KeepExited = 1
+				c.Actions.Reclaim.Ballast.Size = "1Gi"
+				c.Logs.Budget.Margin = "1Gi"
+			}),
+			live:    []string{"actions.reclaim.allow", "actions.reclaim.gc.keepExited", "actions.reclaim.horizon", "logs.budget.margin"},
+			restart: []string{"actions.reclaim.ballast.size"},
+		},
+		{
+			name: "reclaim policy without a ladder needs a restart",
+			old:  noPolicy(func(*config.Configuration) {}),
+			new: noPolicy(func(c *config.Configuration) {
+				c.Actions.Reclaim.Allow = []string{"gc"}
+				c.Logs.Budget.File = "/var/lib/evictguard/log-budget.env"
+			}),
+			live: []string{"logs.budget.file"}, restart: []string{"actions.reclaim.allow"},
+		},
+		{
+			name:        "policy live while remediating from the file",
+			remediating: true,
+			old:         withPolicy(config.Default()),
+			new: withPolicy(func() *config.Configuration {
+				c := config.Default()
+				c.Policy.MaxRestartsPerDay = 1
+				c.Policy.DryRun = new(bool)
+				return c
+			}()),
+			live: []string{"policy.dryRun", "policy.maxRestartsPerDay"},
+		},
+		{
+			name:        "policy overridden by --policy",
+			remediating: false,
+			flags:       []string{"--policy", "/p.yaml"},
+			old:         withPolicy(config.Default()),
+			new: withPolicy(func() *config.Configuration {
+				c := config.Default()
+				c.Policy.MaxRestartsPerDay = 1
+				return c
+			}()),
+		},
+		{
+			name: "a policy section added turns remediation on: restart",
+			old:  noPolicy(func(*config.Configuration) {}),
+			new: withPolicy(func() *config.Configuration {
+				c := config.Default()
+				c.Policy.MaxRestartsPerDay = 1
+				return c
+			}()),
+			restart: []string{"policy"},
+		},
+		{
+			name:        "a policy section removed: restart, nothing applied",
+			remediating: true,
+			old: withPolicy(func() *config.Configuration {
+				c := config.Default()
+				c.Policy.MaxRestartsPerDay = 1
+				return c
+			}()),
+			new:     noPolicy(func(*config.Configuration) {}),
+			restart: []string{"policy"},
+		},
+		{
+			name:  "reclaim keys overridden by their flags",
+			flags: []string{"--reclaim", "gc", "--reclaim-horizon", "1m"},
+			old:   noPolicy(func(*config.Configuration) {}),
+			new: noPolicy(func(c *config.Configuration) {
+				c.Actions.Reclaim.Allow = []string{"logs"}
+				c.Actions.Reclaim.Horizon.Duration = time.Hour
+			}),
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := newRunCommand(&globalOptions{})
+			if err := cmd.Flags().Parse(tt.flags); err != nil {
+				t.Fatal(err)
+			}
+			d := &daemonControl{ladder: tt.ladder, remediating: tt.remediating}
+			live, restart := diffConfig(tt.old, tt.new, cmd.Flags(), d.isLive)
+			if !slices.Equal(live, tt.live) || !slices.Equal(restart, tt.restart) {
+				t.Errorf("live %q restart %q\nwant live %q restart %q", live, restart, tt.live, tt.restart)
+			}
+		})
 	}
 }

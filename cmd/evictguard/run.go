@@ -25,6 +25,10 @@ func init() { subcommands = append(subcommands, newRunCommand) }
 type runOptions struct {
 	monitorFlags
 	interval time.Duration
+	// exitBand and breachHold are the evaluator's hysteresis (config file only; 0: the
+	// default; a negative breachHold: no hold).
+	exitBand   float64
+	breachHold time.Duration
 
 	listen                    string
 	alertmanagerURLs          []string
@@ -40,8 +44,10 @@ type runOptions struct {
 	control    *daemonControl // the config file, SIGHUP and sd_notify (config.go)
 }
 
-func newRunCommand(g *globalOptions) *cobra.Command {
-	o := &runOptions{}
+func newRunCommand(g *globalOptions) *cobra.Command { return runCommand(g, &runOptions{}) }
+
+// runCommand is `run` with its flags bound to o.
+func runCommand(g *globalOptions, o *runOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the daemon: watch the eviction signals and log every state change",
@@ -83,7 +89,7 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions) error {
 	if o.interval <= 0 {
 		return usageErr(errors.New("--interval must be positive"))
 	}
-	s, err := newSetup(ctx, g, &o.monitorFlags, monitor.Config{LogTransitions: true})
+	s, err := newSetup(ctx, g, &o.monitorFlags, monitor.Config{LogTransitions: true, Eval: o.evalConfig()})
 	if err != nil {
 		return err
 	}
@@ -129,9 +135,14 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions) error {
 			return nil
 		case <-t.C:
 		case <-o.control.Reload():
-			o.control.reload(t)
+			o.control.reload(t, s.monitor)
 		}
 	}
+}
+
+// evalConfig is the evaluator's configuration from the options.
+func (o *runOptions) evalConfig() monitor.EvalConfig {
+	return monitor.EvalConfig{WarnHorizon: o.warnHorizon, WarnMargin: o.warnMargin, ExitBand: o.exitBand, BreachHold: o.breachHold}
 }
 
 // outputs are where evaluations go besides the log: the HTTP endpoints (read at scrape

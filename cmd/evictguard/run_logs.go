@@ -35,6 +35,8 @@ type logReclaimFlags struct {
 	// Set by startOutputs when available.
 	reg    prometheus.Registerer
 	client kube.Interface
+	// live carries a configuration reload to the worker (reload.go).
+	live *logsLive
 }
 
 var reclaimStepNames = map[string]string{
@@ -179,6 +181,7 @@ func (f *logReclaimFlags) start(ctx context.Context, g *globalOptions, s *setup,
 			case <-ctx.Done():
 				return
 			case snap := <-snaps:
+				f.live.apply(g.root(), &budgetCfg, pub, ladder, log)
 				if _, err := pub.Update(ctx, remediate.ComputeLogBudgets(snap, budgetCfg)); err != nil {
 					log.Warn("log budget", "err", err)
 				}

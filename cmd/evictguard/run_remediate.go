@@ -25,6 +25,8 @@ type daemonRemediation struct {
 
 	prev    map[string]monitor.State
 	trigger chan struct{}
+	// live carries a policy reloaded from the config file to the next pass (reload.go).
+	live *policyLive
 }
 
 // metricsReporter counts remediation outcomes in evictguard_remediation_attempts_total.
@@ -87,8 +89,10 @@ func (d *daemonRemediation) start(ctx context.Context, g *globalOptions, o *runO
 				return
 			case <-d.trigger:
 			}
+			pass := f
+			pass.policy = d.live.get(f.policy)
 			// Blocked, refused, rolled back and failed passes are reported (log, Event) inside.
-			if err := runApply(ctx, g, &applyOptions{remediationFlags: f, yes: true}); err != nil && ctx.Err() == nil {
+			if err := runApply(ctx, g, &applyOptions{remediationFlags: pass, yes: true}); err != nil && ctx.Err() == nil {
 				g.logger.Warn("remediation pass did not apply", "err", err)
 			} else if err == nil {
 				g.logger.Info("remediation pass finished")

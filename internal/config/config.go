@@ -1,6 +1,7 @@
 // Package config is evictguard's configuration file: one versioned YAML schema
 // (apiVersion evictguard.dev/v1alpha1, kind EvictguardConfiguration) for the monitor, the
-// metrics endpoint, alerts, the API server, the remediation policy and the actions' state.
+// metrics endpoint, alerts, the API server, the log-pipeline budget, the remediation policy,
+// the actions' state and the reclaim ladder.
 //
 // Loading is strict and in three steps, each of which reports the file and line of the
 // offending key: decode (an unknown or duplicated key is an error), ApplyDefaults, Validate
@@ -19,11 +20,13 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/evictguard/evictguard/remediate"
 )
@@ -46,6 +49,7 @@ type Configuration struct {
 	Metrics    Metrics          `json:"metrics" yaml:"metrics"`
 	Alerts     Alerts           `json:"alerts" yaml:"alerts"`
 	Kubernetes Kubernetes       `json:"kubernetes" yaml:"kubernetes"`
+	Logs       Logs             `json:"logs" yaml:"logs"`
 	Policy     remediate.Policy `json:"policy" yaml:"policy"`
 	Actions    Actions          `json:"actions" yaml:"actions"`
 
@@ -83,6 +87,18 @@ type Monitor struct {
 	KubeletVersion string `json:"kubeletVersion,omitempty" yaml:"kubeletVersion,omitempty"`
 	// Configz compares the computed thresholds with the kubelet's /configz.
 	Configz Configz `json:"configz" yaml:"configz"`
+	// Hysteresis keeps states from flapping (file only; no flags).
+	Hysteresis Hysteresis `json:"hysteresis" yaml:"hysteresis"`
+}
+
+// Hysteresis is how sticky the evaluator's states are (monitor.EvalConfig).
+type Hysteresis struct {
+	// ExitBand: a warning ends only once headroom exceeds warnMargin·(1+exitBand) of capacity
+	// and the prediction warnHorizon·(1+exitBand) (default 0.25).
+	ExitBand float64 `json:"exitBand" yaml:"exitBand"`
+	// BreachHold keeps a signal breached until its threshold has been unmet this long
+	// (default 30s; "0s": no hold beyond the kubelet's minimum reclaim).
+	BreachHold Duration `json:"breachHold" yaml:"breachHold"`
 }
 
 // Configz is the /configz comparison (--configz, --configz-token-file, --configz-interval).
@@ -119,6 +135,22 @@ type Kubernetes struct {
 	NodeName string `json:"nodeName,omitempty" yaml:"nodeName,omitempty"`
 }
 
+// Logs is the log pipeline's disk budget: what it may still write before the nearest
+// eviction threshold. The evictguard_log_budget_bytes metric is always exported.
+type Logs struct {
+	Budget LogBudget `json:"budget" yaml:"budget"`
+}
+
+// LogBudget says how the budget is computed and where it is published.
+type LogBudget struct {
+	// File: node path of the env file, with the fluent-bit and fluentd snippets next to it
+	// (--log-budget-file; "": metric and Node annotation only).
+	File string `json:"file,omitempty" yaml:"file,omitempty"`
+	// Margin kept free above the nearest threshold: a quantity ("512Mi") or a percentage of
+	// capacity ("5%") (--log-budget-margin, 5%).
+	Margin string `json:"margin" yaml:"margin"`
+}
+
 // Actions is where remediation keeps its state and what it acts on.
 type Actions struct {
 	// StateDir: node path of the journal, backups and restart log (--state-dir).
@@ -129,6 +161,59 @@ type Actions struct {
 	SystemdBus string `json:"systemdBus,omitempty" yaml:"systemdBus,omitempty"`
 	// Healthz is the kubelet's health endpoint checked after a restart (--healthz).
 	Healthz string `json:"healthz" yaml:"healthz"`
+	// Reclaim is the reclaim ladder: local steps that free nodefs before eviction, each
+	// gated by Allow. It is independent of the policy section.
+	Reclaim Reclaim `json:"reclaim" yaml:"reclaim"`
+}
+
+// Reclaim is the reclaim ladder (remediate.Ladder): ballast, runtime GC, rotated logs,
+// escalation, climbed in that order while eviction is near.
+type Reclaim struct {
+	// Allow lists the steps that may act: ballast, gc, logs, escalate (--reclaim; empty:
+	// every step is reported as blocked, i.e. off).
+	Allow []string `json:"allow,omitempty" yaml:"allow,omitempty"`
+	// DryRun reports what the allowed steps would do and changes nothing (--reclaim-dry-run).
+	DryRun bool `json:"dryRun" yaml:"dryRun"`
+	// Horizon: climb while eviction is predicted sooner than this (--reclaim-horizon, 30m).
+	Horizon Duration `json:"horizon" yaml:"horizon"`
+	// LowHeadroom: also climb while nodefs headroom is below this quantity, e.g. "1Gi"
+	// (--reclaim-low-headroom; "": prediction only).
+	LowHeadroom string         `json:"lowHeadroom,omitempty" yaml:"lowHeadroom,omitempty"`
+	Ballast     ReclaimBallast `json:"ballast" yaml:"ballast"`
+	GC          ReclaimGC      `json:"gc" yaml:"gc"`
+	RotatedLogs ReclaimLogs    `json:"rotatedLogs" yaml:"rotatedLogs"`
+}
+
+// ReclaimBallast is the preallocated reserve released first.
+type ReclaimBallast struct {
+	// Size of the ballast kept on nodefs, e.g. "1Gi" (--ballast-size; "": none).
+	Size string `json:"size,omitempty" yaml:"size,omitempty"`
+	// Path: node path of the ballast file, on nodefs (--ballast-path, <stateDir>/ballast).
+	Path string `json:"path" yaml:"path"`
+}
+
+// ReclaimGC is the runtime garbage collection step.
+type ReclaimGC struct {
+	// KeepExited: keep this many of the newest exited containers (--gc-keep-exited, 5).
+	KeepExited int `json:"keepExited" yaml:"keepExited"`
+	// KeepImages are image references never removed, e.g. the pause image (--gc-keep-image).
+	KeepImages []string `json:"keepImages,omitempty" yaml:"keepImages,omitempty"`
+}
+
+// ReclaimLogs is the rotated-log compression step.
+type ReclaimLogs struct {
+	// MinAge: compress rotated container logs older than this (--rotated-log-age, 1h).
+	MinAge Duration `json:"minAge" yaml:"minAge"`
+	// PosFiles are fluentd pos_files (node paths): only rotated logs they show fully read are
+	// compressed (--log-pos-file).
+	PosFiles []string `json:"posFiles,omitempty" yaml:"posFiles,omitempty"`
+}
+
+// ReclaimSteps maps the names used in actions.reclaim.allow (and --reclaim) to the ladder's
+// steps.
+var ReclaimSteps = map[string]string{
+	"ballast": remediate.ReclaimBallast, "gc": remediate.ReclaimGC,
+	"logs": remediate.ReclaimLogs, "escalate": remediate.ReclaimEscalate,
 }
 
 // Default values that are not remediate.Policy's.
@@ -144,6 +229,12 @@ const (
 	DefaultCriticalHorizon = 10 * time.Minute
 	DefaultKubeletUnit     = "kubelet.service"
 	DefaultHealthz         = "http://127.0.0.1:10248/healthz"
+	DefaultExitBand        = 0.25
+	DefaultBreachHold      = 30 * time.Second
+	DefaultLogBudgetMargin = "5%"
+	DefaultReclaimHorizon  = 30 * time.Minute
+	DefaultGCKeepExited    = 5
+	DefaultRotatedLogAge   = time.Hour
 )
 
 // Default returns the complete default configuration (defaults applied).
@@ -172,6 +263,10 @@ func (c *Configuration) ApplyDefaults(set func(path string) bool) {
 	}
 	dur(&c.Monitor.StatfsTimeout, "monitor.statfsTimeout", DefaultStatfsTimeout)
 	dur(&c.Monitor.Configz.Interval, "monitor.configz.interval", DefaultConfigzInterval)
+	if c.Monitor.Hysteresis.ExitBand == 0 && !set("monitor.hysteresis.exitBand") {
+		c.Monitor.Hysteresis.ExitBand = DefaultExitBand
+	}
+	dur(&c.Monitor.Hysteresis.BreachHold, "monitor.hysteresis.breachHold", DefaultBreachHold)
 	if c.Metrics.Listen == "" && !set("metrics.listen") {
 		c.Metrics.Listen = DefaultListen
 	}
@@ -188,6 +283,18 @@ func (c *Configuration) ApplyDefaults(set func(path string) bool) {
 	if c.Actions.Healthz == "" {
 		c.Actions.Healthz = DefaultHealthz
 	}
+	if c.Logs.Budget.Margin == "" {
+		c.Logs.Budget.Margin = DefaultLogBudgetMargin
+	}
+	r := &c.Actions.Reclaim
+	dur(&r.Horizon, "actions.reclaim.horizon", DefaultReclaimHorizon)
+	if r.Ballast.Path == "" {
+		r.Ballast.Path = strings.TrimSuffix(c.Actions.StateDir, "/") + "/ballast"
+	}
+	if r.GC.KeepExited == 0 && !set("actions.reclaim.gc.keepExited") {
+		r.GC.KeepExited = DefaultGCKeepExited
+	}
+	dur(&r.RotatedLogs.MinAge, "actions.reclaim.rotatedLogs.minAge", DefaultRotatedLogAge)
 }
 
 // FieldError is a validation error of one key; Path is dotted ("monitor.interval",
@@ -247,6 +354,12 @@ func (c *Configuration) Validate() error {
 	if m.Configz.TokenFile != "" && m.Configz.URL == "" {
 		bad("monitor.configz.tokenFile", "is set but monitor.configz.url is empty")
 	}
+	if h := m.Hysteresis; h.ExitBand <= 0 || h.ExitBand > 1 {
+		bad("monitor.hysteresis.exitBand", "must be in (0, 1], not %v", h.ExitBand)
+	}
+	if m.Hysteresis.BreachHold.Duration < 0 {
+		bad("monitor.hysteresis.breachHold", "must not be negative")
+	}
 	if c.Metrics.Listen != "" {
 		if _, port, err := splitHostPort(c.Metrics.Listen); err != nil {
 			bad("metrics.listen", "%v", err)
@@ -298,7 +411,96 @@ func (c *Configuration) Validate() error {
 	if err := checkURL(c.Actions.Healthz); err != nil {
 		bad("actions.healthz", "%v", err)
 	}
+	c.validateLogsAndReclaim(bad)
 	return errors.Join(errs...)
+}
+
+// validateLogsAndReclaim checks logs.budget and actions.reclaim.
+func (c *Configuration) validateLogsAndReclaim(bad func(path, format string, args ...any)) {
+	absPath := func(path, p string) {
+		if p != "" && !strings.HasPrefix(p, "/") {
+			bad(path, "%q is not an absolute node path", p)
+		}
+	}
+	quantity := func(path, s string) int64 {
+		n, err := ParseQuantity(s)
+		if err != nil {
+			bad(path, "%v", err)
+		}
+		return n
+	}
+	absPath("logs.budget.file", c.Logs.Budget.File)
+	if _, _, err := ParseMargin(c.Logs.Budget.Margin); err != nil {
+		bad("logs.budget.margin", "%v", err)
+	}
+	r := c.Actions.Reclaim
+	seen := map[string]bool{}
+	for i, name := range r.Allow {
+		path := fmt.Sprintf("actions.reclaim.allow[%d]", i)
+		switch {
+		case ReclaimSteps[name] == "":
+			bad(path, "unknown step %q (want ballast, gc, logs or escalate)", name)
+		case seen[name]:
+			bad(path, "%q is listed twice", name)
+		}
+		seen[name] = true
+	}
+	if r.Horizon.Duration <= 0 {
+		bad("actions.reclaim.horizon", "must be positive, not %v", r.Horizon.Duration)
+	}
+	quantity("actions.reclaim.lowHeadroom", r.LowHeadroom)
+	size := quantity("actions.reclaim.ballast.size", r.Ballast.Size)
+	absPath("actions.reclaim.ballast.path", r.Ballast.Path)
+	if i := slices.Index(r.Allow, "ballast"); i >= 0 && size == 0 {
+		bad(fmt.Sprintf("actions.reclaim.allow[%d]", i), "ballast is allowed but actions.reclaim.ballast.size is not set (there is no ballast to release)")
+	}
+	if r.GC.KeepExited < 0 {
+		bad("actions.reclaim.gc.keepExited", "must not be negative, not %d", r.GC.KeepExited)
+	}
+	for i, ref := range r.GC.KeepImages {
+		if strings.TrimSpace(ref) == "" {
+			bad(fmt.Sprintf("actions.reclaim.gc.keepImages[%d]", i), "is empty")
+		}
+	}
+	if r.RotatedLogs.MinAge.Duration < 0 {
+		bad("actions.reclaim.rotatedLogs.minAge", "must not be negative")
+	}
+	for i, p := range r.RotatedLogs.PosFiles {
+		if !strings.HasPrefix(p, "/") {
+			bad(fmt.Sprintf("actions.reclaim.rotatedLogs.posFiles[%d]", i), "%q is not an absolute node path", p)
+		}
+	}
+}
+
+// ParseQuantity parses a byte quantity such as "512Mi" or "1G" ("" is 0).
+func ParseQuantity(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	q, err := resource.ParseQuantity(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a quantity such as 512Mi: %w", s, err)
+	}
+	if q.Sign() < 0 {
+		return 0, fmt.Errorf("%q is negative", s)
+	}
+	return q.Value(), nil
+}
+
+// ParseMargin parses the log-budget margin: "N%" of capacity (0 <= N < 100) or a quantity.
+func ParseMargin(s string) (percent float64, bytes int64, err error) {
+	if pct, ok := strings.CutSuffix(s, "%"); ok {
+		p, err := strconv.ParseFloat(strings.TrimSpace(pct), 64)
+		if err != nil || p < 0 || p >= 100 {
+			return 0, 0, fmt.Errorf("%q is not a percentage in [0%%, 100%%)", s)
+		}
+		return p, 0, nil
+	}
+	n, err := ParseQuantity(s)
+	if err != nil {
+		return 0, 0, err
+	}
+	return 0, n, nil
 }
 
 var kubeletVersionRE = regexp.MustCompile(`^v?\d+\.\d+(\.\d+)?$`)
@@ -536,8 +738,22 @@ func schemaName(goType string) string {
 		return "alerts"
 	case "config.Kubernetes":
 		return "kubernetes"
+	case "config.Hysteresis":
+		return "monitor.hysteresis"
+	case "config.Logs":
+		return "logs"
+	case "config.LogBudget":
+		return "logs.budget"
 	case "config.Actions":
 		return "actions"
+	case "config.Reclaim":
+		return "actions.reclaim"
+	case "config.ReclaimBallast":
+		return "actions.reclaim.ballast"
+	case "config.ReclaimGC":
+		return "actions.reclaim.gc"
+	case "config.ReclaimLogs":
+		return "actions.reclaim.rotatedLogs"
 	case "remediate.Policy":
 		return "policy"
 	case "remediate.Amount":

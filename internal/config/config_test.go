@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -51,6 +52,98 @@ alerts:
 	}
 }
 
+// TestLogsAndReclaimDefaults: explicit zeros survive, the ballast follows the state dir, and
+// a complete section loads.
+func TestLogsAndReclaimDefaults(t *testing.T) {
+	tests := []struct {
+		name  string
+		yaml  string
+		check func(*Configuration) string
+	}{
+		{"defaults", "", func(c *Configuration) string {
+			r := c.Actions.Reclaim
+			if c.Logs.Budget.Margin != "5%" || r.Horizon.Duration != 30*time.Minute || r.GC.KeepExited != 5 ||
+				r.RotatedLogs.MinAge.Duration != time.Hour || r.Ballast.Path != "/var/lib/evictguard/ballast" || len(r.Allow) != 0 ||
+				c.Monitor.Hysteresis.ExitBand != 0.25 || c.Monitor.Hysteresis.BreachHold.Duration != 30*time.Second {
+				return fmt.Sprintf("%+v %+v %+v", c.Logs, r, c.Monitor.Hysteresis)
+			}
+			return ""
+		}},
+		{"explicit zeros", "monitor:\n  hysteresis:\n    breachHold: 0s\nactions:\n  reclaim:\n    gc:\n      keepExited: 0\n    rotatedLogs:\n      minAge: 0s\n", func(c *Configuration) string {
+			r := c.Actions.Reclaim
+			if r.GC.KeepExited != 0 || r.RotatedLogs.MinAge.Duration != 0 || c.Monitor.Hysteresis.BreachHold.Duration != 0 {
+				return fmt.Sprintf("%+v %+v", r, c.Monitor.Hysteresis)
+			}
+			return ""
+		}},
+		{"ballast follows stateDir", "actions:\n  stateDir: /srv/evictguard/\n", func(c *Configuration) string {
+			if p := c.Actions.Reclaim.Ballast.Path; p != "/srv/evictguard/ballast" {
+				return p
+			}
+			return ""
+		}},
+		{"complete", `logs:
+  budget:
+    file: /var/lib/evictguard/log-budget.env
+    margin: 512Mi
+actions:
+  reclaim:
+    allow: [ballast, gc, logs, escalate]
+    dryRun: true
+    horizon: 45m
+    lowHeadroom: 1Gi
+    ballast: {size: 1Gi, path: /var/lib/ballast}
+    gc: {keepExited: 2, keepImages: [registry.k8s.io/pause:3.10]}
+    rotatedLogs: {minAge: 10m, posFiles: [/var/log/fluentd-containers.log.pos]}
+`, func(c *Configuration) string {
+			r := c.Actions.Reclaim
+			if _, n, _ := ParseMargin(c.Logs.Budget.Margin); n != 512<<20 || len(r.Allow) != 4 || !r.DryRun ||
+				r.Horizon.Duration != 45*time.Minute || r.Ballast.Path != "/var/lib/ballast" || r.GC.KeepExited != 2 {
+				return fmt.Sprintf("%+v %+v", c.Logs, r)
+			}
+			return ""
+		}},
+	}
+	const head = "apiVersion: evictguard.dev/v1alpha1\nkind: EvictguardConfiguration\n"
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Load("c.yaml", []byte(head+tt.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if msg := tt.check(c); msg != "" {
+				t.Errorf("unexpected values: %s", msg)
+			}
+		})
+	}
+}
+
+func TestParseMargin(t *testing.T) {
+	tests := []struct {
+		in      string
+		percent float64
+		bytes   int64
+		ok      bool
+	}{
+		{"5%", 5, 0, true},
+		{"0.5%", 0.5, 0, true},
+		{"512Mi", 0, 512 << 20, true},
+		{"0", 0, 0, true},
+		{"100%", 0, 0, false},
+		{"-1%", 0, 0, false},
+		{"x%", 0, 0, false},
+		{"-1Gi", 0, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			p, b, err := ParseMargin(tt.in)
+			if (err == nil) != tt.ok || p != tt.percent || b != tt.bytes {
+				t.Errorf("ParseMargin(%q) = %v, %v, %v", tt.in, p, b, err)
+			}
+		})
+	}
+}
+
 func TestInvalidConfigsNameFileAndLine(t *testing.T) {
 	const head = "apiVersion: evictguard.dev/v1alpha1\nkind: EvictguardConfiguration\n"
 	tests := []struct {
@@ -78,6 +171,22 @@ func TestInvalidConfigsNameFileAndLine(t *testing.T) {
 		{"policy rule (signal)", head + "policy:\n  signals:\n  - memory.available\n", []string{"c.yaml:5: ", "policy.signals[0]", "allowMemoryAndPID"}},
 		{"policy rule (window)", head + "policy:\n  windows:\n  - start: \"25:00\"\n    end: \"02:00\"\n", []string{"c.yaml:5: ", "policy.windows[0].start"}},
 		{"policy cross-field", head + "policy:\n  blockers:\n    alertMatchers: ['alertname=\"X\"']\n", []string{"c.yaml:4: ", "policy.blockers"}},
+		{"unknown key in reclaim", head + "actions:\n  reclaim:\n    alow: [gc]\n", []string{"c.yaml:5: ", `unknown key "alow"`, "(in actions.reclaim)"}},
+		{"unknown key in log budget", head + "logs:\n  budget:\n    margn: 5%\n", []string{"c.yaml:5: ", `unknown key "margn"`, "(in logs.budget)"}},
+		{"exit band out of range", head + "monitor:\n  hysteresis:\n    exitBand: 3\n", []string{"c.yaml:5: ", "monitor.hysteresis.exitBand"}},
+		{"negative breach hold", head + "monitor:\n  hysteresis:\n    breachHold: -1s\n", []string{"c.yaml:5: ", "monitor.hysteresis.breachHold"}},
+		{"bad budget margin", head + "logs:\n  budget:\n    margin: 120%\n", []string{"c.yaml:5: ", "logs.budget.margin", "percentage"}},
+		{"bad budget margin quantity", head + "logs:\n  budget:\n    margin: lots\n", []string{"c.yaml:5: ", "logs.budget.margin", "quantity"}},
+		{"relative budget file", head + "logs:\n  budget:\n    file: budget.env\n", []string{"c.yaml:5: ", "logs.budget.file"}},
+		{"unknown reclaim step", head + "actions:\n  reclaim:\n    allow:\n    - gc\n    - purge\n", []string{"c.yaml:7: ", "actions.reclaim.allow[1]", "purge"}},
+		{"duplicate reclaim step", head + "actions:\n  reclaim:\n    allow: [gc, gc]\n", []string{"c.yaml:5: ", "actions.reclaim.allow[1]", "twice"}},
+		{"ballast allowed without size", head + "actions:\n  reclaim:\n    allow:\n    - ballast\n", []string{"c.yaml:6: ", "actions.reclaim.allow[0]", "ballast.size"}},
+		{"zero reclaim horizon", head + "actions:\n  reclaim:\n    horizon: 0s\n", []string{"c.yaml:5: ", "actions.reclaim.horizon: must be positive"}},
+		{"bad low headroom", head + "actions:\n  reclaim:\n    lowHeadroom: -1Gi\n", []string{"c.yaml:5: ", "actions.reclaim.lowHeadroom", "negative"}},
+		{"bad ballast size", head + "actions:\n  reclaim:\n    ballast:\n      size: big\n", []string{"c.yaml:6: ", "actions.reclaim.ballast.size"}},
+		{"relative ballast path", head + "actions:\n  reclaim:\n    ballast:\n      path: ballast\n", []string{"c.yaml:6: ", "actions.reclaim.ballast.path"}},
+		{"negative keep exited", head + "actions:\n  reclaim:\n    gc:\n      keepExited: -1\n", []string{"c.yaml:6: ", "actions.reclaim.gc.keepExited"}},
+		{"relative pos file", head + "actions:\n  reclaim:\n    rotatedLogs:\n      posFiles: [fluentd.pos]\n", []string{"c.yaml:6: ", "actions.reclaim.rotatedLogs.posFiles[0]"}},
 		{"two documents", head + "---\n" + head, []string{"c.yaml:3: ", "more than one"}},
 		{"empty", "", []string{"c.yaml: empty file"}},
 		{"not a mapping", "- a\n- b\n", []string{"c.yaml:1: ", "not a YAML mapping"}},

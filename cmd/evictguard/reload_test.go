@@ -1,0 +1,294 @@
+package main
+
+import (
+	"bytes"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/evictguard/evictguard/internal/hostfs"
+	"github.com/evictguard/evictguard/kubeletcfg"
+	"github.com/evictguard/evictguard/monitor"
+	"github.com/evictguard/evictguard/remediate"
+)
+
+// syncBuffer is a log sink for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// reloadRig is `evictguard run` as runDaemon wires it, without the host: the config file,
+// the daemon control, a monitor over a temp dir, and the logs worker's objects.
+type reloadRig struct {
+	dir, path string
+	o         *runOptions
+	d         *daemonControl
+	m         *monitor.Monitor
+	log       *syncBuffer
+	ticker    *time.Ticker
+	budget    remediate.BudgetConfig
+	pub       *remediate.BudgetPublisher
+	ladder    *remediate.Ladder
+}
+
+const reloadHead = "apiVersion: evictguard.dev/v1alpha1\nkind: EvictguardConfiguration\n"
+
+func newReloadRig(t *testing.T, file string, args ...string) *reloadRig {
+	t.Helper()
+	r := &reloadRig{dir: t.TempDir(), o: &runOptions{}, log: &syncBuffer{}}
+	r.path = filepath.Join(r.dir, "config.yaml")
+	r.write(t, file)
+	cmd := runCommand(&globalOptions{}, r.o)
+	if err := cmd.Flags().Parse(append([]string{"--config", r.path}, args...)); err != nil {
+		t.Fatal(err)
+	}
+	d, err := newDaemonControl(r.o, cmd.Flags(), slog.New(slog.NewTextHandler(r.log, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	r.d = d
+	r.m, err = monitor.New(monitor.Config{
+		Layout:     &monitor.Layout{Filesystems: []monitor.Filesystem{{Role: monitor.RoleNodeFs, Path: "/var/lib/kubelet", HostPath: r.dir}}},
+		Thresholds: []kubeletcfg.Threshold{{Signal: "nodefs.available", Kind: kubeletcfg.Hard, Raw: "10%", Value: kubeletcfg.Value{Percentage: 0.1}}},
+		Eval:       r.o.evalConfig(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ticker = time.NewTicker(r.o.interval)
+	t.Cleanup(r.ticker.Stop)
+	// What logReclaimFlags.start builds from the options.
+	u, err := newLogsUpdate(&r.o.logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.budget = remediate.BudgetConfig{MarginPercent: u.marginPercent, MarginBytes: u.marginBytes}
+	if r.pub, err = remediate.NewBudgetPublisher(remediate.BudgetPublisherConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	r.ladder = &remediate.Ladder{
+		Policy:  remediate.ReclaimPolicy{Allow: u.allow, DryRun: u.dryRun, Horizon: u.horizon, LowHeadroom: u.lowHeadroom, RecreateCooldown: time.Minute},
+		Ballast: &remediate.Ballast{Path: filepath.Join(r.dir, "ballast"), Size: 1 << 20},
+		GC:      &remediate.DockerGC{KeepExited: u.keepExited, KeepImages: u.keepImages},
+		Logs:    &remediate.RotatedLogs{MinAge: u.rotatedAge},
+	}
+	return r
+}
+
+func (r *reloadRig) write(t *testing.T, body string) {
+	t.Helper()
+	if err := os.WriteFile(r.path, []byte(reloadHead+body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// worker is the logs worker's side: it takes a pending reload before its next snapshot.
+func (r *reloadRig) worker() {
+	r.o.logs.live.apply(hostfs.Root("/"), &r.budget, r.pub, r.ladder, nil)
+}
+
+const reloadBefore = `monitor:
+  interval: 1s
+logs:
+  budget:
+    margin: 5%
+actions:
+  reclaim:
+    allow: [ballast, gc]
+    horizon: 30m
+    ballast: {size: 1Mi}
+    gc: {keepExited: 3}
+policy:
+  dryRun: true
+  maxRestartsPerDay: 2
+`
+
+const reloadAfter = `monitor:
+  interval: 2s
+  warnHorizon: 2h
+  warnMargin: 0.2
+  hysteresis: {exitBand: 0.5, breachHold: 0s}
+metrics:
+  listen: 127.0.0.1:1
+logs:
+  budget:
+    file: /var/lib/evictguard/log-budget.env
+    margin: 1Gi
+actions:
+  reclaim:
+    allow: [ballast, gc, logs]
+    dryRun: true
+    horizon: 1h
+    lowHeadroom: 2Gi
+    ballast: {size: 2Mi}
+    gc: {keepExited: 1, keepImages: [pause:3.10]}
+    rotatedLogs: {minAge: 10m}
+policy:
+  dryRun: false
+  maxRestartsPerDay: 1
+`
+
+// TestReloadAppliesLive: a reload puts the live settings into the monitor, the logs worker
+// and the remediation loop, keeps their state (ballast, signal states), leaves flags set on
+// the command line alone, lists what needs a restart, and a broken file changes nothing.
+func TestReloadAppliesLive(t *testing.T) {
+	r := newReloadRig(t, reloadBefore, "--gc-keep-exited", "9")
+	if !r.d.ladder || !r.d.remediating {
+		t.Fatalf("ladder %v remediating %v, want both", r.d.ladder, r.d.remediating)
+	}
+	if _, err := r.m.Step(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	before := r.m.Latest().Signals[0]
+	ballast := r.ladder.Ballast
+
+	r.write(t, reloadAfter)
+	r.d.reload(r.ticker, r.m)
+	r.worker()
+
+	checks := []struct {
+		name string
+		ok   bool
+		got  any
+	}{
+		{"interval", r.o.interval == 2*time.Second, r.o.interval},
+		{"evaluation", func() bool {
+			e := r.m.Eval()
+			return e.WarnHorizon == 2*time.Hour && e.WarnMargin == 0.2 && e.ExitBand == 0.5 && e.BreachHold == 0
+		}(), r.m.Eval()},
+		{"reclaim policy", slices.Equal(r.ladder.Policy.Allow, []string{remediate.ReclaimBallast, remediate.ReclaimGC, remediate.ReclaimLogs}) &&
+			r.ladder.Policy.DryRun && r.ladder.Policy.Horizon == time.Hour && r.ladder.Policy.LowHeadroom == 2<<30 &&
+			r.ladder.Policy.RecreateCooldown == time.Minute, r.ladder.Policy},
+		{"GC keep rules (--gc-keep-exited wins)", r.ladder.GC.(*remediate.DockerGC).KeepExited == 9 &&
+			slices.Equal(r.ladder.GC.(*remediate.DockerGC).KeepImages, []string{"pause:3.10"}), r.ladder.GC},
+		{"rotated logs", r.ladder.Logs.MinAge == 10*time.Minute, r.ladder.Logs},
+		{"ballast kept", r.ladder.Ballast == ballast && ballast.Size == 1<<20, r.ladder.Ballast},
+		{"budget margin", r.budget.MarginBytes == 1<<30 && r.budget.MarginPercent == 0, r.budget},
+		{"budget file", r.pub.File() == "/var/lib/evictguard/log-budget.env", r.pub.File()},
+		{"policy", func() bool {
+			p := r.o.remediation.live.get(nil)
+			return p != nil && !p.Dry() && p.MaxRestartsPerDay == 1
+		}(), r.o.remediation.live.get(nil)},
+		{"generation", r.d.reloads == 1 && strings.Contains(r.d.status(), "generation 2"), r.d.status()},
+	}
+	for _, c := range checks {
+		t.Run(c.name, func(t *testing.T) {
+			if !c.ok {
+				t.Errorf("not applied: %+v\nlog:\n%s", c.got, r.log)
+			}
+		})
+	}
+	s, err := r.m.Step(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := s.Signals[0]; after.State == before.State && !after.Since.Equal(before.Since) {
+		t.Errorf("signal state restarted by the reload: since %v, was %v", after.Since, before.Since)
+	}
+	log := r.log.String()
+	for _, want := range []string{
+		`msg="configuration reloaded"`, "needRestart=", "actions.reclaim.ballast.size", "metrics.listen",
+		"actions.reclaim.allow", "policy.maxRestartsPerDay", `msg="remediation policy replaced; the next pass uses it" dryRun=false`,
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	if strings.Contains(log, "actions.reclaim.gc.keepExited") {
+		t.Errorf("a key overridden by its flag is reported:\n%s", log)
+	}
+
+	// A broken file: logged, nothing handed over, the generation unchanged.
+	r.write(t, "monitr: {}\n")
+	r.d.reload(r.ticker, r.m)
+	if r.o.logs.live.pending.Load() != nil || r.d.reloads != 1 || r.o.interval != 2*time.Second {
+		t.Errorf("a broken file changed the running configuration: reloads %d interval %v", r.d.reloads, r.o.interval)
+	}
+	if !strings.Contains(r.log.String(), "reload failed; keeping the running configuration") {
+		t.Errorf("no reload error in the log:\n%s", r.log)
+	}
+}
+
+// TestReloadWithoutLadderOrPolicy: without a ladder built at start or a policy section,
+// their keys are reported as needing a restart and nothing is handed over for them.
+func TestReloadWithoutLadderOrPolicy(t *testing.T) {
+	r := newReloadRig(t, "monitor:\n  interval: 1s\n")
+	if r.d.ladder || r.d.remediating {
+		t.Fatalf("ladder %v remediating %v, want neither", r.d.ladder, r.d.remediating)
+	}
+	r.write(t, "actions:\n  reclaim:\n    allow: [gc]\npolicy:\n  dryRun: false\n")
+	r.d.reload(r.ticker, r.m)
+	if p := r.o.remediation.live.get(nil); p != nil {
+		t.Errorf("policy handed to a remediation loop that does not run: %+v", p)
+	}
+	if r.o.logs.live.pending.Load() != nil {
+		t.Error("reclaim settings handed over without a ladder")
+	}
+	log := r.log.String()
+	if !strings.Contains(log, "needRestart=\"[actions.reclaim.allow policy]\"") {
+		t.Errorf("log:\n%s", log)
+	}
+}
+
+// TestReloadConcurrent: reloads hand settings over while the logs worker, the remediation
+// loop and the monitor run in their own goroutines (run with -race).
+func TestReloadConcurrent(t *testing.T) {
+	r := newReloadRig(t, reloadBefore)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r.worker()
+			_ = r.ladder.Policy.Horizon
+			_ = r.o.remediation.live.get(nil)
+			time.Sleep(time.Millisecond)
+		}
+	})
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := r.m.Step(t.Context()); err != nil {
+				t.Error(err)
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	})
+	for i := range 20 {
+		if i%2 == 0 {
+			r.write(t, reloadAfter)
+		} else {
+			r.write(t, reloadBefore)
+		}
+		r.d.reload(r.ticker, r.m)
+	}
+	close(stop)
+	wg.Wait()
+	r.worker()
+	if r.d.reloads != 20 || r.ladder.Policy.Horizon != 30*time.Minute || r.m.Eval().WarnMargin != 0.05 {
+		t.Errorf("after 20 reloads ending on the first file: reloads %d horizon %v margin %v", r.d.reloads, r.ladder.Policy.Horizon, r.m.Eval().WarnMargin)
+	}
+}
