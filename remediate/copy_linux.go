@@ -1,6 +1,7 @@
 package remediate
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -12,27 +13,77 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
 type inoKey struct{ dev, ino uint64 }
 
+// The engine does no more system calls per entry than `cp -a` for the same guarantees
+// (hack/bench-migrate.sh counts them): a regular file new at the destination costs lstat,
+// two opens, the data (pread/pwrite, or copy_file_range where the kernel copies between the
+// two filesystems), flistxattr and futimens on the open descriptors, and two closes; chown
+// and chmod only when creation did not already give the wanted owner and mode; SEEK_DATA/
+// SEEK_HOLE and ftruncate only for files whose allocation says they have holes; no stat of
+// a destination inside a directory the pass created. Descriptors are raw (not *os.File),
+// which spares the runtime poller's fcntl/epoll_ctl calls on every open.
+
 type copier struct {
-	ctx     context.Context
-	opts    CopyOptions
-	log     *slog.Logger
-	stats   CopyStats
-	prog    *progressTracker
-	rootDev uint64
-	since   int64 // unix ns; 0: not incremental by ctime
-	links   map[inoKey]string
-	buf     []byte
-	noCFR   bool // copy_file_range unsupported between these filesystems
-	noSF    bool // sendfile unsupported or not used
-	warned  map[string]bool
+	ctx          context.Context
+	opts         CopyOptions
+	log          *slog.Logger
+	stats        CopyStats
+	prog         *progressTracker
+	rootDev      uint64
+	since        int64 // unix ns; 0: not incremental by ctime
+	links        map[inoKey]string
+	buf          []byte
+	noCFR        bool // copy_file_range unsupported between these filesystems
+	warned       map[string]bool
+	euid, egid   uint32
+	umask        uint32 // the process's umask; umaskUnknown: always chmod
+	umaskUnknown bool
+}
+
+// copyBufSize is the pread/pwrite buffer: small enough to stay in the CPU cache between the
+// read and the write (larger buffers measured slower on tmpfs), large enough that a big
+// file costs few system calls.
+const copyBufSize = 256 << 10
+
+func newCopier(ctx context.Context, opts CopyOptions) *copier {
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &copier{ctx: ctx, opts: opts, log: log, links: map[inoKey]string{}, buf: make([]byte, copyBufSize),
+		warned: map[string]bool{}, euid: uint32(os.Geteuid()), egid: uint32(os.Getegid())}
+	c.umask, c.umaskUnknown = processUmask()
+	return c
+}
+
+// processUmask reads the umask from /proc/self/status (Linux ≥ 4.7) instead of setting it
+// (umask(2) is process-wide and would race with other goroutines creating files).
+func processUmask() (uint32, bool) {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0, true
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "Umask:"); ok {
+			m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			if err != nil {
+				return 0, true
+			}
+			return uint32(m), false
+		}
+	}
+	return 0, true
 }
 
 // CopyTree copies the tree at src into dst (created if missing; its parent must exist),
@@ -41,14 +92,9 @@ type copier struct {
 // but creates their mount point directories. With opts.Since or an existing dst it is
 // incremental; with opts.Delete it also removes what src no longer has.
 func CopyTree(ctx context.Context, src, dst string, opts CopyOptions) (CopyStats, error) {
-	log := opts.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	// sendfile is not used: between two filesystems without copy_file_range it moves data
-	// through a 64 KiB pipe, measurably slower than pread/pwrite with a 1 MiB buffer
-	// (hack/bench-migrate.sh).
-	c := &copier{ctx: ctx, opts: opts, log: log, links: map[inoKey]string{}, buf: make([]byte, 1<<20), warned: map[string]bool{}, noSF: true}
+	// through a 64 KiB pipe, measurably slower than pread/pwrite (hack/bench-migrate.sh).
+	c := newCopier(ctx, opts)
 	if !opts.Since.IsZero() {
 		// ctime comes from a coarse clock: allow a second of slack.
 		c.since = opts.Since.Add(-time.Second).UnixNano()
@@ -63,32 +109,36 @@ func CopyTree(ctx context.Context, src, dst string, opts CopyOptions) (CopyStats
 	c.rootDev = st.Dev
 	start := time.Now()
 	c.prog = startProgress(ctx, opts)
-	err := c.entry(src, dst, &st)
+	_, err := c.entry(src, dst, &st, false)
 	c.prog.finish()
 	c.stats.Duration = time.Since(start)
 	if err != nil {
 		return c.stats, err
 	}
-	log.Info("copy pass done", "src", src, "dst", dst, "files", c.stats.Files, "unchanged", c.stats.Unchanged,
+	c.log.Info("copy pass done", "src", src, "dst", dst, "files", c.stats.Files, "unchanged", c.stats.Unchanged,
 		"dirs", c.stats.Dirs, "hard_links", c.stats.HardLinks, "deleted", c.stats.Deleted, "bytes", c.stats.Bytes,
 		"seconds", c.stats.Duration.Seconds(), "rate_bytes_per_second", int64(c.stats.Rate()))
 	return c.stats, nil
 }
 
-func (c *copier) entry(src, dst string, st *unix.Stat_t) error {
+// entry copies one entry. fresh means dst does not exist and its parent is a directory this
+// pass created, owned by euid:egid and not set-group-ID, so that what is created in it gets
+// euid:egid. changed reports that entries of dst's parent were created or removed (its
+// mtime must be set again).
+func (c *copier) entry(src, dst string, st *unix.Stat_t, fresh bool) (changed bool, err error) {
 	if err := c.ctx.Err(); err != nil {
-		return err
+		return false, err
 	}
 	c.prog.entries.Add(1)
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
-		return c.dir(src, dst, st)
+		return c.dir(src, dst, st, fresh)
 	case unix.S_IFREG:
-		return c.file(src, dst, st)
+		return c.file(src, dst, st, fresh)
 	case unix.S_IFLNK:
-		return c.symlink(src, dst, st)
+		return c.symlink(src, dst, st, fresh)
 	default:
-		return c.special(src, dst, st)
+		return c.special(src, dst, st, fresh)
 	}
 }
 
@@ -124,45 +174,83 @@ func removeAny(p string) error {
 	return nil
 }
 
-func (c *copier) dir(src, dst string, st *unix.Stat_t) error {
-	d, exists, err := dstStat(dst)
-	if err != nil {
-		return err
-	}
-	if exists && d.Mode&unix.S_IFMT != unix.S_IFDIR {
-		if err := removeAny(dst); err != nil {
-			return err
+// created is what the creation of a destination entry already set, so that meta skips what
+// is already right.
+type created struct {
+	existed bool   // dst existed before (an incremental pass): xattrs it has may need removing
+	ownerOK bool   // dst already has the source's owner
+	perm    uint32 // the permission bits it was created with (valid when !existed)
+}
+
+// newEntry describes an entry this pass has just created with mode perm (before the umask).
+func (c *copier) newEntry(st *unix.Stat_t, fresh bool, perm uint32) created {
+	return created{ownerOK: fresh && st.Uid == c.euid && st.Gid == c.egid, perm: perm &^ c.umask}
+}
+
+// needChmod: the created permission bits are not the source's (set-id bits are always set
+// after chown, which clears them).
+func (c *copier) needChmod(st *unix.Stat_t, cr created) bool {
+	return cr.existed || c.umaskUnknown || cr.perm != st.Mode&0o7777
+}
+
+func (c *copier) dir(src, dst string, st *unix.Stat_t, fresh bool) (bool, error) {
+	var d unix.Stat_t
+	exists, changed := false, false
+	if !fresh {
+		var err error
+		if d, exists, err = dstStat(dst); err != nil {
+			return false, err
 		}
-		exists = false
+		if exists && d.Mode&unix.S_IFMT != unix.S_IFDIR {
+			if err := removeAny(dst); err != nil {
+				return false, err
+			}
+			exists, changed = false, true
+		}
 	}
+	// Created 0700 and opened up last: nobody else enters it while it is incomplete.
+	cr := created{existed: true}
+	childFresh := false
 	if !exists {
 		if err := unix.Mkdir(dst, 0o700); err != nil {
-			return fmt.Errorf("copy: mkdir %s: %w", dst, err)
+			return false, fmt.Errorf("copy: mkdir %s: %w", dst, err)
+		}
+		changed = true
+		cr = c.newEntry(st, fresh, 0o700)
+		childFresh = fresh
+		if !fresh {
+			// In a directory this pass did not create, a set-group-ID parent or a grpid mount
+			// decides the group: look.
+			var nd unix.Stat_t
+			if err := unix.Lstat(dst, &nd); err != nil {
+				return false, fmt.Errorf("copy: stat %s: %w", dst, err)
+			}
+			childFresh = nd.Uid == c.euid && nd.Gid == c.egid && nd.Mode&unix.S_ISGID == 0
+			cr.ownerOK = nd.Uid == st.Uid && nd.Gid == st.Gid
+			cr.perm = nd.Mode & 0o7777
 		}
 	}
 	c.stats.Dirs++
+	dirty := false // entries of dst created or removed
 	// A filesystem mounted below the root (a running container's rootfs, an shm tmpfs) is
 	// not part of the data: keep the mount point, not its contents.
 	if st.Dev == c.rootDev {
 		names, err := readNames(src)
 		if err != nil {
-			return fmt.Errorf("copy: read directory %s: %w", src, err)
+			return false, fmt.Errorf("copy: read directory %s: %w", src, err)
 		}
 		if c.opts.Delete && exists {
 			have, err := readNames(dst)
 			if err != nil {
-				return fmt.Errorf("copy: read directory %s: %w", dst, err)
-			}
-			want := make(map[string]bool, len(names))
-			for _, n := range names {
-				want[n] = true
+				return false, fmt.Errorf("copy: read directory %s: %w", dst, err)
 			}
 			for _, n := range have {
-				if !want[n] {
+				if _, found := slices.BinarySearch(names, n); !found {
 					if err := removeAny(filepath.Join(dst, n)); err != nil {
-						return err
+						return false, err
 					}
 					c.stats.Deleted++
+					dirty = true
 				}
 			}
 		}
@@ -173,15 +261,22 @@ func (c *copier) dir(src, dst string, st *unix.Stat_t) error {
 				if errors.Is(err, unix.ENOENT) { // removed while we copy (pre-copy): the delta pass sees it
 					continue
 				}
-				return fmt.Errorf("copy: stat %s: %w", sp, err)
+				return false, fmt.Errorf("copy: stat %s: %w", sp, err)
 			}
-			if err := c.entry(sp, filepath.Join(dst, n), &cst); err != nil {
-				return err
+			ch, err := c.entry(sp, filepath.Join(dst, n), &cst, childFresh)
+			if err != nil {
+				return false, err
 			}
+			dirty = dirty || ch
 		}
 	}
-	// Metadata last: creating the children changed the directory's mtime.
-	return c.meta(src, dst, st, false, exists)
+	// Metadata last: creating the children changed the directory's mtime. A directory the
+	// pass found as it should be, and left alone, keeps it.
+	if exists && !dirty && c.sameMeta(st, &d) {
+		c.stats.Unchanged++
+		return changed, nil
+	}
+	return changed, c.meta(src, dst, st, false, cr)
 }
 
 func readNames(dir string) ([]string, error) {
@@ -195,241 +290,307 @@ func readNames(dir string) ([]string, error) {
 	return names, err
 }
 
-func (c *copier) hardLink(st *unix.Stat_t, dst string) (bool, error) {
+// hardLink links dst to the first copy of st's inode, if there is one.
+func (c *copier) hardLink(st *unix.Stat_t, dst string, fresh bool) (done, changed bool, err error) {
 	if st.Nlink < 2 {
-		return false, nil
+		return false, false, nil
 	}
 	k := inoKey{st.Dev, st.Ino}
 	first, ok := c.links[k]
 	if !ok {
-		return false, nil
+		return false, false, nil
 	}
-	var f, d unix.Stat_t
-	if err := unix.Lstat(first, &f); err != nil {
-		return false, fmt.Errorf("copy: stat %s: %w", first, err)
-	}
-	if err := unix.Lstat(dst, &d); err == nil {
-		if d.Ino == f.Ino && d.Dev == f.Dev {
-			c.stats.HardLinks++
-			return true, nil
-		}
-		if err := removeAny(dst); err != nil {
-			return false, err
+	if !fresh {
+		var f, d unix.Stat_t
+		if err := unix.Lstat(dst, &d); err == nil {
+			if err := unix.Lstat(first, &f); err != nil {
+				return false, false, fmt.Errorf("copy: stat %s: %w", first, err)
+			}
+			if d.Ino == f.Ino && d.Dev == f.Dev {
+				c.stats.HardLinks++
+				return true, false, nil
+			}
+			if err := removeAny(dst); err != nil {
+				return false, false, err
+			}
 		}
 	}
 	if err := unix.Link(first, dst); err != nil {
-		return false, fmt.Errorf("copy: link %s to %s: %w", dst, first, err)
+		return false, false, fmt.Errorf("copy: link %s to %s: %w", dst, first, err)
 	}
 	c.stats.HardLinks++
-	return true, nil
+	return true, true, nil
 }
 
-func (c *copier) file(src, dst string, st *unix.Stat_t) error {
-	if done, err := c.hardLink(st, dst); done || err != nil {
-		return err
-	}
+// firstLink remembers dst, which exists now, as the copy of st's inode that later names of
+// it link to.
+func (c *copier) firstLink(st *unix.Stat_t, dst string) {
 	if st.Nlink > 1 {
 		c.links[inoKey{st.Dev, st.Ino}] = dst
 	}
-	d, exists, err := dstStat(dst)
-	if err != nil {
-		return err
-	}
-	if exists && c.sameMeta(st, &d) {
-		c.stats.Unchanged++
-		return nil
-	}
-	if exists {
-		// Unlink rather than truncate: the destination may be hard-linked to another name.
-		if err := removeAny(dst); err != nil {
-			return err
-		}
-	}
-	sf, err := os.OpenFile(src, os.O_RDONLY|unix.O_NOATIME, 0)
-	if errors.Is(err, unix.EPERM) {
-		sf, err = os.Open(src)
-	}
-	if errors.Is(err, os.ErrNotExist) {
-		return nil // removed while the runtime runs; the delta pass handles it
-	}
-	if err != nil {
-		return fmt.Errorf("copy: open %s: %w", src, err)
-	}
-	defer sf.Close()
-	df, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("copy: create %s: %w", dst, err)
-	}
-	// The size now, not at lstat: a file growing during the pre-copy is caught by the delta.
-	var cur unix.Stat_t
-	if err := unix.Fstat(int(sf.Fd()), &cur); err != nil {
-		df.Close()
-		return fmt.Errorf("copy: stat %s: %w", src, err)
-	}
-	if err := c.data(sf, df, cur.Size); err != nil {
-		df.Close()
-		return fmt.Errorf("copy: %s → %s: %w", src, dst, err)
-	}
-	if err := df.Close(); err != nil {
-		return fmt.Errorf("copy: close %s: %w", dst, err)
-	}
-	c.stats.Files++
-	return c.meta(src, dst, st, false, false)
 }
 
-// data copies the data extents of sf (holes stay holes) and sets the size.
+// openNoatime opens a source file without updating its atime (the owner or CAP_FOWNER may).
+func openNoatime(p string) (int, error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOATIME, 0)
+	if errors.Is(err, unix.EPERM) {
+		fd, err = unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
+	return fd, err
+}
+
+func (c *copier) file(src, dst string, st *unix.Stat_t, fresh bool) (bool, error) {
+	if done, changed, err := c.hardLink(st, dst, fresh); done || err != nil {
+		return changed, err
+	}
+	changed := false
+	if !fresh {
+		d, exists, err := dstStat(dst)
+		if err != nil {
+			return false, err
+		}
+		if exists && c.sameMeta(st, &d) {
+			c.stats.Unchanged++
+			c.firstLink(st, dst)
+			return false, nil
+		}
+		if exists {
+			// Unlink rather than truncate: the destination may be hard-linked to another name.
+			if err := removeAny(dst); err != nil {
+				return false, err
+			}
+			changed = true
+		}
+	}
+	sfd, err := openNoatime(src)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) {
+		return changed, nil // removed or replaced while the runtime runs; the delta pass handles it
+	}
+	if err != nil {
+		return changed, fmt.Errorf("copy: open %s: %w", src, err)
+	}
+	defer unix.Close(sfd)
+	perm := st.Mode & 0o777
+	dfd, err := unix.Open(dst, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, perm)
+	if err != nil {
+		return changed, fmt.Errorf("copy: create %s: %w", dst, err)
+	}
+	c.firstLink(st, dst)
+	cr := c.newEntry(st, fresh, perm)
+	// The size at lstat: a file that grows or shrinks during the pre-copy has a new mtime
+	// and ctime, and the delta pass copies it again.
+	if err := c.dataFd(sfd, dfd, st.Size, st.Blocks); err != nil {
+		unix.Close(dfd)
+		return true, fmt.Errorf("copy: %s → %s: %w", src, dst, err)
+	}
+	c.stats.Files++
+	err = c.metaFd(sfd, dfd, dst, st, cr)
+	if cerr := unix.Close(dfd); err == nil && cerr != nil {
+		err = fmt.Errorf("copy: close %s: %w", dst, cerr)
+	}
+	return true, err
+}
+
+// data copies size bytes of sf to df (sampleRate uses it).
 func (c *copier) data(sf, df *os.File, size int64) error {
-	sfd, dfd := int(sf.Fd()), int(df.Fd())
+	return c.dataFd(int(sf.Fd()), int(df.Fd()), size, 0)
+}
+
+// dataFd copies the data of sfd to the empty dfd: linearly when the file is fully allocated
+// (blocks·512 ≥ size, as cp decides), else extent by extent (SEEK_DATA/SEEK_HOLE) so that
+// holes stay holes; then the size is set if the file ends in a hole.
+func (c *copier) dataFd(sfd, dfd int, size, blocks int64) error {
+	if size == 0 {
+		return nil
+	}
+	if blocks*512 >= size {
+		// A source that shrank meanwhile (pre-copy) ends early; the delta pass fixes it.
+		_, err := c.extent(sfd, dfd, 0, size)
+		return err
+	}
+	end := int64(0)
 	for off := int64(0); off < size; {
 		start, err := unix.Seek(sfd, off, unix.SEEK_DATA)
 		if errors.Is(err, unix.ENXIO) {
 			break // only a hole is left
 		}
-		end := size
+		stop := size
 		if err != nil {
 			start = off // SEEK_DATA unsupported: copy everything
 		} else if h, err := unix.Seek(sfd, start, unix.SEEK_HOLE); err == nil && h < size {
-			end = h
+			stop = h
 		}
 		if start >= size {
 			break
 		}
-		if err := c.extent(sfd, dfd, start, end-start); err != nil {
+		if end, err = c.extent(sfd, dfd, start, stop-start); err != nil {
 			return err
 		}
-		off = end
+		off = stop
 	}
-	if err := unix.Ftruncate(dfd, size); err != nil {
-		return fmt.Errorf("truncate: %w", err)
+	if end < size {
+		if err := unix.Ftruncate(dfd, size); err != nil {
+			return fmt.Errorf("truncate: %w", err)
+		}
 	}
 	return nil
 }
 
-// extent copies n bytes at off: copy_file_range (in-kernel, reflinks where the filesystems
-// can), else sendfile (when enabled), else pread/pwrite.
-func (c *copier) extent(sfd, dfd int, off, n int64) error {
+// extent copies n bytes at off and returns the offset it reached: copy_file_range (in-kernel,
+// reflinks where the filesystems can) until the kernel refuses it between these filesystems,
+// then pread/pwrite.
+func (c *copier) extent(sfd, dfd int, off, n int64) (int64, error) {
 	for n > 0 {
 		if err := c.ctx.Err(); err != nil {
-			return err
+			return off, err
 		}
-		chunk := min(n, 64<<20)
 		var w int
 		var err error
-		switch {
-		case !c.noCFR:
+		if !c.noCFR {
 			so, do := off, off
-			w, err = unix.CopyFileRange(sfd, &so, dfd, &do, int(chunk), 0)
+			w, err = unix.CopyFileRange(sfd, &so, dfd, &do, int(min(n, 64<<20)), 0)
 			if err != nil && (errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)) {
 				c.noCFR = true
 				continue
 			}
-		case !c.noSF:
-			if _, err = unix.Seek(dfd, off, io.SeekStart); err != nil {
-				return err
-			}
-			so := off
-			w, err = unix.Sendfile(dfd, sfd, &so, int(chunk))
-			if err != nil && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS)) {
-				c.noSF = true
+		} else {
+			r, rerr := unix.Pread(sfd, c.buf[:min(n, int64(len(c.buf)))], off)
+			if errors.Is(rerr, unix.EINTR) {
 				continue
 			}
-		default:
-			r, rerr := unix.Pread(sfd, c.buf[:min(chunk, int64(len(c.buf)))], off)
 			if rerr != nil {
-				return fmt.Errorf("read: %w", rerr)
+				return off, fmt.Errorf("read: %w", rerr)
 			}
 			if r == 0 {
-				return nil
+				return off, nil
 			}
-			w, err = unix.Pwrite(dfd, c.buf[:r], off)
+			w, err = writeFull(dfd, c.buf[:r], off)
 		}
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
-			return err
+			return off, err
 		}
 		if w == 0 { // the source shrank while we copy (pre-copy); the delta pass fixes it
-			return nil
+			return off, nil
 		}
 		off += int64(w)
 		n -= int64(w)
 		c.stats.Bytes += int64(w)
 		c.prog.bytes.Add(int64(w))
 	}
-	return nil
+	return off, nil
 }
 
-func (c *copier) symlink(src, dst string, st *unix.Stat_t) error {
+// writeFull writes all of b at off.
+func writeFull(fd int, b []byte, off int64) (int, error) {
+	done := 0
+	for done < len(b) {
+		w, err := unix.Pwrite(fd, b[done:], off+int64(done))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return done, fmt.Errorf("write: %w", err)
+		}
+		if w == 0 {
+			return done, fmt.Errorf("write: %w", io.ErrShortWrite)
+		}
+		done += w
+	}
+	return done, nil
+}
+
+func (c *copier) symlink(src, dst string, st *unix.Stat_t, fresh bool) (bool, error) {
 	target, err := os.Readlink(src)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("copy: readlink %s: %w", src, err)
+		return false, fmt.Errorf("copy: readlink %s: %w", src, err)
 	}
-	d, exists, err := dstStat(dst)
-	if err != nil {
-		return err
-	}
-	if exists && d.Mode&unix.S_IFMT == unix.S_IFLNK {
-		if cur, err := os.Readlink(dst); err == nil && cur == target && c.sameMeta(st, &d) {
-			c.stats.Unchanged++
-			return nil
+	if !fresh {
+		d, exists, err := dstStat(dst)
+		if err != nil {
+			return false, err
 		}
-	}
-	if exists {
-		if err := removeAny(dst); err != nil {
-			return err
+		if exists && d.Mode&unix.S_IFMT == unix.S_IFLNK {
+			if cur, err := os.Readlink(dst); err == nil && cur == target && c.sameMeta(st, &d) {
+				c.stats.Unchanged++
+				return false, nil
+			}
+		}
+		if exists {
+			if err := removeAny(dst); err != nil {
+				return false, err
+			}
 		}
 	}
 	if err := os.Symlink(target, dst); err != nil {
-		return fmt.Errorf("copy: symlink %s: %w", dst, err)
+		return true, fmt.Errorf("copy: symlink %s: %w", dst, err)
 	}
 	c.stats.Symlinks++
-	return c.meta(src, dst, st, true, false)
+	return true, c.meta(src, dst, st, true, c.newEntry(st, fresh, 0o777))
 }
 
-func (c *copier) special(src, dst string, st *unix.Stat_t) error {
-	if done, err := c.hardLink(st, dst); done || err != nil {
-		return err
+func (c *copier) special(src, dst string, st *unix.Stat_t, fresh bool) (bool, error) {
+	if done, changed, err := c.hardLink(st, dst, fresh); done || err != nil {
+		return changed, err
 	}
-	if st.Nlink > 1 {
-		c.links[inoKey{st.Dev, st.Ino}] = dst
-	}
-	d, exists, err := dstStat(dst)
-	if err != nil {
-		return err
-	}
-	if exists && d.Rdev == st.Rdev && c.sameMeta(st, &d) {
-		c.stats.Unchanged++
-		return nil
-	}
-	if exists {
-		if err := removeAny(dst); err != nil {
-			return err
+	changed := false
+	if !fresh {
+		d, exists, err := dstStat(dst)
+		if err != nil {
+			return false, err
+		}
+		if exists && d.Rdev == st.Rdev && c.sameMeta(st, &d) {
+			c.stats.Unchanged++
+			c.firstLink(st, dst)
+			return false, nil
+		}
+		if exists {
+			if err := removeAny(dst); err != nil {
+				return false, err
+			}
+			changed = true
 		}
 	}
 	// Devices, fifos, sockets and overlay whiteouts (character device 0:0).
-	if err := unix.Mknod(dst, st.Mode, int(st.Rdev)); err != nil {
-		return fmt.Errorf("copy: mknod %s: %w", dst, err)
+	perm := st.Mode & 0o777
+	if err := unix.Mknod(dst, st.Mode&unix.S_IFMT|perm, int(st.Rdev)); err != nil {
+		return changed, fmt.Errorf("copy: mknod %s: %w", dst, err)
 	}
+	c.firstLink(st, dst)
 	c.stats.Specials++
-	return c.meta(src, dst, st, false, false)
+	return true, c.meta(src, dst, st, false, c.newEntry(st, fresh, perm))
 }
 
-// meta applies owner, mode, xattrs and timestamps, in that order: chown clears set-id bits,
-// and setting xattrs changes ctime but not mtime.
-func (c *copier) meta(src, dst string, st *unix.Stat_t, isLink, existed bool) error {
-	if err := unix.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
-		return fmt.Errorf("copy: chown %s: %w", dst, err)
+// meta applies owner, mode, xattrs and timestamps by path, in that order: chown clears set-id
+// bits, and setting xattrs changes ctime but not mtime.
+func (c *copier) meta(src, dst string, st *unix.Stat_t, isLink bool, cr created) error {
+	if !cr.ownerOK {
+		if err := unix.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
+			return fmt.Errorf("copy: chown %s: %w", dst, err)
+		}
 	}
-	if !isLink {
+	if !isLink && c.needChmod(st, cr) {
 		if err := unix.Chmod(dst, st.Mode&0o7777); err != nil {
 			return fmt.Errorf("copy: chmod %s: %w", dst, err)
 		}
 	}
-	if err := c.xattrs(src, dst, existed); err != nil {
+	want, err := readXattrs(src)
+	if err != nil {
+		return fmt.Errorf("copy: xattrs of %s: %w", src, err)
+	}
+	var have map[string][]byte
+	if cr.existed {
+		if have, err = readXattrs(dst); err != nil {
+			return fmt.Errorf("copy: xattrs of %s: %w", dst, err)
+		}
+	}
+	if err := c.setXattrs(dst, have, want, func(name string) error { return unix.Lremovexattr(dst, name) },
+		func(name string, val []byte) error { return unix.Lsetxattr(dst, name, val, 0) }); err != nil {
 		return err
 	}
 	ts := []unix.Timespec{st.Atim, st.Mtim}
@@ -439,26 +600,45 @@ func (c *copier) meta(src, dst string, st *unix.Stat_t, isLink, existed bool) er
 	return nil
 }
 
-func (c *copier) xattrs(src, dst string, existed bool) error {
-	want, err := readXattrs(src)
-	if err != nil {
-		return fmt.Errorf("copy: xattrs of %s: %w", src, err)
-	}
-	if existed {
-		have, err := readXattrs(dst)
-		if err != nil {
-			return fmt.Errorf("copy: xattrs of %s: %w", dst, err)
+// metaFd is meta for a regular file new at the destination, on the open descriptors.
+func (c *copier) metaFd(sfd, dfd int, dst string, st *unix.Stat_t, cr created) error {
+	if !cr.ownerOK {
+		if err := unix.Fchown(dfd, int(st.Uid), int(st.Gid)); err != nil {
+			return fmt.Errorf("copy: chown %s: %w", dst, err)
 		}
-		for name := range have {
-			if _, ok := want[name]; !ok {
-				if err := unix.Lremovexattr(dst, name); err != nil && !errors.Is(err, unix.ENODATA) {
-					return fmt.Errorf("copy: remove xattr %s of %s: %w", name, dst, err)
-				}
+	}
+	if c.needChmod(st, cr) {
+		if err := unix.Fchmod(dfd, st.Mode&0o7777); err != nil {
+			return fmt.Errorf("copy: chmod %s: %w", dst, err)
+		}
+	}
+	want, err := xattrsOf(func(b []byte) (int, error) { return unix.Flistxattr(sfd, b) },
+		func(name string, b []byte) (int, error) { return unix.Fgetxattr(sfd, name, b) })
+	if err != nil {
+		return fmt.Errorf("copy: xattrs of %s: %w", dst, err)
+	}
+	if err := c.setXattrs(dst, nil, want, nil, func(name string, val []byte) error { return unix.Fsetxattr(dfd, name, val, 0) }); err != nil {
+		return err
+	}
+	ts := [2]unix.Timespec{st.Atim, st.Mtim}
+	// futimens(fd, ts): utimensat with a NULL path.
+	if _, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(dfd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0); errno != 0 {
+		return fmt.Errorf("copy: set times of %s: %w", dst, errno)
+	}
+	return nil
+}
+
+// setXattrs makes dst's xattrs (have, if it existed) equal to want.
+func (c *copier) setXattrs(dst string, have, want map[string][]byte, remove func(string) error, set func(string, []byte) error) error {
+	for name := range have {
+		if _, ok := want[name]; !ok {
+			if err := remove(name); err != nil && !errors.Is(err, unix.ENODATA) {
+				return fmt.Errorf("copy: remove xattr %s of %s: %w", name, dst, err)
 			}
 		}
 	}
 	for name, val := range want {
-		if err := unix.Lsetxattr(dst, name, val, 0); err != nil {
+		if err := set(name, val); err != nil {
 			// A security label the target filesystem cannot hold is not runtime data.
 			if strings.HasPrefix(name, "security.") && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EPERM)) {
 				if !c.warned[name] {
@@ -475,39 +655,48 @@ func (c *copier) xattrs(src, dst string, existed bool) error {
 
 // readXattrs returns every extended attribute of p (not following a symlink).
 func readXattrs(p string) (map[string][]byte, error) {
-	size, err := unix.Llistxattr(p, nil)
-	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOTSUP) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	if size == 0 {
-		return nil, nil
-	}
-	buf := make([]byte, size*2)
+	return xattrsOf(func(b []byte) (int, error) { return unix.Llistxattr(p, b) },
+		func(name string, b []byte) (int, error) { return unix.Lgetxattr(p, name, b) })
+}
+
+// xattrsOf reads every extended attribute through list and get: one list call when there is
+// none (the common case), which is all cp does too.
+func xattrsOf(list func([]byte) (int, error), get func(string, []byte) (int, error)) (map[string][]byte, error) {
+	var small [256]byte
+	buf := small[:]
+	var n int
 	for {
-		n, err := unix.Llistxattr(p, buf)
+		var err error
+		n, err = list(buf)
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOTSUP) {
+			return nil, nil
+		}
 		if errors.Is(err, unix.ERANGE) {
-			buf = make([]byte, len(buf)*2)
+			sz, err := list(nil)
+			if err != nil {
+				return nil, err
+			}
+			buf = make([]byte, sz*2+1)
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		buf = buf[:n]
 		break
 	}
+	if n == 0 {
+		return nil, nil
+	}
 	out := map[string][]byte{}
-	for _, name := range strings.Split(strings.TrimRight(string(buf), "\x00"), "\x00") {
+	for name := range strings.SplitSeq(strings.TrimRight(string(buf[:n]), "\x00"), "\x00") {
 		if name == "" {
 			continue
 		}
 		val := make([]byte, 256)
 		for {
-			n, err := unix.Lgetxattr(p, name, val)
+			n, err := get(name, val)
 			if errors.Is(err, unix.ERANGE) {
-				sz, err2 := unix.Lgetxattr(p, name, nil)
+				sz, err2 := get(name, nil)
 				if err2 != nil {
 					return nil, err2
 				}

@@ -1,8 +1,10 @@
 package remediate
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -254,5 +256,174 @@ func TestCopyProgressString(t *testing.T) {
 		if got := tc.p.String(); got != tc.want {
 			t.Errorf("got %q, want %q", got, tc.want)
 		}
+	}
+}
+
+// TestCopyTreeModesAndOwners covers what the engine skips when creation already set it
+// (chmod when the umask kept the mode, chown when the new entry already has the owner) and
+// what it must still do: modes the umask strips, set-id and sticky bits, foreign owners, and
+// a destination whose parent is set-group-ID (new entries would inherit its group).
+func TestCopyTreeModesAndOwners(t *testing.T) {
+	type ent struct {
+		name     string
+		dir      bool
+		mode     os.FileMode
+		uid, gid int // -1: leave as created
+	}
+	ents := []ent{
+		{"plain", false, 0o644, -1, -1},
+		{"private", false, 0o600, -1, -1},
+		{"group-writable", false, 0o664, -1, -1}, // the umask (022) strips g+w at creation
+		{"world-writable", false, 0o666, -1, -1},
+		{"exec", false, 0o755, -1, -1},
+		{"none", false, 0, -1, -1},
+		{"setuid", false, 0o4755, -1, -1},
+		{"setgid", false, 0o2750, -1, -1},
+		{"foreign", false, 0o640, 1234, 5678},
+		{"foreign-setuid", false, 0o4711, 1234, 5678},
+		{"foreign-group", false, 0o644, -1, 5678},
+		{"d-plain", true, 0o755, -1, -1},
+		{"d-private", true, 0o700, -1, -1},
+		{"d-sticky", true, 0o1777, -1, -1},
+		{"d-setgid", true, 0o2775, -1, 4242},
+		{"d-foreign", true, 0o750, 1234, 5678},
+	}
+	for _, parentSetgid := range []bool{false, true} {
+		t.Run(fmt.Sprintf("parent-setgid=%t", parentSetgid), func(t *testing.T) {
+			if os.Geteuid() != 0 && parentSetgid {
+				t.Skip("needs root to chown")
+			}
+			ctx := context.Background()
+			src := filepath.Join(t.TempDir(), "src")
+			if err := os.Mkdir(src, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range ents {
+				if os.Geteuid() != 0 && (e.uid >= 0 || e.gid >= 0) {
+					continue
+				}
+				p := filepath.Join(src, e.name)
+				var err error
+				if e.dir {
+					err = os.Mkdir(p, 0o700)
+					if err == nil {
+						err = os.WriteFile(filepath.Join(p, "child"), []byte("x"), 0o644)
+					}
+				} else {
+					err = os.WriteFile(p, []byte(e.name), 0o600)
+				}
+				if err == nil && (e.uid >= 0 || e.gid >= 0) {
+					err = os.Lchown(p, e.uid, e.gid)
+				}
+				if err == nil {
+					err = unix.Chmod(p, uint32(e.mode.Perm())|modeBits(e.mode))
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			parent := t.TempDir()
+			if parentSetgid {
+				if err := os.Chown(parent, 0, 4343); err != nil {
+					t.Fatal(err)
+				}
+				if err := unix.Chmod(parent, 0o2755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			dst := filepath.Join(parent, "dst")
+			if _, err := CopyTree(ctx, src, dst, CopyOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := VerifyTrees(ctx, src, dst, VerifyOptions{Checksums: true}); err != nil {
+				t.Fatal(err)
+			}
+			a, _ := TreeDigest(ctx, src, DigestOptions{Mtime: true})
+			b, _ := TreeDigest(ctx, dst, DigestOptions{Mtime: true})
+			if a != b {
+				t.Error("digests differ")
+			}
+		})
+	}
+}
+
+// modeBits converts the set-id and sticky bits of an os.FileMode to chmod(2) bits.
+func modeBits(m os.FileMode) uint32 {
+	var b uint32
+	if m&os.ModeSetuid != 0 {
+		b |= unix.S_ISUID
+	}
+	if m&os.ModeSetgid != 0 {
+		b |= unix.S_ISGID
+	}
+	if m&os.ModeSticky != 0 {
+		b |= unix.S_ISVTX
+	}
+	return b
+}
+
+// TestCopyTreeSparseShapes: a file's holes stay holes whether it starts, ends or is nothing
+// but a hole, and a fully allocated file is copied whole.
+func TestCopyTreeSparseShapes(t *testing.T) {
+	const mib = 1 << 20
+	tests := []struct {
+		name       string
+		size       int64
+		data       []int64 // offsets of 4 KiB data blocks
+		maxAlloced int64
+	}{
+		{"dense", 3 * mib, nil, -1},
+		{"trailing hole", 8 * mib, []int64{0}, mib},
+		{"leading hole", 8 * mib, []int64{8*mib - 4096}, mib},
+		{"only a hole", 64 * mib, []int64{}, mib},
+		{"holes between", 32 * mib, []int64{0, 16 * mib, 32*mib - 4096}, mib},
+	}
+	ctx := context.Background()
+	src := filepath.Join(t.TempDir(), "src")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range tests {
+		f, err := os.Create(filepath.Join(src, tc.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.data == nil {
+			_, err = f.Write(bytes.Repeat([]byte("d"), int(tc.size)))
+		} else {
+			err = f.Truncate(tc.size)
+			for _, off := range tc.data {
+				if err == nil {
+					_, err = f.WriteAt(bytes.Repeat([]byte("s"), 4096), off)
+				}
+			}
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	if _, err := CopyTree(ctx, src, dst, CopyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := VerifyTrees(ctx, src, dst, VerifyOptions{Checksums: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var st unix.Stat_t
+			if err := unix.Stat(filepath.Join(dst, tc.name), &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Size != tc.size {
+				t.Errorf("size %d, want %d", st.Size, tc.size)
+			}
+			if tc.maxAlloced >= 0 && st.Blocks*512 > tc.maxAlloced {
+				t.Errorf("%d bytes allocated, want at most %d (holes filled)", st.Blocks*512, tc.maxAlloced)
+			}
+		})
 	}
 }
