@@ -65,6 +65,19 @@ func (g *CRIGC) run(ctx context.Context, dry bool) ([]GCItem, error) {
 			byKey[k] = append(byKey[k], c)
 		}
 	}
+	// The writable layer's size is what removing an exited container gives back; a runtime
+	// that does not report it counts 0 (the ladder measures the filesystem anyway).
+	size := map[string]int64{}
+	if len(byKey) > 0 {
+		cctx, cancel := call()
+		st, err := rt.ListContainerStats(cctx, &runtimeapi.ListContainerStatsRequest{})
+		cancel()
+		if err == nil {
+			for _, cs := range st.GetStats() {
+				size[cs.GetAttributes().GetId()] = int64(cs.GetWritableLayer().GetUsedBytes().GetValue())
+			}
+		}
+	}
 	gone := map[string]bool{}
 	var done []GCItem
 	keys := make([]string, 0, len(byKey))
@@ -85,7 +98,7 @@ func (g *CRIGC) run(ctx context.Context, dry bool) ([]GCItem, error) {
 				}
 			}
 			gone[c.GetId()] = true
-			done = append(done, GCItem{Kind: "container", ID: c.GetId(), Name: k + "#" + fmt.Sprint(c.GetMetadata().GetAttempt())})
+			done = append(done, GCItem{Kind: "container", ID: c.GetId(), Name: k + "#" + fmt.Sprint(c.GetMetadata().GetAttempt()), Bytes: size[c.GetId()]})
 		}
 	}
 

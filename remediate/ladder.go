@@ -60,6 +60,17 @@ type Escalation struct {
 	Suggest []string `json:"suggest"`
 }
 
+// Escalator acts on an escalation, e.g. by queuing the daemon's remediation pass (plan,
+// gates, journaled apply under the remediation policy). It must not block for long; it
+// returns what it triggered, for the report.
+type Escalator interface {
+	Escalate(ctx context.Context, e Escalation) (triggered string, err error)
+}
+
+// EscalateEvery is the least time between two escalations (and their reports) while the
+// danger lasts.
+const EscalateEvery = time.Minute
+
 // ReclaimAction is one step's outcome.
 type ReclaimAction struct {
 	Step   string   `json:"step"`
@@ -103,6 +114,9 @@ type Ladder struct {
 	Ballast *Ballast
 	GC      RuntimeGC
 	Logs    *RotatedLogs
+	// Escalator is called by the escalation step when the policy allows it; without one the
+	// step is reported as blocked (nothing to escalate to).
+	Escalator Escalator
 
 	Reporter Reporter
 	Log      *slog.Logger
@@ -200,17 +214,18 @@ func (l *Ladder) Step(ctx context.Context, snap *monitor.Snapshot) (*LadderResul
 		if !l.danger(headroom, sig.FillRate) {
 			break
 		}
+		if step == ReclaimEscalate && time.Since(l.escalated) < EscalateEvery {
+			// Escalation would repeat every cycle while in danger: act and report once per
+			// EscalateEvery; meanwhile the result still says local reclaim is exhausted.
+			res.Escalate = l.escalation(sig, headroom)
+			continue
+		}
 		act := l.climb(ctx, step, sig, headroom, res)
 		if act == nil {
 			continue
 		}
 		if step == ReclaimEscalate {
-			// Escalation repeats every step while in danger: report it once a minute.
-			if now := time.Now(); now.Sub(l.escalated) < time.Minute {
-				continue
-			} else {
-				l.escalated = now
-			}
+			l.escalated = time.Now()
 		}
 		if h, ok := l.headroomNow(sig.ThresholdQuantity); ok {
 			if act.Result == ResultApplied && step != ReclaimEscalate {
@@ -305,15 +320,29 @@ func (l *Ladder) climb(ctx context.Context, step string, sig monitor.SignalStatu
 			act.Result, act.Reason = ResultFailed, err.Error()
 		}
 	case ReclaimEscalate:
-		res.Escalate = &Escalation{Signal: sig.Signal, Headroom: headroom, SecondsToThreshold: sig.SecondsToThreshold,
-			Suggest: []string{"migrate-data-root", KindThresholdRewrite}}
-		if !l.allowed(step) {
-			act.Result, act.Reason = ResultBlocked, "escalation not allowed by policy"
-			return act
+		res.Escalate = l.escalation(sig, headroom)
+		switch {
+		case !l.allowed(step):
+			act.Result, act.Reason = ResultBlocked, "local reclaim exhausted; escalation not allowed by policy"
+		case l.Policy.DryRun:
+			act.Result, act.Reason = ResultDryRun, "dry run: local reclaim exhausted; would escalate to the remediation pass"
+		case l.Escalator == nil:
+			act.Result, act.Reason = ResultBlocked, "local reclaim exhausted; no remediation policy to escalate to"
+		default:
+			what, err := l.Escalator.Escalate(ctx, *res.Escalate)
+			if err != nil {
+				act.Result, act.Reason = ResultFailed, "local reclaim exhausted; escalation failed: "+err.Error()
+				return act
+			}
+			act.Result, act.Reason = ResultApplied, "local reclaim exhausted; escalated: "+what
 		}
-		act.Result, act.Reason = ResultApplied, "local reclaim exhausted; escalate to data-root migration or threshold rewrite"
 	}
 	return act
+}
+
+func (l *Ladder) escalation(sig monitor.SignalStatus, headroom int64) *Escalation {
+	return &Escalation{Signal: sig.Signal, Headroom: headroom, SecondsToThreshold: sig.SecondsToThreshold,
+		Suggest: []string{KindMigrateDataRoot, KindThresholdRewrite}}
 }
 
 // gate applies the policy to a step that would reclaim about est bytes; false means stop

@@ -2,9 +2,11 @@ package remediate
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -81,7 +83,7 @@ func TestLadderBallastOnTmpfs(t *testing.T) {
 		wantPresent bool
 	}{
 		{"blocked by policy", ReclaimPolicy{LowHeadroom: 8 * mib}, []string{ResultBlocked, ResultBlocked}, true},
-		{"dry run", ReclaimPolicy{DryRun: true, Allow: LadderSteps, LowHeadroom: 8 * mib}, []string{ResultDryRun, ResultApplied}, true},
+		{"dry run", ReclaimPolicy{DryRun: true, Allow: LadderSteps, LowHeadroom: 8 * mib}, []string{ResultDryRun, ResultDryRun}, true},
 		{"released", ReclaimPolicy{Allow: []string{ReclaimBallast}, LowHeadroom: 8 * mib}, []string{ResultApplied}, false},
 	}
 	for _, tc := range tests {
@@ -142,17 +144,85 @@ func TestLadderBallastOnTmpfs(t *testing.T) {
 	}
 }
 
-// TestLadderEscalates: with nothing local left, the ladder returns a typed escalation.
+type fakeEscalator struct {
+	calls []Escalation
+	err   error
+}
+
+func (f *fakeEscalator) Escalate(_ context.Context, e Escalation) (string, error) {
+	f.calls = append(f.calls, e)
+	return "remediation pass queued", f.err
+}
+
+// TestLadderEscalates: with nothing local left the ladder returns a typed escalation and,
+// when the policy allows it and an escalator is wired, calls it once per EscalateEvery.
 func TestLadderEscalates(t *testing.T) {
-	rate := 1e6
-	snap := snapAt(1<<20, 10<<20)
-	snap.Signals[0].FillRate = &rate
-	l := &Ladder{Policy: ReclaimPolicy{Allow: LadderSteps}}
-	res, err := l.Step(context.Background(), snap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Escalate == nil || res.Escalate.Headroom != 10<<20 || len(res.Actions) != 1 || res.Actions[0].Step != ReclaimEscalate {
-		t.Fatalf("res = %+v", res)
+	for _, tc := range []struct {
+		name       string
+		policy     ReclaimPolicy
+		esc        *fakeEscalator
+		headroom   int64
+		wantResult string // "" means no escalation action
+		wantCalls  int
+	}{
+		{name: "triggers the escalator", policy: ReclaimPolicy{Allow: LadderSteps}, esc: &fakeEscalator{},
+			headroom: 10 << 20, wantResult: ResultApplied, wantCalls: 1},
+		{name: "escalator fails", policy: ReclaimPolicy{Allow: LadderSteps}, esc: &fakeEscalator{err: errors.New("boom")},
+			headroom: 10 << 20, wantResult: ResultFailed, wantCalls: 1},
+		{name: "not allowed", policy: ReclaimPolicy{Allow: []string{ReclaimBallast, ReclaimGC, ReclaimLogs}}, esc: &fakeEscalator{},
+			headroom: 10 << 20, wantResult: ResultBlocked},
+		{name: "dry run", policy: ReclaimPolicy{Allow: LadderSteps, DryRun: true}, esc: &fakeEscalator{},
+			headroom: 10 << 20, wantResult: ResultDryRun},
+		{name: "nothing to escalate to", policy: ReclaimPolicy{Allow: LadderSteps}, headroom: 10 << 20, wantResult: ResultBlocked},
+		{name: "beyond the horizon", policy: ReclaimPolicy{Allow: LadderSteps, Horizon: time.Second}, esc: &fakeEscalator{},
+			headroom: 10 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rate := 1e6 // 10 MiB at 1 MB/s: about 10s to the threshold
+			snap := snapAt(1<<20, tc.headroom)
+			snap.Signals[0].FillRate = &rate
+			rec := &recordingReporter{}
+			l := &Ladder{Policy: tc.policy, Reporter: rec}
+			if tc.esc != nil {
+				l.Escalator = tc.esc
+			}
+			res, err := l.Step(context.Background(), snap)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.wantResult == "" {
+				if res.Escalate != nil || len(res.Actions) != 0 {
+					t.Fatalf("escalated out of danger: %+v", res)
+				}
+				return
+			}
+			if res.Escalate == nil || res.Escalate.Headroom != tc.headroom || len(res.Actions) != 1 || res.Actions[0].Step != ReclaimEscalate {
+				t.Fatalf("res = %+v", res)
+			}
+			if got := res.Actions[0].Result; got != tc.wantResult {
+				t.Errorf("result %s (%s), want %s", got, res.Actions[0].Reason, tc.wantResult)
+			}
+			if len(rec.reports) != 1 || rec.reports[0].Action != ReclaimEscalate {
+				t.Errorf("reports %+v", rec.reports)
+			}
+			if tc.esc != nil && len(tc.esc.calls) != tc.wantCalls {
+				t.Errorf("escalator called %d times, want %d", len(tc.esc.calls), tc.wantCalls)
+			}
+			if tc.wantResult == ResultApplied && !strings.Contains(res.Actions[0].Reason, "remediation pass queued") {
+				t.Errorf("reason %q does not say what was triggered", res.Actions[0].Reason)
+			}
+			// Still in danger on the next cycle: no second escalation within EscalateEvery,
+			// but the result still carries it.
+			res, err = l.Step(context.Background(), snap)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Escalate == nil || len(res.Actions) != 0 || len(rec.reports) != 1 {
+				t.Errorf("second step: %+v, %d reports", res, len(rec.reports))
+			}
+			if tc.esc != nil && len(tc.esc.calls) != tc.wantCalls {
+				t.Errorf("escalator called again within %s", EscalateEvery)
+			}
+		})
 	}
 }
