@@ -168,7 +168,8 @@ func TestLogsCRIGCDirect(t *testing.T) {
 		return cr.GetContainerId()
 	}
 	run("app", "evictguard.local/app:pod", 0, "/bin/sleep", "1000000")
-	old := run("oneshot", "evictguard.local/oneshot:1", 0, "/bin/true")
+	// The older attempt leaves 512 KiB in its writable layer: GC reports it as reclaimed.
+	old := run("oneshot", "evictguard.local/oneshot:1", 0, "/bin/dd", "if=/dev/zero", "of=/blob", "bs=1024", "count=512")
 	time.Sleep(1100 * time.Millisecond)
 	run("oneshot", "evictguard.local/oneshot:1", 1, "/bin/true")
 	err = harness.WaitFor(ctx, 30*time.Second, c.Proc, func() error {
@@ -191,6 +192,20 @@ func TestLogsCRIGCDirect(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// containerd measures writable layers in the background (stats_collect_period).
+	err = harness.WaitFor(ctx, 30*time.Second, c.Proc, func() error {
+		st, err := rt.ListContainerStats(ctx, &runtimeapi.ListContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{Id: old}})
+		if err != nil {
+			return err
+		}
+		if s := st.GetStats(); len(s) != 1 || s[0].GetWritableLayer().GetUsedBytes().GetValue() < 512<<10 {
+			return fmt.Errorf("writable layer of %s not measured yet: %v", old, s)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	gc := &remediate.CRIGC{Socket: c.Address}
 	done, err := gc.Run(ctx)
 	if err != nil {
@@ -202,7 +217,10 @@ func TestLogsCRIGCDirect(t *testing.T) {
 		got = append(got, it.Kind+":"+it.ID)
 	}
 	if len(done) != 2 || done[0].Kind != "container" || done[0].ID != old || done[1].Kind != "image" || done[1].Name != "evictguard.local/junk:1" {
-		t.Errorf("GC removed %v, want the older oneshot attempt %s and image junk:1", got, old)
+		t.Fatalf("GC removed %v, want the older oneshot attempt %s and image junk:1", got, old)
+	}
+	if done[0].Bytes < 512<<10 || done[1].Bytes <= 0 {
+		t.Errorf("bytes reclaimed not reported: container %d (want ≥ 512 KiB), image %d", done[0].Bytes, done[1].Bytes)
 	}
 	out := c.Ctr(t, "images", "ls", "-q")
 	for _, ref := range refs[:3] {

@@ -49,6 +49,7 @@ type ContainerdOptions struct {
 // child's PID from pipe: EOF". With the restriction containerd clamps the value to its own
 // oom_score_adj, so sandboxes start on such machines and nothing changes elsewhere for the
 // tests. runc keeps its state under the harness state dir, not the host's /run/containerd.
+// Snapshot usage (CRI container stats) is collected every second, not every 10.
 func ContainerdConfig(root, state, address, snapshotter, cniDir string) string {
 	return fmt.Sprintf(`version = 2
 root = %q
@@ -73,6 +74,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   stream_server_port = "0"
   enable_selinux = false
   restrict_oom_score_adj = true
+  stats_collect_period = 1
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = %q
     default_runtime_name = "runc"
