@@ -71,6 +71,9 @@ type DiscoverOptions struct {
 type Layout struct {
 	// Runtime is docker, containerd, crio or "" when none was found.
 	Runtime string `json:"runtime"`
+	// CRISocket is the CRI socket found for a CRI runtime (containerd, crio), as this
+	// process can connect to it; "" when none (docker uses its Engine API socket).
+	CRISocket string `json:"criSocket,omitempty"`
 	// Filesystems has one nodefs, one imagefs, at most one containerfs and one entry per log
 	// directory, in that order.
 	Filesystems []Filesystem `json:"filesystems"`
@@ -253,6 +256,9 @@ func (d *discoverer) imageFs(ctx context.Context) (rt, imagePath, source, contai
 		case err == nil:
 			if rt == "" {
 				rt = runtimeFromEndpoint(cri)
+			}
+			if rt != RuntimeDocker {
+				d.layout.CRISocket = cri
 			}
 			return rt, info.ImageMountpoint, "CRI ImageFsInfo", info.ContainerMountpoint
 		case d.opts.CRIEndpoint != "":

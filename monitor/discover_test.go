@@ -180,13 +180,14 @@ func TestDiscoverFixture(t *testing.T) {
 		wantRuntime string
 		wantImage   string
 		wantSource  string
+		wantCRI     bool // Layout.CRISocket is the endpoint's socket
 	}{
 		{name: "daemon.json graph", opts: DiscoverOptions{Runtime: RuntimeDocker, DockerSocket: filepath.Join(root, "none.sock")},
 			wantRuntime: RuntimeDocker, wantImage: "/data/docker", wantSource: "/etc/docker/daemon.json data-root"},
 		{name: "docker API wins", opts: DiscoverOptions{DockerSocket: fakeDocker(t, "/var/lib/kubelet")},
 			wantRuntime: RuntimeDocker, wantImage: "/var/lib/kubelet", wantSource: "docker API DockerRootDir"},
 		{name: "CRI ImageFsInfo", opts: DiscoverOptions{CRIEndpoint: "unix://" + fakeCRIServer(t, "/data/containerd/io.containerd.snapshotter.v1.overlayfs")},
-			wantRuntime: "", wantImage: "/data/containerd/io.containerd.snapshotter.v1.overlayfs", wantSource: "CRI ImageFsInfo"},
+			wantRuntime: "", wantImage: "/data/containerd/io.containerd.snapshotter.v1.overlayfs", wantSource: "CRI ImageFsInfo", wantCRI: true},
 	}
 	mkdirs(t, root, "data/containerd/io.containerd.snapshotter.v1.overlayfs")
 	for _, tc := range tests {
@@ -200,6 +201,9 @@ func TestDiscoverFixture(t *testing.T) {
 			}
 			if l.Runtime != tc.wantRuntime {
 				t.Errorf("runtime %q, want %q", l.Runtime, tc.wantRuntime)
+			}
+			if want := strings.TrimPrefix(tc.opts.CRIEndpoint, "unix://"); (l.CRISocket != "") != tc.wantCRI || tc.wantCRI && l.CRISocket != want {
+				t.Errorf("CRI socket %q, want %q", l.CRISocket, want)
 			}
 			n, img := l.ByRole(RoleNodeFs), l.ByRole(RoleImageFs)
 			if n.Path != "/var/lib/kubelet" || img.Path != tc.wantImage || img.Source != tc.wantSource {
