@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"sort"
 	"testing"
+
+	"github.com/evictguard/evictguard/internal/config"
 )
 
 func byKey(t *testing.T, objs []Object) map[string]Object {
@@ -20,45 +22,85 @@ func byKey(t *testing.T, objs []Object) map[string]Object {
 	return m
 }
 
-// TestHelmChartMatchesKustomizeBase renders deploy/kubernetes/base with the kustomize
-// library and deploy/helm/evictguard with Helm's engine (default values, namespace
-// evictguard) and requires the same objects, field for field. The only difference allowed
-// is the Namespace object, which `helm install --create-namespace` creates.
-func TestHelmChartMatchesKustomizeBase(t *testing.T) {
-	kust, err := Kustomize("kubernetes/base")
+// TestHelmChartMatchesKustomize renders each kustomization with the kustomize library and
+// deploy/helm/evictguard with Helm's engine (namespace evictguard) and requires the same
+// objects, field for field: the base with the chart's default values, the remediation
+// overlay with remediation.enabled. The only difference allowed is the Namespace object,
+// which `helm install --create-namespace` creates.
+func TestHelmChartMatchesKustomize(t *testing.T) {
+	tests := []struct {
+		name   string
+		dir    string
+		values map[string]any
+		min    int
+	}{
+		{"base vs default values", "kubernetes/base", nil, 10},
+		{"remediation overlay vs remediation.enabled", "kubernetes/overlays/remediation",
+			map[string]any{"remediation": map[string]any{"enabled": true}}, 14},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kust, err := Kustomize(tt.dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			chart, err := Helm("helm/evictguard", "evictguard", "evictguard", tt.values)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k, h := byKey(t, kust), byKey(t, chart)
+			delete(k, "v1 Namespace /evictguard")
+			var keys []string
+			for key := range k {
+				keys = append(keys, key)
+			}
+			sort.Strings(keys)
+			for _, key := range keys {
+				ho, ok := h[key]
+				if !ok {
+					t.Errorf("chart lacks %s", key)
+					continue
+				}
+				if !reflect.DeepEqual(k[key], ho) {
+					kb, _ := json.MarshalIndent(k[key], "", "  ")
+					hb, _ := json.MarshalIndent(ho, "", "  ")
+					t.Errorf("%s differs:\nkustomize: %s\nhelm:      %s", key, kb, hb)
+				}
+			}
+			for key := range h {
+				if _, ok := k[key]; !ok {
+					t.Errorf("chart has %s, %s does not", key, tt.dir)
+				}
+			}
+			if len(k) < tt.min {
+				t.Errorf("%s renders only %d objects: %v", tt.dir, len(k), keys)
+			}
+		})
+	}
+}
+
+// TestHelmChartRemediationNamespace: in another namespace, the remediation config's restart
+// lock follows the release (where the Leases Role is), and the config still loads.
+func TestHelmChartRemediationNamespace(t *testing.T) {
+	objs, err := Helm("helm/evictguard", "eg", "monitoring", map[string]any{"remediation": map[string]any{"enabled": true}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	chart, err := Helm("helm/evictguard", "evictguard", "evictguard", nil)
+	m := byKey(t, objs)
+	cm := m["v1 ConfigMap monitoring/evictguard-config"]
+	if cm == nil {
+		t.Fatal("no ConfigMap")
+	}
+	data, _ := cm["data"].(map[string]any)["config.yaml"].(string)
+	c, err := config.Load("config.yaml", []byte(data))
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, h := byKey(t, kust), byKey(t, chart)
-	delete(k, "v1 Namespace /evictguard")
-	var keys []string
-	for key := range k {
-		keys = append(keys, key)
+	if c.Policy.Lock.Namespace != "monitoring" || c.Policy.Dry() {
+		t.Errorf("lock namespace %q dryRun %v, want monitoring and false", c.Policy.Lock.Namespace, c.Policy.Dry())
 	}
-	sort.Strings(keys)
-	for _, key := range keys {
-		ho, ok := h[key]
-		if !ok {
-			t.Errorf("chart lacks %s", key)
-			continue
-		}
-		if !reflect.DeepEqual(k[key], ho) {
-			kb, _ := json.MarshalIndent(k[key], "", "  ")
-			hb, _ := json.MarshalIndent(ho, "", "  ")
-			t.Errorf("%s differs:\nkustomize: %s\nhelm:      %s", key, kb, hb)
-		}
-	}
-	for key := range h {
-		if _, ok := k[key]; !ok {
-			t.Errorf("chart has %s, the base does not", key)
-		}
-	}
-	if len(k) < 10 {
-		t.Errorf("base renders only %d objects: %v", len(k), keys)
+	if m["rbac.authorization.k8s.io/v1 Role monitoring/evictguard-restart-lock"] == nil {
+		t.Error("no restart-lock Role in the release namespace")
 	}
 }
 
@@ -84,18 +126,28 @@ func TestHelmChartOptionalObjects(t *testing.T) {
 	}
 }
 
-// TestRemediationOverlay pins what the overlay adds: hostPID, privileged, and each host
-// mount read-write, while the base stays unprivileged and read-only.
+// TestRemediationOverlay pins what the overlay (and the chart's remediation toggle) adds:
+// hostPID, privileged, and each host mount read-write, while the base stays unprivileged and
+// read-only.
 func TestRemediationOverlay(t *testing.T) {
 	for _, tt := range []struct {
 		dir        string
 		privileged bool
 		mounts     int
+		render     func() ([]Object, error)
 	}{
-		{"kubernetes/base", false, 2},
-		{"kubernetes/overlays/remediation", true, 11},
+		{"kubernetes/base", false, 2, nil},
+		{"kubernetes/overlays/remediation", true, 11, nil},
+		{"helm/evictguard remediation.enabled, two move targets", true, 12, func() ([]Object, error) {
+			return Helm("helm/evictguard", "evictguard", "evictguard", map[string]any{
+				"remediation": map[string]any{"enabled": true, "moveTargets": []any{"/data", "/mnt/disk1"}}})
+		}},
 	} {
-		objs, err := Kustomize(tt.dir)
+		render := tt.render
+		if render == nil {
+			render = func() ([]Object, error) { return Kustomize(tt.dir) }
+		}
+		objs, err := render()
 		if err != nil {
 			t.Fatal(err)
 		}

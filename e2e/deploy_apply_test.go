@@ -98,9 +98,12 @@ func (ap *applier) apply(ctx context.Context, o map[string]any, dryRun bool) err
 	return err
 }
 
+// remediationValues switch the chart to the remediation variant (the overlay's objects).
+var remediationValues = map[string]any{"remediation": map[string]any{"enabled": true}}
+
 // TestDeployManifestsServerSideDryRun applies the kustomize base, the remediation overlay and
-// the rendered Helm chart (default values, and another namespace) to the real kube-apiserver
-// with server-side apply and dryRun=All. Only Namespaces and the two Prometheus Operator
+// the rendered Helm chart (default values and remediation.enabled, each in the default and
+// another namespace) to the real kube-apiserver with server-side apply and dryRun=All. Only Namespaces and the two Prometheus Operator
 // CRDs are created for real (a namespaced dry-run needs its namespace to exist).
 func TestDeployManifestsServerSideDryRun(t *testing.T) {
 	t.Parallel()
@@ -140,6 +143,12 @@ func TestDeployManifestsServerSideDryRun(t *testing.T) {
 		}},
 		{"helm chart (namespace monitoring)", func() ([]deploy.Object, error) {
 			return deploy.Helm("../deploy/helm/evictguard", "eg", "monitoring", nil)
+		}},
+		{"helm chart (remediation.enabled, namespace evictguard)", func() ([]deploy.Object, error) {
+			return deploy.Helm("../deploy/helm/evictguard", "evictguard", "evictguard", remediationValues)
+		}},
+		{"helm chart (remediation.enabled, namespace monitoring)", func() ([]deploy.Object, error) {
+			return deploy.Helm("../deploy/helm/evictguard", "eg", "monitoring", remediationValues)
 		}},
 	}
 	for _, ns := range []string{"evictguard", "monitoring"} {
