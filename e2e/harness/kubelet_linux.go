@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -34,6 +35,10 @@ type KubeletOptions struct {
 	Flags []string
 	// StaticPods are manifests (name → YAML) for the staticPodPath.
 	StaticPods map[string]string
+	// Address, when set, is where the kubelet serves (instead of 127.0.0.1) and the node IP
+	// it registers (--address, --node-ip). The API server proxies only to global unicast
+	// addresses, never to loopback, so a proxy test needs e.g. an extra address on lo.
+	Address string
 }
 
 // Kubelet is a running kubelet.
@@ -44,10 +49,19 @@ type Kubelet struct {
 	Binary                              string
 	NodeName                            string
 	Proc                                *Process
+
+	// Address is where the kubelet's authenticated port listens ("" = 127.0.0.1).
+	Address string
 }
 
 // ConfigzURL is the kubelet's /configz endpoint.
-func (k *Kubelet) ConfigzURL() string { return fmt.Sprintf("https://127.0.0.1:%d/configz", k.Port) }
+func (k *Kubelet) ConfigzURL() string {
+	addr := k.Address
+	if addr == "" {
+		addr = "127.0.0.1"
+	}
+	return fmt.Sprintf("https://%s/configz", net.JoinHostPort(addr, fmt.Sprint(k.Port)))
+}
 
 // HealthzURL is the kubelet's /healthz endpoint.
 func (k *Kubelet) HealthzURL() string {
@@ -104,7 +118,7 @@ func PrepareKubelet(t testing.TB, opts KubeletOptions) *Kubelet {
 	}
 	cleanKubeletHostPaths(t)
 	dir := TempDir(t, "kubelet")
-	k := &Kubelet{Dir: dir, RootDir: opts.RootDir, Port: FreePort(t), HealthzPort: FreePort(t), Binary: bin, NodeName: opts.NodeName}
+	k := &Kubelet{Dir: dir, RootDir: opts.RootDir, Port: FreePort(t), HealthzPort: FreePort(t), Binary: bin, NodeName: opts.NodeName, Address: opts.Address}
 	if k.RootDir == "" {
 		k.RootDir = filepath.Join(dir, "root")
 	}
@@ -145,6 +159,9 @@ func PrepareKubelet(t testing.TB, opts KubeletOptions) *Kubelet {
 		kc := filepath.Join(dir, "kubelet.kubeconfig")
 		mustWrite(t, kc, KubeconfigFor(opts.APIServer.URL, opts.APIServer.AdminToken), 0o600)
 		args = append(args, "--kubeconfig="+kc)
+	}
+	if opts.Address != "" {
+		args = append(args, "--address="+opts.Address, "--node-ip="+opts.Address)
 	}
 	args = append(args, opts.Flags...)
 	k.Args = args
