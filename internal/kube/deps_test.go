@@ -2,8 +2,6 @@ package kube
 
 import (
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -15,7 +13,10 @@ func TestDaemonWithoutClientset(t *testing.T) {
 	if testing.Short() {
 		t.Skip("go list -deps of the whole binary; not in -short")
 	}
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go command is needed to list the binary's packages: %v", err)
+	}
 	out, err := exec.Command(goBin, "list", "-deps", "github.com/evictguard/evictguard/cmd/evictguard").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list -deps: %v\n%s", err, out)
