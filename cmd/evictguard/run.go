@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"runtime"
-	"strings"
 	"sync"
 	"time"
 
@@ -77,7 +76,8 @@ remediation build on this loop.`,
 	fl.DurationVar(&o.criticalHorizon, "critical-horizon", 10*time.Minute, "EvictionImminent is critical when the threshold is predicted within this time (warning within --warn-horizon)")
 	fl.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for Node Events and the EvictionPredicted condition (default: in-cluster when available, else metrics only)")
 	fl.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
-	fl.StringVar(&o.configz, "configz", "", "kubelet /configz URL or file to compare the computed thresholds with (e.g. "+kubeletcfg.DefaultConfigzURL+"); empty: not checked")
+	fl.StringVar(&o.configz, "configz", "", "kubelet /configz URL or file to compare the computed thresholds with (e.g. "+kubeletcfg.DefaultConfigzURL+"), or \""+
+		kubeletcfg.ConfigzViaAPIServer+"\" through the API server's node proxy (needs get nodes/proxy); empty: not checked")
 	fl.StringVar(&o.configzTokenFile, "configz-token-file", "", "file with a bearer token for --configz")
 	fl.DurationVar(&o.configzInterval, "configz-interval", 5*time.Minute, "how often --configz is compared again")
 	o.logs.addFlags(fl)
@@ -300,12 +300,8 @@ func (c *configzState) refresh(ctx context.Context, g *globalOptions, o *runOpti
 		}
 		opts.Cmdline = words
 	}
-	if o.configzTokenFile != "" {
-		b, err := os.ReadFile(o.configzTokenFile)
-		if err != nil {
-			return fmt.Errorf("--configz-token-file: %w", err)
-		}
-		opts.ConfigzToken = strings.TrimSpace(string(b))
+	if err := configzOptions(&opts, o.configz, o.configzTokenFile, o.kubeconfig, o.nodeName); err != nil {
+		return err
 	}
 	eff, err := kubeletcfg.Discover(ctx, opts)
 	if err != nil {
