@@ -76,8 +76,11 @@ type MigrateOptions struct {
 	// config's grpc.address, else /run/containerd/containerd.sock, under Root).
 	ContainerdSocket string
 
-	// RuntimeUnits are stopped (in order) and started (in reverse); default docker.socket +
-	// docker.service, or containerd.service. Units the manager does not know are skipped.
+	// RuntimeUnits are stopped and started again; default docker.socket + docker.service, or
+	// containerd.service. Every X.service comes with its X.socket (added if not listed): a
+	// socket left listening would start the runtime again, on the old root, at the next
+	// connection. Sockets are stopped before and started before the services; units the
+	// manager does not know are skipped, and a socket that was not active stays stopped.
 	RuntimeUnits []string
 	// KubeletUnit (default kubelet.service) is stopped before and restarted after, because the
 	// kubelet caches the imagefs decision until it restarts (k/k #96732).
@@ -137,6 +140,7 @@ func (o *MigrateOptions) defaults() {
 			o.RuntimeUnits = []string{"containerd.service"}
 		}
 	}
+	o.RuntimeUnits = withSocketUnits(o.RuntimeUnits)
 	if o.KubeletUnit == "" {
 		o.KubeletUnit = "kubelet.service"
 	}
@@ -204,7 +208,7 @@ func (p *MigrationPlan) refuse(format string, args ...any) {
 func PlanMigration(ctx context.Context, opts MigrateOptions) (*MigrationPlan, error) {
 	opts.defaults()
 	root := opts.Root
-	p := &MigrationPlan{Runtime: opts.Runtime, Units: opts.RuntimeUnits, KubeletUnit: opts.KubeletUnit, Drain: opts.Drain, KeepOld: opts.KeepOld}
+	p := &MigrationPlan{Runtime: opts.Runtime, Units: knownUnits(ctx, opts.Systemd, opts.RuntimeUnits), KubeletUnit: opts.KubeletUnit, Drain: opts.Drain, KeepOld: opts.KeepOld}
 	switch opts.Runtime {
 	case RuntimeDocker:
 		p.Config, p.ConfigKey = opts.DockerConfig, "data-root"
@@ -669,6 +673,9 @@ func (m *migration) run(ctx context.Context, step string) (string, error) {
 		s.StoppedAt = time.Now()
 		return "stopped " + strings.Join(m.stopOrder(), ", "), m.stopAll(ctx)
 	case MigStepDelta:
+		if err := m.assertStopped(ctx); err != nil {
+			return "", err
+		}
 		st, err := CopyTree(ctx, m.host(s.Plan.From), m.host(s.Plan.To), CopyOptions{Since: s.PrecopyStart, Delete: true,
 			Progress: o.Progress("delta"), Log: o.Log})
 		if err != nil {
@@ -679,6 +686,10 @@ func (m *migration) run(ctx context.Context, step string) (string, error) {
 	case MigStepVerify:
 		vs, err := VerifyTrees(ctx, m.host(s.Plan.From), m.host(s.Plan.To), VerifyOptions{Checksums: o.Checksums})
 		if err != nil {
+			return "", err
+		}
+		// Still stopped: nothing wrote to the old root behind the copy's back.
+		if err := m.assertStopped(ctx); err != nil {
 			return "", err
 		}
 		s.Verify = &vs
@@ -714,7 +725,7 @@ func (m *migration) run(ctx context.Context, step string) (string, error) {
 			return "", err
 		}
 		s.StartedAt = time.Now()
-		return fmt.Sprintf("%s reports %s", s.Plan.Runtime, f), nil
+		return fmt.Sprintf("started %s; %s reports %s", strings.Join(m.startOrder(), ", "), s.Plan.Runtime, f), nil
 	case MigStepKubelet:
 		if !s.KubeletFound || !s.Active[o.KubeletUnit] {
 			return "no active kubelet unit before the migration", nil
@@ -783,17 +794,90 @@ func removeTree(dir string) error {
 	return err
 }
 
+// withSocketUnits returns units with X.socket added before every X.service that lacks it.
+func withSocketUnits(units []string) []string {
+	out := make([]string, 0, len(units)+1)
+	for _, u := range units {
+		if name, ok := strings.CutSuffix(u, ".service"); ok && !slices.Contains(units, name+".socket") {
+			out = append(out, name+".socket")
+		}
+		out = append(out, u)
+	}
+	return out
+}
+
+func isSocketUnit(u string) bool { return strings.HasSuffix(u, ".socket") }
+
+// knownUnits drops the units the manager does not know (a runtime without a socket unit),
+// so that the plan names what will be stopped; without a systemd client, or when the manager
+// does not answer, it keeps them all (the stop step skips unknown units again).
+func knownUnits(ctx context.Context, sd MigrateSystemd, units []string) []string {
+	if sd == nil {
+		return units
+	}
+	out := make([]string, 0, len(units))
+	for _, u := range units {
+		if _, err := sd.Unit(ctx, u); errors.Is(err, systemd.ErrUnitNotFound) {
+			continue
+		}
+		out = append(out, u)
+	}
+	return out
+}
+
+// stopOrder is the kubelet, then the runtime's sockets (so that nothing can start the runtime
+// again), then its other units, each only if the manager knows it.
 func (m *migration) stopOrder() []string {
 	var out []string
 	if m.s.KubeletFound {
 		out = append(out, m.o.KubeletUnit)
 	}
-	for _, u := range m.s.Plan.Units {
-		if _, known := m.s.Active[u]; known {
-			out = append(out, u)
+	for _, sockets := range []bool{true, false} {
+		for _, u := range m.s.Plan.Units {
+			if _, known := m.s.Active[u]; known && isSocketUnit(u) == sockets {
+				out = append(out, u)
+			}
 		}
 	}
 	return out
+}
+
+// startOrder is the runtime's sockets that were active before the stop, then its other units
+// in reverse order. A service is started even if it was inactive (socket-activated and idle):
+// the migration has to see it answer on the new root.
+func (m *migration) startOrder() []string {
+	var out []string
+	units := m.s.Plan.Units
+	for _, u := range units {
+		if isSocketUnit(u) && m.s.Active[u] {
+			out = append(out, u)
+		}
+	}
+	for i := len(units) - 1; i >= 0; i-- {
+		if _, known := m.s.Active[units[i]]; known && !isSocketUnit(units[i]) {
+			out = append(out, units[i])
+		}
+	}
+	return out
+}
+
+// assertStopped fails when a runtime unit the stop step stopped is running again (activated
+// by something the migration does not know of): copying under a running runtime would lose
+// its writes.
+func (m *migration) assertStopped(ctx context.Context) error {
+	for _, u := range m.stopOrder() {
+		info, err := m.o.Systemd.Unit(ctx, u)
+		if errors.Is(err, systemd.ErrUnitNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if info.ActiveState != "inactive" && info.ActiveState != "failed" {
+			return fmt.Errorf("%s is %s again while the data root is copied (started by another unit?)", u, info.ActiveState)
+		}
+	}
+	return nil
 }
 
 func (m *migration) stopAll(ctx context.Context) error {
@@ -805,16 +889,9 @@ func (m *migration) stopAll(ctx context.Context) error {
 	return nil
 }
 
-// startRuntime starts the runtime's units in reverse stop order (service before… socket
-// order does not matter to systemd, but a service that was inactive because socket-activated
-// is started anyway: the migration has to see it answer).
+// startRuntime starts the runtime's units in startOrder.
 func (m *migration) startRuntime(ctx context.Context) error {
-	units := m.s.Plan.Units
-	for i := len(units) - 1; i >= 0; i-- {
-		u := units[i]
-		if _, known := m.s.Active[u]; !known {
-			continue
-		}
+	for _, u := range m.startOrder() {
 		if err := m.o.Systemd.Start(ctx, u, m.o.UnitTimeout); err != nil {
 			return err
 		}
