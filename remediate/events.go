@@ -27,7 +27,8 @@ func (r EventReporter) Report(ctx context.Context, rep Report) {
 		typ = corev1.EventTypeWarning
 	}
 	reason := map[string]string{ResultApplied: "EvictionThresholdsChanged", ResultRolledBack: "EvictionThresholdsRolledBack",
-		ResultFailed: "EvictionThresholdsRollbackFailed", ResultBlocked: "EvictionThresholdsBlocked", ResultRecovered: "EvictionThresholdsRecovered"}[rep.Result]
+		ResultFailed: "EvictionThresholdsRollbackFailed", ResultBlocked: "EvictionThresholdsBlocked", ResultRecovered: "EvictionThresholdsRecovered",
+		ResultDryRun: "EvictionThresholdsDryRun"}[rep.Result]
 	now := metav1.NewTime(time.Now())
 	ev := &corev1.Event{
 		ObjectMeta:     metav1.ObjectMeta{GenerateName: r.Node + ".evictguard.", Namespace: metav1.NamespaceDefault},

@@ -37,6 +37,9 @@ type logReclaimFlags struct {
 	client kube.Interface
 	// live carries a configuration reload to the worker (reload.go).
 	live *logsLive
+	// escalator receives the ladder's escalations: the daemon's remediation pass, set by
+	// daemonRemediation.start before the first snapshot (nil: no remediation policy).
+	escalator remediate.Escalator
 }
 
 var reclaimStepNames = map[string]string{
@@ -68,6 +71,24 @@ func quantityBytes(flag, s string) (int64, error) {
 		return 0, fmt.Errorf("--%s: %w", flag, err)
 	}
 	return q.Value(), nil
+}
+
+// runtimeGC is runtime GC through the runtime's own API: dockerd's Engine API, or the CRI
+// socket discovery found (containerd, CRI-O); nil when there is neither. Through CRI,
+// --gc-keep-exited counts exited attempts per pod container (at least 1, the one the
+// kubelet keeps for logs and restart counts).
+func (f *logReclaimFlags) runtimeGC(g *globalOptions, layout *monitor.Layout, dockerSocket string) remediate.RuntimeGC {
+	switch {
+	case layout.Runtime == monitor.RuntimeDocker:
+		sock := dockerSocket
+		if sock == "" {
+			sock = g.root().Path("/var/run/docker.sock")
+		}
+		return &remediate.DockerGC{Socket: sock, KeepExited: f.keepExited, KeepImages: f.keepImages}
+	case layout.CRISocket != "":
+		return &remediate.CRIGC{Socket: layout.CRISocket, KeepPerContainer: f.keepExited, KeepImages: f.keepImages}
+	}
+	return nil
 }
 
 // start wires the budget publisher and the reclaim ladder to the monitor's snapshots. The
@@ -135,14 +156,9 @@ func (f *logReclaimFlags) start(ctx context.Context, g *globalOptions, s *setup,
 		if size > 0 {
 			ladder.Ballast = &remediate.Ballast{Path: g.root().Path(f.ballastPath), Size: size}
 		}
-		if s.layout.Runtime == monitor.RuntimeDocker {
-			sock := dockerSocket
-			if sock == "" {
-				sock = g.root().Path("/var/run/docker.sock")
-			}
-			ladder.GC = &remediate.DockerGC{Socket: sock, KeepExited: f.keepExited, KeepImages: f.keepImages}
-		} else if slices.Contains(allow, remediate.ReclaimGC) {
-			log.Warn("runtime GC is only implemented for docker; the step is skipped", "runtime", s.layout.Runtime)
+		ladder.GC = f.runtimeGC(g, s.layout, dockerSocket)
+		if ladder.GC == nil && slices.Contains(allow, remediate.ReclaimGC) {
+			log.Warn("no runtime API found for runtime GC (docker socket or CRI socket); the step is skipped", "runtime", s.layout.Runtime)
 		}
 		// Container logs only: the kubelet's pod logs and the runtime's, never /var/log at large.
 		var dirs []string
@@ -164,7 +180,14 @@ func (f *logReclaimFlags) start(ctx context.Context, g *globalOptions, s *setup,
 				return problem(err)
 			}
 		}
-		log.Info("reclaim ladder", "allow", allow, "dryRun", f.dryRun, "horizon", f.horizon, "ballast", size, "logDirs", dirs)
+		gcAPI := "none"
+		switch gc := ladder.GC.(type) {
+		case *remediate.DockerGC:
+			gcAPI = "docker " + gc.Socket
+		case *remediate.CRIGC:
+			gcAPI = "cri " + gc.Socket
+		}
+		log.Info("reclaim ladder", "allow", allow, "dryRun", f.dryRun, "horizon", f.horizon, "ballast", size, "logDirs", dirs, "runtimeGC", gcAPI)
 	}
 
 	snaps := make(chan *monitor.Snapshot, 1)
@@ -187,6 +210,9 @@ func (f *logReclaimFlags) start(ctx context.Context, g *globalOptions, s *setup,
 				}
 				if ladder == nil {
 					continue
+				}
+				if f.escalator != nil {
+					ladder.Escalator = f.escalator
 				}
 				// Log a persistent problem (e.g. no nodefs.available threshold) once, not every cycle.
 				_, err := ladder.Step(ctx, snap)

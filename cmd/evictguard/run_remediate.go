@@ -2,9 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync/atomic"
 
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/remediate"
@@ -25,8 +31,31 @@ type daemonRemediation struct {
 
 	prev    map[string]monitor.State
 	trigger chan struct{}
+	// escalation is the reclaim ladder's latest escalation, taken by the next pass (made
+	// with trigger: runOptions is copied before start).
+	escalation *atomic.Pointer[remediate.Escalation]
 	// live carries a policy reloaded from the config file to the next pass (reload.go).
 	live *policyLive
+}
+
+// Escalate implements remediate.Escalator for the reclaim ladder (run_logs.go): local
+// reclaim is exhausted, so a remediation pass is queued. It never blocks: a pass already
+// pending takes the escalation.
+func (d *daemonRemediation) Escalate(_ context.Context, e remediate.Escalation) (string, error) {
+	if d.trigger == nil || d.escalation == nil {
+		return "", errors.New("remediation is not running")
+	}
+	d.escalation.Store(&e)
+	what := "remediation pass queued (threshold rewrite under the remediation policy"
+	if d.live.get(d.Policy).Dry() {
+		what += ", a dry run"
+	}
+	select {
+	case d.trigger <- struct{}{}:
+		return what + ")", nil
+	default:
+		return "remediation pass already pending; it takes the escalation", nil
+	}
 }
 
 // metricsReporter counts remediation outcomes in evictguard_remediation_attempts_total.
@@ -81,6 +110,9 @@ func (d *daemonRemediation) start(ctx context.Context, g *globalOptions, o *runO
 	}
 	d.prev = map[string]monitor.State{}
 	d.trigger = make(chan struct{}, 1)
+	d.escalation = &atomic.Pointer[remediate.Escalation]{}
+	// Before the first snapshot reaches the reclaim ladder's worker, which reads it.
+	o.logs.escalator = d
 	out.notifiers = append(out.notifiers, d.notify)
 	out.goRun(func() {
 		for {
@@ -91,6 +123,12 @@ func (d *daemonRemediation) start(ctx context.Context, g *globalOptions, o *runO
 			}
 			pass := f
 			pass.policy = d.live.get(f.policy)
+			if esc := d.escalation.Swap(nil); esc != nil {
+				if err := escalationPass(ctx, g, pass, esc); err != nil && ctx.Err() == nil {
+					g.logger.Warn("remediation pass (escalation) did not apply", "err", err)
+				}
+				continue
+			}
 			// Blocked, refused, rolled back and failed passes are reported (log, Event) inside.
 			if err := runApply(ctx, g, &applyOptions{remediationFlags: pass, yes: true}); err != nil && ctx.Err() == nil {
 				g.logger.Warn("remediation pass did not apply", "err", err)
@@ -143,4 +181,62 @@ func (d *daemonRemediation) recover(ctx context.Context, g *globalOptions, f *re
 	exec.Verify = o.verifier(g, r, f.kubeletVersion)
 	g.logger.Warn("recovering interrupted remediation", "operations", len(unfinished))
 	return exec.Recover(ctx)
+}
+
+// escalationPass is the remediation pass the reclaim ladder's escalation triggers: plan and
+// gates as in `evictguard plan`, the outcome reported (log, Node Event, remediation metrics)
+// as the escalation's answer, and, when the plan may act and the policy is not a dry run,
+// the journaled apply of `evictguard apply --yes` (which re-plans under the same gates).
+func escalationPass(ctx context.Context, g *globalOptions, f remediationFlags, esc *remediate.Escalation) error {
+	r, err := f.prepare(ctx, g)
+	if err != nil {
+		return err
+	}
+	if r.sd != nil {
+		defer r.sd.Close()
+	}
+	if err := f.plan(ctx, g, r); err != nil {
+		return err
+	}
+	ao := &applyOptions{remediationFlags: f, yes: true}
+	rep, apply := escalationOutcome(esc, r.tp, r.blockers, r.policy.Dry(), r.setup.layout)
+	if !apply {
+		remediate.MultiReporter{remediate.LogReporter{Log: g.logger}, ao.executor(g, r, "").Reporter}.Report(ctx, rep)
+		return nil
+	}
+	g.logger.Info("remediation pass (escalation): applying", "reason", rep.Reason)
+	return runApply(ctx, g, ao)
+}
+
+// escalationOutcome decides what an escalation's pass does with the plan: report it
+// (blocked: refusals, gates or nothing to rewrite; dry-run: what would be written) or apply
+// it (apply=true; the apply reports its own outcome). The reason says what escalated and,
+// when imagefs shares nodefs, that a data-root migration is the lasting fix: the daemon
+// never migrates by itself (it needs a target disk and stops the runtime).
+func escalationOutcome(esc *remediate.Escalation, tp *remediate.ThresholdPlan, blockers []string, dry bool, layout *monitor.Layout) (remediate.Report, bool) {
+	head := fmt.Sprintf("escalated by the reclaim ladder (%s headroom %s", esc.Signal, resource.NewQuantity(esc.Headroom, resource.BinarySI))
+	if esc.SecondsToThreshold != nil {
+		head += fmt.Sprintf(", threshold in %.0fs", *esc.SecondsToThreshold)
+	}
+	head += ")"
+	rep := remediate.Report{Action: remediate.KindThresholdRewrite, Old: tp.Old, New: tp.New}
+	var changes []string
+	for _, sig := range slices.Sorted(maps.Keys(tp.Changes)) {
+		changes = append(changes, sig+"<"+tp.Changes[sig])
+	}
+	apply := false
+	switch not := append(slices.Clone(tp.Refusals), blockers...); {
+	case len(not) > 0:
+		rep.Result, rep.Reason = remediate.ResultBlocked, head+"; not rewriting thresholds: "+strings.Join(not, "; ")
+	case len(changes) == 0:
+		rep.Result, rep.Reason = remediate.ResultBlocked, head+"; nothing to rewrite: every hard disk threshold keeps its target headroom"
+	case dry:
+		rep.Result, rep.Reason = remediate.ResultDryRun, head+"; dry run: would lower "+strings.Join(changes, ",")
+	default:
+		apply, rep.Reason = true, head+"; lowering "+strings.Join(changes, ",")
+	}
+	if layout != nil && !layout.DedicatedImageFs {
+		rep.Reason += "; imagefs shares nodefs: moving the runtime's data root to another disk (evictguard migrate) is the lasting fix, not done automatically"
+	}
+	return rep, apply
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,6 +56,108 @@ func TestDaemonRemediationTrigger(t *testing.T) {
 	d.notify(snap(br, warn)) // absorbed by the pending trigger, never blocks
 	if len(d.trigger) != 1 {
 		t.Errorf("pending triggers %d, want 1", len(d.trigger))
+	}
+}
+
+// TestLadderEscalationQueuesRemediationPass: the reclaim ladder, out of local steps, calls
+// the daemon's remediation (its Escalator): one pass is queued and takes the escalation,
+// further escalations while it is pending are absorbed, and the ladder reports what it
+// triggered. Without a running remediation the escalation fails.
+func TestLadderEscalationQueuesRemediationPass(t *testing.T) {
+	dry, wet := true, false
+	tests := []struct {
+		name     string
+		policy   *remediate.Policy
+		running  bool
+		wantRes  string
+		wantWhat string
+	}{
+		{"dry-run policy", &remediate.Policy{DryRun: &dry}, true, remediate.ResultApplied, "remediation pass queued (threshold rewrite under the remediation policy, a dry run)"},
+		{"acting policy", &remediate.Policy{DryRun: &wet}, true, remediate.ResultApplied, "remediation pass queued (threshold rewrite under the remediation policy)"},
+		{"not running", &remediate.Policy{DryRun: &dry}, false, remediate.ResultFailed, "remediation is not running"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := &daemonRemediation{Policy: tt.policy}
+			if tt.running {
+				d.trigger = make(chan struct{}, 1)
+				d.escalation = &atomic.Pointer[remediate.Escalation]{}
+			}
+			rate := 1e6
+			snap := &monitor.Snapshot{Signals: []monitor.SignalStatus{{Signal: "nodefs.available", State: monitor.StateWarning,
+				ThresholdQuantity: 1 << 20, Headroom: 8 << 20, FillRate: &rate}}}
+			l := &remediate.Ladder{Policy: remediate.ReclaimPolicy{Allow: remediate.LadderSteps}, Escalator: d}
+			res, err := l.Step(t.Context(), snap)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Actions) != 1 || res.Actions[0].Result != tt.wantRes || !strings.Contains(res.Actions[0].Reason, tt.wantWhat) {
+				t.Fatalf("actions %+v, want one %s saying %q", res.Actions, tt.wantRes, tt.wantWhat)
+			}
+			if !tt.running {
+				return
+			}
+			if len(d.trigger) != 1 {
+				t.Fatalf("pending passes %d, want 1", len(d.trigger))
+			}
+			if e := d.escalation.Load(); e == nil || e.Signal != "nodefs.available" || e.Headroom != 8<<20 {
+				t.Errorf("escalation for the pass %+v", e)
+			}
+			// A second escalation while the pass is pending is absorbed, never blocks.
+			what, err := d.Escalate(t.Context(), remediate.Escalation{Signal: "nodefs.available", Headroom: 4 << 20})
+			if err != nil || !strings.Contains(what, "already pending") || len(d.trigger) != 1 || d.escalation.Load().Headroom != 4<<20 {
+				t.Errorf("second escalation: %q %v, %d pending, latest %+v", what, err, len(d.trigger), d.escalation.Load())
+			}
+		})
+	}
+}
+
+// TestEscalationOutcome: what the escalation's remediation pass does with the plan.
+func TestEscalationOutcome(t *testing.T) {
+	secs := 42.0
+	esc := &remediate.Escalation{Signal: "nodefs.available", Headroom: 8 << 20, SecondsToThreshold: &secs}
+	old := map[string]string{"nodefs.available": "10%"}
+	change := &remediate.ThresholdPlan{Old: old, New: map[string]string{"nodefs.available": "5%"}, Changes: map[string]string{"nodefs.available": "5%"}}
+	refused := &remediate.ThresholdPlan{Old: old, New: old, Changes: map[string]string{}, Refusals: []string{"below the floor"}}
+	nothing := &remediate.ThresholdPlan{Old: old, New: old, Changes: map[string]string{}}
+	shared, dedicated := &monitor.Layout{}, &monitor.Layout{DedicatedImageFs: true}
+	tests := []struct {
+		name       string
+		tp         *remediate.ThresholdPlan
+		blockers   []string
+		dry        bool
+		layout     *monitor.Layout
+		wantResult string // "" = apply
+		wantReason []string
+		notReason  string
+	}{
+		{"dry run reports the planned rewrite", change, nil, true, dedicated, remediate.ResultDryRun,
+			[]string{"escalated by the reclaim ladder (nodefs.available headroom 8Mi, threshold in 42s)", "dry run: would lower nodefs.available<5%"}, "migrate"},
+		{"acting policy applies", change, nil, false, dedicated, "", []string{"lowering nodefs.available<5%"}, "migrate"},
+		{"gate blocks", change, []string{"cooldown: last restart 1m ago"}, false, dedicated, remediate.ResultBlocked,
+			[]string{"not rewriting thresholds: cooldown: last restart 1m ago"}, ""},
+		{"planner refuses", refused, nil, false, dedicated, remediate.ResultBlocked, []string{"below the floor"}, ""},
+		{"nothing to rewrite, migration advised", nothing, nil, true, shared, remediate.ResultBlocked,
+			[]string{"nothing to rewrite", "imagefs shares nodefs", "evictguard migrate"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rep, apply := escalationOutcome(esc, tt.tp, tt.blockers, tt.dry, tt.layout)
+			if apply != (tt.wantResult == "") || (!apply && rep.Result != tt.wantResult) {
+				t.Fatalf("apply %v result %q, want %q", apply, rep.Result, tt.wantResult)
+			}
+			if rep.Action != remediate.KindThresholdRewrite {
+				t.Errorf("action %q", rep.Action)
+			}
+			for _, w := range tt.wantReason {
+				if !strings.Contains(rep.Reason, w) {
+					t.Errorf("reason %q lacks %q", rep.Reason, w)
+				}
+			}
+			if tt.notReason != "" && strings.Contains(rep.Reason, tt.notReason) {
+				t.Errorf("reason %q mentions %q", rep.Reason, tt.notReason)
+			}
+		})
 	}
 }
 
