@@ -39,8 +39,10 @@ var userManagerDropped = map[string]string{
 // shortened), starts it over D-Bus and checks: the start job finishes only after READY=1
 // (Type=notify), the unit is active with evictguard's STATUS=, the watchdog keeps it alive
 // past WatchdogSec, a reload (ExecReload: SIGHUP) of a changed config takes effect without a
-// restart (StatusText, log, and the evaluation cadence on /metrics), and a broken config on
-// reload is logged while the running configuration is kept.
+// restart (StatusText, log, and the evaluation cadence on /metrics; a wider warning margin
+// turns nodefs.available warning and a reclaim-ladder headroom floor makes the ladder
+// escalate, on /metrics), and a broken config on reload is logged while the running
+// configuration is kept.
 func TestDeploySystemdUnit(t *testing.T) {
 	t.Parallel()
 	harness.RequireRoot(t)
@@ -54,23 +56,26 @@ func TestDeploySystemdUnit(t *testing.T) {
 	}
 	listen := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
 	cfgPath := filepath.Join(dir, "config.yaml")
-	writeCfg := func(interval string, extra string) {
+	writeCfg := func(interval, warnMargin, extra string) {
 		t.Helper()
 		c := fmt.Sprintf(`apiVersion: evictguard.dev/v1alpha1
 kind: EvictguardConfiguration
 monitor:
   interval: %s
+  warnMargin: %s
   kubeletVersion: "1.37"
-  kubeletCmdline: "--root-dir=%s"
+  kubeletCmdline: "--root-dir=%s --eviction-hard=nodefs.available<10%%"
   runtime: containerd
 metrics:
   listen: %s
-%s`, interval, kubeletRoot, listen, extra)
+%s`, interval, warnMargin, kubeletRoot, listen, extra)
 		if err := os.WriteFile(cfgPath, []byte(c), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	writeCfg("1s", "")
+	// The reclaim ladder may only escalate (which changes nothing on the node) and climbs
+	// only when eviction is predicted within a second: never, on this disk.
+	writeCfg("1s", "0.05", "actions:\n  reclaim:\n    allow: [escalate]\n    horizon: 1s\n")
 	logPath := filepath.Join(dir, "evictguard.log")
 
 	f, err := os.Open("../deploy/systemd/evictguard.service")
@@ -174,23 +179,64 @@ metrics:
 			p["ActiveState"], p["MainPID"], pid, p["WatchdogUSec"], fileTail(logPath))
 	}
 
-	// Reload a changed config: the interval becomes 3s, live, in the same process.
-	writeCfg("3s", "")
+	// Before the reload: nodefs.available is ok at a 5 % margin and the ladder is idle.
+	if v, ok := scrapeMetric(t, listen, "evictguard_signal_state", `signal="nodefs.available"`, `kind="hard"`, `state="ok"`); !ok || v != 1 {
+		t.Errorf("before the reload: nodefs.available state ok = %v (found %v); the test needs a disk with more than 15 %% free", v, ok)
+	}
+	if v, ok := scrapeMetric(t, listen, "evictguard_reclaim_actions_total", `action="reclaim-escalate"`); ok {
+		t.Errorf("the ladder escalated before the reload: %v", v)
+	}
+
+	// Reload a changed config, live, in the same process: the interval becomes 3s, the
+	// warning margin covers the whole disk (the evaluator), and the reclaim ladder gets a
+	// headroom floor no disk has (its policy).
+	writeCfg("3s", "0.95", "actions:\n  reclaim:\n    allow: [escalate]\n    horizon: 1s\n    lowHeadroom: 1Ei\n")
 	job("reload", func(ch chan<- string) (int, error) {
 		return conn.ReloadUnitContext(ctx, "evictguard.service", "replace", ch)
 	})
-	p = svc()
-	st, _ = p["StatusText"].(string)
-	if p["MainPID"] != pid || !strings.Contains(st, "monitoring every 3s") || !strings.Contains(st, "generation 2") {
-		t.Errorf("after reload: MainPID %v (was %v), StatusText %q", p["MainPID"], pid, st)
-	}
+	// ExecReload is a kill: with Type=notify (systemd 252, no notify-reload) the job can end
+	// before the daemon has taken the signal, so the new StatusText may take a moment.
 	if err := waitCondition(ctx, 10*time.Second, func() error {
-		if !strings.Contains(readFile(logPath), `msg="configuration reloaded"`) {
-			return fmt.Errorf("no reload in the log")
+		p = svc()
+		st, _ = p["StatusText"].(string)
+		if p["MainPID"] != pid || !strings.Contains(st, "monitoring every 3s") || !strings.Contains(st, "generation 2") {
+			return fmt.Errorf("after reload: MainPID %v (was %v), StatusText %q", p["MainPID"], pid, st)
 		}
 		return nil
 	}); err != nil {
 		t.Error(err)
+	}
+	if err := waitCondition(ctx, 10*time.Second, func() error {
+		l := readFile(logPath)
+		if !strings.Contains(l, `msg="configuration reloaded"`) ||
+			!strings.Contains(l, `applied="[actions.reclaim.lowHeadroom monitor.interval monitor.warnMargin]"`) {
+			return fmt.Errorf("no reload applying interval, warnMargin and the reclaim floor in the log")
+		}
+		return nil
+	}); err != nil {
+		t.Errorf("%v\nlog:\n%s", err, fileTail(logPath))
+	}
+	// The new margin and the new ladder policy take effect in the running process, on the
+	// same signal state and history: nodefs.available turns warning on /metrics, and the
+	// ladder, now in danger, escalates (counted and logged).
+	if err := waitCondition(ctx, 30*time.Second, func() error {
+		if v, _ := scrapeMetric(t, listen, "evictguard_signal_state", `signal="nodefs.available"`, `kind="hard"`, `state="warning"`); v != 1 {
+			return fmt.Errorf("nodefs.available not warning after reloading warnMargin 0.95")
+		}
+		// Any result: escalation is applied or blocked depending on remediation being set up.
+		if v, _ := scrapeMetric(t, listen, "evictguard_reclaim_actions_total", `action="reclaim-escalate"`); v < 1 {
+			return fmt.Errorf("the ladder did not escalate after reloading lowHeadroom 1Ei")
+		}
+		l := readFile(logPath)
+		if !strings.Contains(l, `msg="log budget and reclaim ladder reconfigured"`) || !strings.Contains(l, "lowHeadroom=1152921504606846976") {
+			return fmt.Errorf("no reconfiguration of the ladder in the log")
+		}
+		return nil
+	}); err != nil {
+		t.Errorf("%v\nlog:\n%s", err, fileTail(logPath))
+	}
+	if p := svc(); p["MainPID"] != pid {
+		t.Errorf("the reload restarted the process: MainPID %v, was %v", p["MainPID"], pid)
 	}
 	// On /metrics: the evaluation timestamp now advances in ~3s steps.
 	gaps := evaluationGaps(t, listen, 10*time.Second)
@@ -203,7 +249,7 @@ metrics:
 	t.Logf("evaluation gaps after reload: %v", gaps)
 
 	// A broken file on reload: logged, the running configuration kept, still active.
-	writeCfg("1s", "monitr:\n  interval: 1s\n")
+	writeCfg("1s", "0.05", "monitr:\n  interval: 1s\n")
 	job("reload (invalid file)", func(ch chan<- string) (int, error) {
 		return conn.ReloadUnitContext(ctx, "evictguard.service", "replace", ch)
 	})
@@ -214,7 +260,7 @@ metrics:
 	}
 	if err := waitCondition(ctx, 10*time.Second, func() error {
 		l := readFile(logPath)
-		if !strings.Contains(l, "reload failed; keeping the running configuration") || !strings.Contains(l, cfgPath+`:10: unknown key \"monitr\"`) {
+		if !strings.Contains(l, "reload failed; keeping the running configuration") || !strings.Contains(l, cfgPath+`:11: unknown key \"monitr\"`) {
 			return fmt.Errorf("no line-numbered reload error in the log")
 		}
 		return nil
@@ -228,6 +274,40 @@ metrics:
 	if p := svc(); p["ActiveState"] != "inactive" {
 		t.Errorf("after stop: %v (Result %v)", p["ActiveState"], p["Result"])
 	}
+}
+
+// scrapeMetric returns the value of the first sample of name on /metrics whose labels
+// include every one of labels (each `key="value"`).
+func scrapeMetric(t *testing.T, listen, name string, labels ...string) (float64, bool) {
+	t.Helper()
+	b, code, err := httpGetCode("http://" + listen + "/metrics")
+	if err != nil || code != 200 {
+		t.Fatalf("/metrics: %d %v", code, err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, name+"{")
+		if !ok {
+			continue
+		}
+		ls, val, ok := strings.Cut(rest, "} ")
+		if !ok {
+			continue
+		}
+		match := true
+		for _, l := range labels {
+			if !strings.Contains(","+ls+",", ","+l+",") {
+				match = false
+				break
+			}
+		}
+		if match {
+			f, err := strconv.ParseFloat(val, 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
 }
 
 func readAllUnit(opts []*unit.UnitOption) (string, error) {
