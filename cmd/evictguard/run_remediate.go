@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 
 	"github.com/spf13/pflag"
-	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/remediate"
@@ -214,7 +213,7 @@ func escalationPass(ctx context.Context, g *globalOptions, f remediationFlags, e
 // when imagefs shares nodefs, that a data-root migration is the lasting fix: the daemon
 // never migrates by itself (it needs a target disk and stops the runtime).
 func escalationOutcome(esc *remediate.Escalation, tp *remediate.ThresholdPlan, blockers []string, dry bool, layout *monitor.Layout) (remediate.Report, bool) {
-	head := fmt.Sprintf("escalated by the reclaim ladder (%s headroom %s", esc.Signal, resource.NewQuantity(esc.Headroom, resource.BinarySI))
+	head := fmt.Sprintf("escalated by the reclaim ladder (%s headroom %.1f MiB", esc.Signal, float64(esc.Headroom)/(1<<20))
 	if esc.SecondsToThreshold != nil {
 		head += fmt.Sprintf(", threshold in %.0fs", *esc.SecondsToThreshold)
 	}

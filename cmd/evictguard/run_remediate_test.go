@@ -132,7 +132,7 @@ func TestEscalationOutcome(t *testing.T) {
 		notReason  string
 	}{
 		{"dry run reports the planned rewrite", change, nil, true, dedicated, remediate.ResultDryRun,
-			[]string{"escalated by the reclaim ladder (nodefs.available headroom 8Mi, threshold in 42s)", "dry run: would lower nodefs.available<5%"}, "migrate"},
+			[]string{"escalated by the reclaim ladder (nodefs.available headroom 8.0 MiB, threshold in 42s)", "dry run: would lower nodefs.available<5%"}, "migrate"},
 		{"acting policy applies", change, nil, false, dedicated, "", []string{"lowering nodefs.available<5%"}, "migrate"},
 		{"gate blocks", change, []string{"cooldown: last restart 1m ago"}, false, dedicated, remediate.ResultBlocked,
 			[]string{"not rewriting thresholds: cooldown: last restart 1m ago"}, ""},
