@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -201,4 +204,119 @@ func canGetNode(t *testing.T, c kubernetes.Interface, node, sub string) bool {
 		t.Fatalf("SelfSubjectAccessReview nodes/%s: %v", sub, err)
 	}
 	return r.Status.Allowed
+}
+
+// TestThresholdsConfigzDirectNodesConfigz is the DaemonSet's way to /configz, proven with the
+// kubelet's real authorizer: a kubelet with webhook authentication and authorization (as
+// kubeadm sets it) asks the API server about every request. The DaemonSet's ServiceAccount
+// with the base RBAC is refused; with the remediation overlay's get nodes/configz the kubelet
+// (KubeletFineGrainedAuthz, GA in 1.36) serves /configz, and `evictguard thresholds --configz
+// https://127.0.0.1:PORT/configz --configz-token-file` agrees with it.
+func TestThresholdsConfigzDirectNodesConfigz(t *testing.T) {
+	harness.RequireRoot(t)
+	ctx := context.Background()
+	a := harness.StartAPIServer(t)
+	c := harness.StartContainerd(t, harness.ContainerdOptions{})
+	k := harness.PrepareKubelet(t, harness.KubeletOptions{Containerd: c, APIServer: a,
+		ConfigExtra: "evictionHard:\n  memory.available: 300Mi\n  nodefs.available: \"6%\"\n",
+		Flags: []string{"--anonymous-auth=false", "--authentication-token-webhook=true", "--authorization-mode=Webhook",
+			// the kubelet caches refusals for 30s by default; the test changes RBAC in between
+			"--authorization-webhook-cache-unauthorized-ttl=1s"}})
+	k.Proc = harness.Start(t, k.Dir, "kubelet", nil, k.Args[0], k.Args[1:]...)
+	t.Cleanup(func() {
+		if err := harness.UnmountBelow(k.RootDir); err != nil {
+			t.Errorf("unmount kubelet root dir: %v", err)
+		}
+	})
+	get := func(token string) (int, string, error) {
+		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // loopback kubelet with a self-signed cert
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.ConfigzURL(), nil)
+		if err != nil {
+			return 0, "", err
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	// Ready: /configz answers the admin (system:masters) through the webhook.
+	err := harness.WaitFor(ctx, 90*time.Second, k.Proc, func() error {
+		code, body, err := get(a.AdminToken)
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK || !strings.Contains(body, `"nodefs.available":"6%"`) {
+			return fmt.Errorf("/configz as admin: %d %s", code, body)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("kubelet: %v\n%s", err, k.Proc.LogTail(3000))
+	}
+	if code, _, err := get(""); err != nil || code != http.StatusUnauthorized {
+		t.Fatalf("anonymous /configz: %d %v, want 401 (the kubelet must authenticate)", code, err)
+	}
+
+	applyManifest(t, a.Client, "../deploy/kubernetes/rbac.yaml")
+	tokenFile := filepath.Join(harness.TempDir(t, "sa-token"), "token")
+	tr, err := a.Client.CoreV1().ServiceAccounts("evictguard").CreateToken(ctx, "evictguard",
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(3600))}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tokenFile, []byte(tr.Status.Token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"thresholds", "-o", "json", "--kubelet-cmdline", strings.Join(k.Args, " "),
+		"--configz", k.ConfigzURL(), "--configz-token-file", tokenFile}
+
+	t.Run("base RBAC: the kubelet refuses", func(t *testing.T) {
+		code, body, err := get(tr.Status.Token)
+		// The kubelet checks nodes/configz, then falls back to nodes/proxy.
+		if err != nil || code != http.StatusForbidden || !strings.Contains(body, "subresource(s)=[configz proxy]") {
+			t.Errorf("/configz as the base ServiceAccount: %d %q %v, want 403 naming subresources configz and proxy", code, body, err)
+		}
+		stdout, stderr, code := runEvictguard(t, args...)
+		if code != 1 || !strings.Contains(stderr, "403") {
+			t.Errorf("exit %d, want 1 with the kubelet's 403\nstdout: %s\nstderr: %s", code, stdout, stderr)
+		}
+	})
+
+	t.Run("remediation overlay RBAC (get nodes/configz): served and equal", func(t *testing.T) {
+		applyManifest(t, a.Client, "../deploy/kubernetes/overlays/remediation/rbac.yaml")
+		err := harness.WaitFor(ctx, 60*time.Second, k.Proc, func() error {
+			code, body, err := get(tr.Status.Token)
+			if err != nil {
+				return err
+			}
+			if code != http.StatusOK {
+				return fmt.Errorf("/configz as the ServiceAccount: %d %s", code, body)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stdout, stderr, code := runEvictguard(t, args...)
+		var d thresholdsProxyDoc
+		if err := json.Unmarshal([]byte(stdout), &d); err != nil {
+			t.Fatalf("exit %d: %v\n%s\n%s", code, err, stdout, stderr)
+		}
+		if code != 0 || len(d.Mismatches) > 0 || d.ConfigzSource != "configz "+k.ConfigzURL() {
+			t.Errorf("exit %d, mismatches %q, configzSource %q\nstderr: %s", code, d.Mismatches, d.ConfigzSource, stderr)
+		}
+		hard := map[string]string{}
+		for _, th := range d.Thresholds {
+			if th.Kind == "hard" && th.Signal != "allocatableMemory.available" {
+				hard[th.Signal] = th.Value
+			}
+		}
+		if want := map[string]string{"memory.available": "300Mi", "nodefs.available": "6%"}; fmt.Sprint(hard) != fmt.Sprint(want) {
+			t.Errorf("hard thresholds %v, want %v", hard, want)
+		}
+	})
 }
