@@ -96,7 +96,7 @@ func (l *logsLive) apply(root hostfs.Root, budget *remediate.BudgetConfig, pub *
 		case *remediate.DockerGC:
 			gc.KeepExited, gc.KeepImages = u.keepExited, u.keepImages
 		case *remediate.CRIGC:
-			gc.KeepImages = u.keepImages
+			gc.KeepPerContainer, gc.KeepImages = u.keepExited, u.keepImages
 		}
 		if ladder.Logs != nil {
 			ladder.Logs.MinAge = u.rotatedAge

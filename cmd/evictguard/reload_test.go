@@ -175,6 +175,13 @@ func TestReloadAppliesLive(t *testing.T) {
 			r.ladder.Policy.RecreateCooldown == time.Minute, r.ladder.Policy},
 		{"GC keep rules (--gc-keep-exited wins)", r.ladder.GC.(*remediate.DockerGC).KeepExited == 9 &&
 			slices.Equal(r.ladder.GC.(*remediate.DockerGC).KeepImages, []string{"pause:3.10"}), r.ladder.GC},
+		{"CRI GC keep rules", func() bool {
+			cri := &remediate.CRIGC{KeepPerContainer: 1}
+			ladder := remediate.Ladder{GC: cri}
+			r.o.logs.live.set(&logsUpdate{keepExited: 4, keepImages: []string{"pause:3.10"}})
+			r.o.logs.live.apply(hostfs.Root("/"), &remediate.BudgetConfig{}, nil, &ladder, nil)
+			return cri.KeepPerContainer == 4 && slices.Equal(cri.KeepImages, []string{"pause:3.10"})
+		}(), nil},
 		{"rotated logs", r.ladder.Logs.MinAge == 10*time.Minute, r.ladder.Logs},
 		{"ballast kept", r.ladder.Ballast == ballast && ballast.Size == 1<<20, r.ladder.Ballast},
 		{"budget margin", r.budget.MarginBytes == 1<<30 && r.budget.MarginPercent == 0, r.budget},
