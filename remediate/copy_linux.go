@@ -12,9 +12,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -728,15 +730,19 @@ func VerifyTrees(ctx context.Context, src, dst string, opts VerifyOptions) (Veri
 	if opts.MaxDifferences <= 0 {
 		opts.MaxDifferences = 20
 	}
-	v := &verifier{ctx: ctx, opts: opts, groups: map[inoKey]inoKey{}}
-	v.stats.Checksums = opts.Checksums
+	v := &verifier{ctx: ctx, opts: opts, groups: map[inoKey]inoKey{}, sem: make(chan struct{}, verifyWorkers()-1)}
 	var st unix.Stat_t
 	if err := unix.Lstat(src, &st); err != nil {
 		return v.stats, fmt.Errorf("verify: %w", err)
 	}
 	v.rootDev = st.Dev
-	if err := v.walk(src, dst, ""); err != nil {
-		return v.stats, err
+	var rs VerifyStats
+	err := v.walk(src, dst, "", &rs)
+	v.wg.Wait()
+	v.merge(&rs, err)
+	v.stats.Checksums = opts.Checksums
+	if v.err != nil {
+		return v.stats, v.err
 	}
 	if len(v.diffs) > 0 {
 		return v.stats, fmt.Errorf("%w: %d difference(s): %s", ErrTreesDiffer, len(v.diffs), strings.Join(v.diffs, "; "))
@@ -744,16 +750,31 @@ func VerifyTrees(ctx context.Context, src, dst string, opts VerifyOptions) (Veri
 	return v.stats, nil
 }
 
+// verifyWorkers is how many directories VerifyTrees walks at once: the verification runs
+// while the runtime is stopped, and on a node with idle cores walking both trees is faster in
+// parallel. Small and bounded: the walk is system calls, and the node has other work.
+func verifyWorkers() int { return min(max(runtime.GOMAXPROCS(0), 1), 4) }
+
+// verifier walks the two trees; directories are handed to another goroutine while one of the
+// sem slots is free. Each walker counts into its own VerifyStats, merged at the end; the
+// rest of the state is under mu.
 type verifier struct {
 	ctx     context.Context
 	opts    VerifyOptions
-	stats   VerifyStats
 	rootDev uint64
-	groups  map[inoKey]inoKey // src inode -> dst inode
-	diffs   []string
+	sem     chan struct{}
+	wg      sync.WaitGroup
+
+	mu     sync.Mutex
+	stats  VerifyStats
+	groups map[inoKey]inoKey // src inode -> dst inode
+	diffs  []string
+	err    error // the first error of a walker
 }
 
 func (v *verifier) diff(rel, format string, args ...any) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
 	if len(v.diffs) < v.opts.MaxDifferences {
 		if rel == "" {
 			rel = "."
@@ -762,11 +783,49 @@ func (v *verifier) diff(rel, format string, args ...any) {
 	}
 }
 
-func (v *verifier) walk(src, dst, rel string) error {
+// done: enough differences found, or a walker failed.
+func (v *verifier) done() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return len(v.diffs) >= v.opts.MaxDifferences || v.err != nil
+}
+
+func (v *verifier) merge(st *VerifyStats, err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.stats.Entries += st.Entries
+	v.stats.Files += st.Files
+	v.stats.Bytes += st.Bytes
+	v.stats.HardLinks += st.HardLinks
+	v.stats.Xattrs += st.Xattrs
+	if err != nil && v.err == nil {
+		v.err = err
+	}
+}
+
+// child walks one entry of a directory: a directory in another goroutine if a slot is free.
+func (v *verifier) child(src, dst, rel string, isDir bool, st *VerifyStats) error {
+	if isDir {
+		select {
+		case v.sem <- struct{}{}:
+			v.wg.Go(func() {
+				defer func() { <-v.sem }()
+				var ls VerifyStats
+				err := v.walk(src, dst, rel, &ls)
+				v.merge(&ls, err)
+			})
+			return nil
+		default:
+		}
+	}
+	return v.walk(src, dst, rel, st)
+}
+
+func (v *verifier) walk(src, dst, rel string, st *VerifyStats) error {
 	if err := v.ctx.Err(); err != nil {
 		return err
 	}
-	if len(v.diffs) >= v.opts.MaxDifferences {
+	if v.done() {
 		return nil
 	}
 	var s, d unix.Stat_t
@@ -778,7 +837,7 @@ func (v *verifier) walk(src, dst, rel string) error {
 		v.diff(rel, "missing at the destination: %v", err)
 		return nil //nolint:nilerr // recorded as a difference above
 	}
-	v.stats.Entries++
+	st.Entries++
 	typ := s.Mode & unix.S_IFMT
 	switch {
 	case typ != d.Mode&unix.S_IFMT:
@@ -804,7 +863,7 @@ func (v *verifier) walk(src, dst, rel string) error {
 		return fmt.Errorf("verify: xattrs of %s: %w", dst, err)
 	}
 	for name, val := range sx {
-		v.stats.Xattrs++
+		st.Xattrs++
 		if got, ok := dx[name]; !ok || !bytes.Equal(got, val) {
 			if _, ok := dx[name]; !ok && strings.HasPrefix(name, "security.") {
 				continue // CopyTree skips labels the target cannot hold
@@ -819,13 +878,17 @@ func (v *verifier) walk(src, dst, rel string) error {
 	}
 	if typ != unix.S_IFDIR && s.Nlink > 1 {
 		k, dk := inoKey{s.Dev, s.Ino}, inoKey{d.Dev, d.Ino}
-		if prev, ok := v.groups[k]; ok {
-			v.stats.HardLinks++
-			if prev != dk {
-				v.diff(rel, "hard link to an earlier name is not a hard link in the copy")
-			}
-		} else {
+		v.mu.Lock()
+		prev, seen := v.groups[k]
+		if !seen {
 			v.groups[k] = dk
+		}
+		v.mu.Unlock()
+		if seen {
+			st.HardLinks++
+			if prev != dk {
+				v.diff(rel, "hard link to another name is not a hard link in the copy")
+			}
 		}
 		if d.Nlink != s.Nlink {
 			v.diff(rel, "link count %d, copy has %d", s.Nlink, d.Nlink)
@@ -839,8 +902,8 @@ func (v *verifier) walk(src, dst, rel string) error {
 			v.diff(rel, "symlink target %q, copy has %q", a, b)
 		}
 	case unix.S_IFREG:
-		v.stats.Files++
-		v.stats.Bytes += s.Size
+		st.Files++
+		st.Bytes += s.Size
 		if v.opts.Checksums && s.Size == d.Size {
 			a, err := fileSHA256(src)
 			if err != nil {
@@ -858,7 +921,7 @@ func (v *verifier) walk(src, dst, rel string) error {
 		if s.Dev != v.rootDev {
 			return nil
 		}
-		sn, err := readNames(src)
+		se, err := os.ReadDir(src) // sorted; getdents' d_type says which are directories
 		if err != nil {
 			return fmt.Errorf("verify: %w", err)
 		}
@@ -867,12 +930,13 @@ func (v *verifier) walk(src, dst, rel string) error {
 			return fmt.Errorf("verify: %w", err)
 		}
 		for _, n := range dn {
-			if _, found := slices.BinarySearch(sn, n); !found {
+			if _, found := slices.BinarySearchFunc(se, n, func(e os.DirEntry, n string) int { return strings.Compare(e.Name(), n) }); !found {
 				v.diff(path(rel, n), "only in the copy")
 			}
 		}
-		for _, n := range sn {
-			if err := v.walk(filepath.Join(src, n), filepath.Join(dst, n), path(rel, n)); err != nil {
+		for _, e := range se {
+			n := e.Name()
+			if err := v.child(filepath.Join(src, n), filepath.Join(dst, n), path(rel, n), e.IsDir(), st); err != nil {
 				return err
 			}
 		}

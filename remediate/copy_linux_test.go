@@ -427,3 +427,70 @@ func TestCopyTreeSparseShapes(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifyTreesParallel: directories are verified by several walkers at once (on more than
+// one CPU); the counts add up and differences are found wherever they are, including a hard
+// link between two directories that different walkers see.
+func TestVerifyTreesParallel(t *testing.T) {
+	ctx := context.Background()
+	src := filepath.Join(t.TempDir(), "src")
+	const dirs, files = 40, 5
+	for i := range dirs {
+		d := filepath.Join(src, fmt.Sprintf("d%02d", i), "sub")
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for j := range files {
+			if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("f%d", j)), []byte(d), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := os.Link(filepath.Join(src, "d00/sub/f0"), filepath.Join(src, "d39/sub/link")); err != nil {
+		t.Fatal(err)
+	}
+	// root + per dir: d, sub, files; + the link
+	wantEntries := int64(1 + dirs*(2+files) + 1)
+	tests := []struct {
+		name   string
+		mutate func(dst string) error
+		want   string // "" : identical
+	}{
+		{"identical", func(string) error { return nil }, ""},
+		{"deep content", func(d string) error {
+			return os.WriteFile(filepath.Join(d, "d27/sub/f3"), []byte("changed!"), 0o644)
+		}, "d27/sub/f3: size"},
+		{"cross-directory hard link", func(d string) error {
+			p := filepath.Join(d, "d39/sub/link")
+			if err := os.Remove(p); err != nil {
+				return err
+			}
+			return os.WriteFile(p, []byte(filepath.Join(src, "d00/sub")), 0o644)
+		}, "link"},
+		{"extra deep", func(d string) error { return os.WriteFile(filepath.Join(d, "d13/sub/extra"), nil, 0o644) }, "d13/sub/extra: only in the copy"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := filepath.Join(t.TempDir(), "dst")
+			if _, err := CopyTree(ctx, src, dst, CopyOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.mutate(dst); err != nil {
+				t.Fatal(err)
+			}
+			st, err := VerifyTrees(ctx, src, dst, VerifyOptions{Checksums: true})
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st.Entries != wantEntries || st.Files != dirs*files+1 || st.HardLinks != 1 {
+					t.Errorf("stats %+v: want %d entries, %d files, 1 hard link", st, wantEntries, dirs*files+1)
+				}
+				return
+			}
+			if !errors.Is(err, ErrTreesDiffer) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want ErrTreesDiffer mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
