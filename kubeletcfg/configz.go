@@ -68,6 +68,9 @@ func ParseConfigz(body []byte) (*Configz, error) {
 // the bearer token (if any) is then only sent to a server we cannot authenticate, so callers
 // should pass a token only for 127.0.0.1 or a trusted path.
 func FetchConfigz(ctx context.Context, target, token string) ([]byte, error) {
+	if target == ConfigzViaAPIServer {
+		return nil, fmt.Errorf("configz %q: reading through the API server takes a client configuration (APIServerConfigz); here give a URL or a file", target)
+	}
 	u, err := url.Parse(target)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
 		data, err := os.ReadFile(target)

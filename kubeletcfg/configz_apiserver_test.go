@@ -118,3 +118,12 @@ func TestDiscoverConfigzViaAPIServer(t *testing.T) {
 		})
 	}
 }
+
+// TestFetchConfigzAPIServerNeedsAClient: commands that take only a URL or a file say so for
+// "apiserver" instead of looking for a file of that name.
+func TestFetchConfigzAPIServerNeedsAClient(t *testing.T) {
+	_, err := FetchConfigz(context.Background(), ConfigzViaAPIServer, "")
+	if err == nil || !strings.Contains(err.Error(), "give a URL or a file") {
+		t.Errorf("err = %v", err)
+	}
+}
