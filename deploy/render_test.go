@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/evictguard/evictguard/internal/config"
@@ -74,6 +75,19 @@ func TestHelmChartMatchesKustomize(t *testing.T) {
 			}
 			if len(k) < tt.min {
 				t.Errorf("%s renders only %d objects: %v", tt.dir, len(k), keys)
+			}
+		})
+	}
+}
+
+// TestHelmChartBadMoveTarget: a move target that cannot name a volume fails the render.
+func TestHelmChartBadMoveTarget(t *testing.T) {
+	for _, p := range []string{"data", "/data/", "/mnt/Disk_1"} {
+		t.Run(p, func(t *testing.T) {
+			_, err := Helm("helm/evictguard", "evictguard", "evictguard", map[string]any{
+				"remediation": map[string]any{"enabled": true, "moveTargets": []any{p}}})
+			if err == nil || !strings.Contains(err.Error(), "remediation.moveTargets") {
+				t.Errorf("err = %v, want a remediation.moveTargets error", err)
 			}
 		})
 	}
