@@ -22,9 +22,11 @@ import (
 
 // CopyOptions tunes CopyTree.
 type CopyOptions struct {
-	// Since makes the pass incremental: an entry that exists at the destination with the same
-	// type, size, mtime, mode and owner, and whose status has not changed since Since
-	// (ctime < Since), is left alone. Zero compares size, mtime, mode and owner only.
+	// Since makes the pass incremental after a pass that began at Since: an entry whose status
+	// has not changed since (ctime < Since) is left alone without a look at the destination,
+	// and one that did change is copied again unless the destination has the same type, size,
+	// mtime, mode and owner. Zero compares size, mtime, mode and owner of every entry.
+	// VerifyTrees checks the result.
 	Since time.Time
 	// Delete removes destination entries that no longer exist at the source (a delta pass).
 	Delete bool

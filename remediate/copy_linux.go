@@ -132,6 +132,11 @@ func (c *copier) entry(src, dst string, st *unix.Stat_t, fresh bool) (changed bo
 		return false, err
 	}
 	c.prog.entries.Add(1)
+	if c.trusted(st, fresh) && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		c.stats.Unchanged++
+		c.firstLink(st, dst)
+		return false, nil
+	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
 		return c.dir(src, dst, st, fresh)
@@ -142,6 +147,14 @@ func (c *copier) entry(src, dst string, st *unix.Stat_t, fresh bool) (changed bo
 	default:
 		return c.special(src, dst, st, fresh)
 	}
+}
+
+// trusted: an incremental pass (Since) need not look at the destination of an entry whose
+// status has not changed since the pass that began at Since copied it (ctime < Since: no
+// write, chmod, chown, xattr, link or unlink since; a directory: no entry added or removed).
+// VerifyTrees compares both sides afterwards.
+func (c *copier) trusted(st *unix.Stat_t, fresh bool) bool {
+	return c.since != 0 && !fresh && st.Ctim.Nano() < c.since
 }
 
 // dstStat lstats dst; ok is false when it does not exist.
@@ -198,7 +211,10 @@ func (c *copier) needChmod(st *unix.Stat_t, cr created) bool {
 func (c *copier) dir(src, dst string, st *unix.Stat_t, fresh bool) (bool, error) {
 	var d unix.Stat_t
 	exists, changed := false, false
-	if !fresh {
+	trusted := c.trusted(st, fresh)
+	if trusted {
+		exists = true
+	} else if !fresh {
 		var err error
 		if d, exists, err = dstStat(dst); err != nil {
 			return false, err
@@ -274,7 +290,7 @@ func (c *copier) dir(src, dst string, st *unix.Stat_t, fresh bool) (bool, error)
 	}
 	// Metadata last: creating the children changed the directory's mtime. A directory the
 	// pass found as it should be, and left alone, keeps it.
-	if exists && !dirty && c.sameMeta(st, &d) {
+	if exists && !dirty && (trusted || c.sameMeta(st, &d)) {
 		c.stats.Unchanged++
 		return changed, nil
 	}
@@ -730,14 +746,16 @@ func VerifyTrees(ctx context.Context, src, dst string, opts VerifyOptions) (Veri
 	if opts.MaxDifferences <= 0 {
 		opts.MaxDifferences = 20
 	}
-	v := &verifier{ctx: ctx, opts: opts, groups: map[inoKey]inoKey{}, sem: make(chan struct{}, verifyWorkers()-1)}
+	v := &verifier{ctx: ctx, opts: opts, groups: map[inoKey]inoKey{}, sem: make(chan struct{}, verifyWorkers())}
 	var st unix.Stat_t
 	if err := unix.Lstat(src, &st); err != nil {
 		return v.stats, fmt.Errorf("verify: %w", err)
 	}
 	v.rootDev = st.Dev
 	var rs VerifyStats
+	v.sem <- struct{}{} // this goroutine is a walker too, until its part is done
 	err := v.walk(src, dst, "", &rs)
+	<-v.sem
 	v.wg.Wait()
 	v.merge(&rs, err)
 	v.stats.Checksums = opts.Checksums
@@ -755,8 +773,8 @@ func VerifyTrees(ctx context.Context, src, dst string, opts VerifyOptions) (Veri
 // parallel. Small and bounded: the walk is system calls, and the node has other work.
 func verifyWorkers() int { return min(max(runtime.GOMAXPROCS(0), 1), 4) }
 
-// verifier walks the two trees; directories are handed to another goroutine while one of the
-// sem slots is free. Each walker counts into its own VerifyStats, merged at the end; the
+// verifier walks the two trees; a directory is handed to another goroutine while one of the
+// sem slots (one per running walker) is free. Each walker counts into its own VerifyStats, merged at the end; the
 // rest of the state is under mu.
 type verifier struct {
 	ctx     context.Context

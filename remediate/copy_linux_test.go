@@ -494,3 +494,41 @@ func TestVerifyTreesParallel(t *testing.T) {
 		})
 	}
 }
+
+// TestCopyTreeDeltaTrustsUnchanged: a delta pass does not look at the destination of what did
+// not change at the source since the pre-copy began (that is what makes it short); a
+// destination changed behind its back is VerifyTrees' to find.
+func TestCopyTreeDeltaTrustsUnchanged(t *testing.T) {
+	ctx := context.Background()
+	src := filepath.Join(t.TempDir(), "src")
+	dst := filepath.Join(t.TempDir(), "dst")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	buildRuntimeLikeTree(t, src)
+	time.Sleep(1100 * time.Millisecond) // the source's ctimes before the pre-copy, past the slack
+	since := time.Now()
+	if _, err := CopyTree(ctx, src, dst, CopyOptions{Delete: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "containers/c1/new"), []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(dst, "volumes/v1/_data/hello"), 0o666); err != nil { // behind its back
+		t.Fatal(err)
+	}
+	delta, err := CopyTree(ctx, src, dst, CopyOptions{Since: since, Delete: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if delta.Files != 1 || delta.Unchanged == 0 {
+		t.Errorf("delta %+v: want the new file copied and the rest left alone", delta)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "containers/c1/new")); err != nil {
+		t.Error(err)
+	}
+	_, err = VerifyTrees(ctx, src, dst, VerifyOptions{})
+	if !errors.Is(err, ErrTreesDiffer) || !strings.Contains(err.Error(), "volumes/v1/_data/hello: mode") {
+		t.Errorf("verify: %v, want the mode changed at the destination", err)
+	}
+}
