@@ -279,7 +279,7 @@ func (d *daemonControl) interval() time.Duration {
 // reload re-reads the file. An invalid file is logged and the running configuration kept.
 // Settings that can change without dropping state are applied (see isLive): the monitoring
 // interval (t is reset), the evaluator's warning horizon, margin and hysteresis (m), the
-// log budget and the reclaim ladder's policy (handed to the logs worker), the remediation
+// alert feeds' horizons and `for:`, the log budget and the reclaim ladder's policy (handed to the logs worker), the remediation
 // policy (read by the next remediation pass). The monitor's fill-rate history, every
 // signal's state, the alert state, the ballast and the journal are kept as they are; other
 // changed keys are logged as needing a restart.
@@ -339,6 +339,15 @@ func (d *daemonControl) apply(live []string, next *runOptions, t *time.Ticker, m
 		d.log.Info("evaluation reconfigured; signal states and fill-rate history kept",
 			"warnHorizon", next.warnHorizon, "warnMargin", next.warnMargin, "exitBand", next.exitBand, "breachHold", next.breachHold)
 	}
+	if changed("monitor.warnHorizon", "alerts.for", "alerts.criticalHorizon") {
+		d.o.warnHorizon, d.o.alertFor, d.o.criticalHorizon = next.warnHorizon, next.alertFor, next.criticalHorizon
+		p := d.o.alertPolicy()
+		for _, f := range d.o.alertFeeds {
+			f.SetPolicy(p) // the feeds' pending and firing alerts are kept
+		}
+		d.log.Info("alert policy reconfigured; pending and firing alerts kept", "warnHorizon", p.WarningHorizon,
+			"criticalHorizon", p.CriticalHorizon, "for", next.alertFor, "feeds", len(d.o.alertFeeds))
+	}
 	if logs != nil {
 		d.o.logs.live.set(logs) // the logs worker applies it before its next snapshot
 	}
@@ -354,6 +363,10 @@ func (d *daemonControl) isLive(key string) bool {
 	under := func(p string) bool { return key == p || strings.HasPrefix(key, p+".") }
 	switch {
 	case key == "monitor.interval", key == "monitor.warnHorizon", key == "monitor.warnMargin", under("monitor.hysteresis"):
+		return true
+	case key == "alerts.for", key == "alerts.criticalHorizon":
+		// The feeds' trackers take a new policy; URLs and the resend period are the feed's own
+		// loop and need a restart.
 		return true
 	case under("logs.budget"):
 		return true
@@ -409,10 +422,6 @@ func diffConfig(old, new *config.Configuration, fs *pflag.FlagSet, isLive func(s
 		notPolicy := func(k string) bool { return !strings.HasPrefix(k, "policy.") }
 		live = slices.DeleteFunc(live, func(k string) bool { return !notPolicy(k) })
 		restart = append(slices.DeleteFunc(restart, func(k string) bool { return !notPolicy(k) }), "policy")
-	}
-	if slices.Contains(live, "monitor.warnHorizon") {
-		// The direct alerts' and Node Events' trackers keep the horizon they were built with.
-		restart = append(restart, "monitor.warnHorizon (EvictionImminent in direct alerts and Node Events)")
 	}
 	slices.Sort(live)
 	slices.Sort(restart)

@@ -14,6 +14,7 @@ import (
 	"github.com/evictguard/evictguard/internal/hostfs"
 	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/monitor"
+	"github.com/evictguard/evictguard/monitor/feed"
 	"github.com/evictguard/evictguard/remediate"
 )
 
@@ -124,6 +125,10 @@ const reloadAfter = `monitor:
   hysteresis: {exitBand: 0.5, breachHold: 0s}
 metrics:
   listen: 127.0.0.1:1
+alerts:
+  for: 0s
+  criticalHorizon: 20m
+  resend: 1m
 logs:
   budget:
     file: /var/lib/evictguard/log-budget.env
@@ -155,6 +160,9 @@ func TestReloadAppliesLive(t *testing.T) {
 	}
 	before := r.m.Latest().Signals[0]
 	ballast := r.ladder.Ballast
+	// An alert feed's tracker, as startOutputs registers the Alertmanager and Node feeds.
+	tracker := feed.NewTracker(r.o.alertPolicy(), "n1")
+	r.o.alertFeeds = append(r.o.alertFeeds, tracker)
 
 	r.write(t, reloadAfter)
 	r.d.reload(r.ticker, r.m)
@@ -182,6 +190,10 @@ func TestReloadAppliesLive(t *testing.T) {
 			r.o.logs.live.apply(hostfs.Root("/"), &remediate.BudgetConfig{}, nil, &ladder, nil)
 			return cri.KeepPerContainer == 4 && slices.Equal(cri.KeepImages, []string{"pause:3.10"})
 		}(), nil},
+		{"alert feeds", func() bool {
+			p := tracker.Policy()
+			return p.WarningHorizon == 2*time.Hour && p.CriticalHorizon == 20*time.Minute && p.For == 0
+		}(), tracker.Policy()},
 		{"rotated logs", r.ladder.Logs.MinAge == 10*time.Minute, r.ladder.Logs},
 		{"ballast kept", r.ladder.Ballast == ballast && ballast.Size == 1<<20, r.ladder.Ballast},
 		{"budget margin", r.budget.MarginBytes == 1<<30 && r.budget.MarginPercent == 0, r.budget},
@@ -208,7 +220,8 @@ func TestReloadAppliesLive(t *testing.T) {
 	}
 	log := r.log.String()
 	for _, want := range []string{
-		`msg="configuration reloaded"`, "needRestart=", "actions.reclaim.ballast.size", "metrics.listen",
+		`msg="configuration reloaded"`, "needRestart=", "actions.reclaim.ballast.size", "metrics.listen", "alerts.resend",
+		`msg="alert policy reconfigured; pending and firing alerts kept"`,
 		"actions.reclaim.allow", "policy.maxRestartsPerDay", `msg="remediation policy replaced; the next pass uses it" dryRun=false`,
 	} {
 		if !strings.Contains(log, want) {

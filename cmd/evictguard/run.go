@@ -21,6 +21,15 @@ import (
 
 func init() { subcommands = append(subcommands, newRunCommand) }
 
+// alertPolicy is when the direct alerts and the Node feed report an eviction as imminent.
+func (o *runOptions) alertPolicy() feed.Policy {
+	p := feed.Policy{WarningHorizon: o.warnHorizon, CriticalHorizon: o.criticalHorizon, For: o.alertFor}
+	if o.alertFor == 0 {
+		p.For = -1 // "0s" reports at once; feed.Policy's zero means its default
+	}
+	return p
+}
+
 type runOptions struct {
 	monitorFlags
 	interval time.Duration
@@ -38,6 +47,8 @@ type runOptions struct {
 	configzInterval           time.Duration
 	logs                      logReclaimFlags
 	remediation               daemonRemediation
+	// alertFeeds are the running direct-alert and Node feeds, whose policy a reload replaces.
+	alertFeeds []interface{ SetPolicy(feed.Policy) }
 
 	configFile string         // --config
 	control    *daemonControl // the config file, SIGHUP and sd_notify (config.go)
@@ -189,10 +200,7 @@ func startOutputs(ctx context.Context, g *globalOptions, o *runOptions, s *setup
 			}
 		})
 	}
-	policy := feed.Policy{WarningHorizon: o.warnHorizon, CriticalHorizon: o.criticalHorizon, For: o.alertFor}
-	if o.alertFor == 0 {
-		policy.For = -1
-	}
+	policy := o.alertPolicy()
 	node := o.nodeName
 	if node == "" {
 		node, _ = os.Hostname()
@@ -247,6 +255,7 @@ func startOutputs(ctx context.Context, g *globalOptions, o *runOptions, s *setup
 		}
 		log.Info("posting alerts to Alertmanager", "urls", o.alertmanagerURLs, "node", node)
 		out.notifiers = append(out.notifiers, am.Notify)
+		o.alertFeeds = append(o.alertFeeds, am)
 		out.goRun(func() { am.Run(ctx) })
 	}
 
@@ -272,6 +281,7 @@ func startOutputs(ctx context.Context, g *globalOptions, o *runOptions, s *setup
 		}
 		log.Info("reporting to the API server", "server", cfg.Host, "node", o.nodeName)
 		out.notifiers = append(out.notifiers, nr.Notify)
+		o.alertFeeds = append(o.alertFeeds, nr)
 		out.goRun(func() { nr.Run(ctx) })
 	}
 	if err := o.logs.start(ctx, g, s, o.dockerSocket, node, out); err != nil {

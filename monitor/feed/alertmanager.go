@@ -100,6 +100,10 @@ func NewAlertmanager(cfg AlertmanagerConfig) (*Alertmanager, error) {
 	}, nil
 }
 
+// SetPolicy replaces the alert policy of a running feed (a config reload); active alerts
+// and their start times are kept.
+func (a *Alertmanager) SetPolicy(p Policy) { a.tracker.SetPolicy(p) }
+
 // Notify hands over the latest snapshot. It never blocks: an older snapshot not yet
 // processed is replaced.
 func (a *Alertmanager) Notify(s *monitor.Snapshot) {

@@ -113,7 +113,20 @@ func NewTracker(p Policy, node string) *Tracker {
 }
 
 // Policy returns the effective policy (defaults applied).
-func (t *Tracker) Policy() Policy { return t.policy }
+func (t *Tracker) Policy() Policy {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.policy
+}
+
+// SetPolicy replaces the policy (a config reload). Pending and firing alerts are kept: a
+// firing alert resolves, and a pending one fires, by the new horizons and `for:` from the
+// next Update on.
+func (t *Tracker) SetPolicy(p Policy) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.policy = p.withDefaults()
+}
 
 // Update evaluates snap (taken at now) and returns the firing alerts, sorted by key.
 // mismatches are the differences between computed thresholds and /configz.

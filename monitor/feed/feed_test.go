@@ -33,36 +33,54 @@ func TestTracker(t *testing.T) {
 		tt    *float64
 		state monitor.State
 		want  []string // keys of firing alerts
+		// reload, when set, replaces the policy before this step (SetPolicy).
+		reload *Policy
 	}
 	tests := []struct {
 		name  string
 		steps []step
 	}{
 		{"for: 1m before firing, hysteresis to 1.5h, resolve when no longer consumed", []step{
-			{0, secs(3000), monitor.StateWarning, nil},
-			{30 * time.Second, secs(3000), monitor.StateWarning, nil},
-			{60 * time.Second, secs(3000), monitor.StateWarning, []string{"EvictionImminent/warning/nodefs.available/hard"}},
-			{90 * time.Second, secs(5000), monitor.StateWarning, []string{"EvictionImminent/warning/nodefs.available/hard"}},
-			{120 * time.Second, secs(5500), monitor.StateOK, nil},
+			{0, secs(3000), monitor.StateWarning, nil, nil},
+			{30 * time.Second, secs(3000), monitor.StateWarning, nil, nil},
+			{60 * time.Second, secs(3000), monitor.StateWarning, []string{"EvictionImminent/warning/nodefs.available/hard"}, nil},
+			{90 * time.Second, secs(5000), monitor.StateWarning, []string{"EvictionImminent/warning/nodefs.available/hard"}, nil},
+			{120 * time.Second, secs(5500), monitor.StateOK, nil, nil},
 		}},
 		{"a dip shorter than for: does not fire", []step{
-			{0, secs(3000), monitor.StateWarning, nil},
-			{30 * time.Second, nil, monitor.StateOK, nil},
-			{60 * time.Second, secs(3000), monitor.StateWarning, nil},
+			{0, secs(3000), monitor.StateWarning, nil, nil},
+			{30 * time.Second, nil, monitor.StateOK, nil, nil},
+			{60 * time.Second, secs(3000), monitor.StateWarning, nil, nil},
+		}},
+		{"a reload to a shorter horizon resolves a firing alert", []step{
+			{0, secs(3000), monitor.StateWarning, nil, nil},
+			{60 * time.Second, secs(3000), monitor.StateWarning, []string{"EvictionImminent/warning/nodefs.available/hard"}, nil},
+			// 3000 s > 1.5 × 30 min: no longer imminent by the new horizon
+			{70 * time.Second, secs(3000), monitor.StateWarning, nil, &Policy{WarningHorizon: 30 * time.Minute}},
+		}},
+		{"a reload to for: 0 fires a pending alert at once, keeping its start", []step{
+			{0, secs(3000), monitor.StateWarning, nil, nil},
+			{10 * time.Second, secs(3000), monitor.StateWarning, []string{"EvictionImminent/warning/nodefs.available/hard"}, &Policy{For: -1}},
 		}},
 		{"critical and warning together; breached replaces both at once", []step{
-			{0, secs(100), monitor.StateWarning, nil},
-			{60 * time.Second, secs(40), monitor.StateWarning, []string{"EvictionImminent/critical/nodefs.available/hard", "EvictionImminent/warning/nodefs.available/hard"}},
-			{70 * time.Second, secs(0), monitor.StateBreached, []string{"EvictionThresholdBreached/critical/nodefs.available/hard"}},
+			{0, secs(100), monitor.StateWarning, nil, nil},
+			{60 * time.Second, secs(40), monitor.StateWarning, []string{"EvictionImminent/critical/nodefs.available/hard", "EvictionImminent/warning/nodefs.available/hard"}, nil},
+			{70 * time.Second, secs(0), monitor.StateBreached, []string{"EvictionThresholdBreached/critical/nodefs.available/hard"}, nil},
 		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tr := NewTracker(Policy{}, "n1")
 			for _, s := range tc.steps {
+				if s.reload != nil {
+					tr.SetPolicy(*s.reload)
+				}
 				var got []string
 				for _, a := range tr.Update(t0.Add(s.at), snapWith(s.tt, s.state), nil) {
 					got = append(got, a.Key())
+					if s.reload != nil && s.reload.For < 0 && !a.Since.Equal(t0) {
+						t.Errorf("at %s: %s starts at %s, want the condition's start %s", s.at, a.Key(), a.Since, t0)
+					}
 				}
 				if strings.Join(got, ",") != strings.Join(s.want, ",") {
 					t.Errorf("at %s: firing %v, want %v", s.at, got, s.want)

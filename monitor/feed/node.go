@@ -122,6 +122,10 @@ func NewNodeReporter(cfg NodeConfig) (*NodeReporter, error) {
 	}, nil
 }
 
+// SetPolicy replaces the policy of EvictionPredicted Events and the condition (a config
+// reload); what is already reported is kept and re-judged by the new horizons.
+func (r *NodeReporter) SetPolicy(p Policy) { r.tracker.SetPolicy(p) }
+
 // Notify hands over the latest snapshot without blocking.
 func (r *NodeReporter) Notify(s *monitor.Snapshot) {
 	r.mu.Lock()
