@@ -13,7 +13,7 @@ import (
 	"github.com/evictguard/evictguard/remediate"
 )
 
-// socketProbe connects to a socket every few milliseconds, as a kubelet, a monitoring agent
+// socketProbe connects to a socket every 2 ms, as a kubelet, a monitoring agent
 // or an operator's `docker ps` would, and records when a connection was accepted.
 type socketProbe struct {
 	mu       sync.Mutex
@@ -35,7 +35,7 @@ func startSocketProbe(path string) *socketProbe {
 			select {
 			case <-p.stop:
 				return
-			case <-time.After(10 * time.Millisecond):
+			case <-time.After(2 * time.Millisecond):
 			}
 			at := time.Now()
 			c, err := net.DialTimeout("unix", path, 500*time.Millisecond)
