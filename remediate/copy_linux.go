@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -253,10 +254,17 @@ func (c *copier) dir(src, dst string, st *unix.Stat_t, fresh bool) (bool, error)
 	// A filesystem mounted below the root (a running container's rootfs, an shm tmpfs) is
 	// not part of the data: keep the mount point, not its contents.
 	if st.Dev == c.rootDev {
-		names, err := readNames(src)
+		sdir, err := openDir(unix.AT_FDCWD, src)
 		if err != nil {
 			return false, fmt.Errorf("copy: read directory %s: %w", src, err)
 		}
+		defer sdir.Close()
+		names, err := sdir.Readdirnames(-1)
+		if err != nil {
+			return false, fmt.Errorf("copy: read directory %s: %w", src, err)
+		}
+		slices.Sort(names)
+		sfd := int(sdir.Fd())
 		if c.opts.Delete && exists {
 			have, err := readNames(dst)
 			if err != nil {
@@ -275,7 +283,7 @@ func (c *copier) dir(src, dst string, st *unix.Stat_t, fresh bool) (bool, error)
 		for _, n := range names {
 			sp := filepath.Join(src, n)
 			var cst unix.Stat_t
-			if err := unix.Lstat(sp, &cst); err != nil {
+			if err := unix.Fstatat(sfd, n, &cst, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				if errors.Is(err, unix.ENOENT) { // removed while we copy (pre-copy): the delta pass sees it
 					continue
 				}
@@ -295,6 +303,65 @@ func (c *copier) dir(src, dst string, st *unix.Stat_t, fresh bool) (bool, error)
 		return changed, nil
 	}
 	return changed, c.meta(src, dst, st, false, cr)
+}
+
+// openDir opens the directory name (relative to dirfd) for reading, not following a symlink,
+// as an *os.File that is not registered with the runtime's poller (no fcntl/epoll_ctl
+// calls); its Fd serves the *at system calls on its entries.
+func openDir(dirfd int, name string) (*os.File, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: name, Err: err}
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// atRef names an entry for the *at system calls: the descriptor of its directory and its
+// name there (AT_FDCWD and the path for a tree's root), and its path for messages and the
+// calls that have no *at form.
+type atRef struct {
+	dirfd      int
+	name, path string
+}
+
+func pathRef(p string) atRef { return atRef{dirfd: unix.AT_FDCWD, name: p, path: p} }
+
+func (r atRef) lstat(st *unix.Stat_t) error {
+	return unix.Fstatat(r.dirfd, r.name, st, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+func (r atRef) xattrs() (map[string][]byte, error) {
+	return xattrsOf(func(b []byte) (int, error) { return listxattrAt(r, b) },
+		func(name string, b []byte) (int, error) { return unix.Lgetxattr(r.path, name, b) })
+}
+
+// noListxattrat: the kernel (before 6.13) or a seccomp filter does not offer listxattrat.
+var noListxattrat atomic.Bool
+
+// listxattrAt is listxattrat(2) (Linux 6.13) on r, which spares the path lookup, else
+// llistxattr on r's path.
+func listxattrAt(r atRef, b []byte) (int, error) {
+	if !noListxattrat.Load() {
+		name, err := unix.BytePtrFromString(r.name)
+		if err != nil {
+			return 0, err
+		}
+		var bp unsafe.Pointer
+		if len(b) > 0 {
+			bp = unsafe.Pointer(&b[0])
+		}
+		n, _, errno := unix.Syscall6(unix.SYS_LISTXATTRAT, uintptr(r.dirfd), uintptr(unsafe.Pointer(name)),
+			unix.AT_SYMLINK_NOFOLLOW, uintptr(bp), uintptr(len(b)), 0)
+		switch errno {
+		case 0:
+			return int(n), nil
+		case unix.ENOSYS, unix.EPERM:
+			noListxattrat.Store(true)
+		default:
+			return 0, errno
+		}
+	}
+	return unix.Llistxattr(r.path, b)
 }
 
 func readNames(dir string) ([]string, error) {
@@ -754,7 +821,7 @@ func VerifyTrees(ctx context.Context, src, dst string, opts VerifyOptions) (Veri
 	v.rootDev = st.Dev
 	var rs VerifyStats
 	v.sem <- struct{}{} // this goroutine is a walker too, until its part is done
-	err := v.walk(src, dst, "", &rs)
+	err := v.walk(pathRef(src), pathRef(dst), "", &rs)
 	<-v.sem
 	v.wg.Wait()
 	v.merge(&rs, err)
@@ -821,15 +888,16 @@ func (v *verifier) merge(st *VerifyStats, err error) {
 	}
 }
 
-// child walks one entry of a directory: a directory in another goroutine if a slot is free.
-func (v *verifier) child(src, dst, rel string, isDir bool, st *VerifyStats) error {
+// child walks one entry of a directory: a directory in another goroutine if a slot is free
+// (by path: the parent closes its descriptors when its own walk is done).
+func (v *verifier) child(src, dst atRef, rel string, isDir bool, st *VerifyStats) error {
 	if isDir {
 		select {
 		case v.sem <- struct{}{}:
 			v.wg.Go(func() {
 				defer func() { <-v.sem }()
 				var ls VerifyStats
-				err := v.walk(src, dst, rel, &ls)
+				err := v.walk(pathRef(src.path), pathRef(dst.path), rel, &ls)
 				v.merge(&ls, err)
 			})
 			return nil
@@ -839,18 +907,19 @@ func (v *verifier) child(src, dst, rel string, isDir bool, st *VerifyStats) erro
 	return v.walk(src, dst, rel, st)
 }
 
-func (v *verifier) walk(src, dst, rel string, st *VerifyStats) error {
+func (v *verifier) walk(sr, dr atRef, rel string, st *VerifyStats) error {
 	if err := v.ctx.Err(); err != nil {
 		return err
 	}
 	if v.done() {
 		return nil
 	}
+	src, dst := sr.path, dr.path
 	var s, d unix.Stat_t
-	if err := unix.Lstat(src, &s); err != nil {
-		return fmt.Errorf("verify: %w", err)
+	if err := sr.lstat(&s); err != nil {
+		return fmt.Errorf("verify: %w", &os.PathError{Op: "lstat", Path: src, Err: err})
 	}
-	if err := unix.Lstat(dst, &d); err != nil {
+	if err := dr.lstat(&d); err != nil {
 		// A missing destination entry is a finding for the report, not a failure of the walk.
 		v.diff(rel, "missing at the destination: %v", err)
 		return nil //nolint:nilerr // recorded as a difference above
@@ -872,11 +941,11 @@ func (v *verifier) walk(src, dst, rel string, st *VerifyStats) error {
 	case s.Mtim != d.Mtim && (typ != unix.S_IFDIR || s.Dev == v.rootDev):
 		v.diff(rel, "mtime %d, copy has %d", s.Mtim.Nano(), d.Mtim.Nano())
 	}
-	sx, err := readXattrs(src)
+	sx, err := sr.xattrs()
 	if err != nil {
 		return fmt.Errorf("verify: xattrs of %s: %w", src, err)
 	}
-	dx, err := readXattrs(dst)
+	dx, err := dr.xattrs()
 	if err != nil {
 		return fmt.Errorf("verify: xattrs of %s: %w", dst, err)
 	}
@@ -939,14 +1008,26 @@ func (v *verifier) walk(src, dst, rel string, st *VerifyStats) error {
 		if s.Dev != v.rootDev {
 			return nil
 		}
-		se, err := os.ReadDir(src) // sorted; getdents' d_type says which are directories
+		sdir, err := openDir(sr.dirfd, sr.name)
 		if err != nil {
-			return fmt.Errorf("verify: %w", err)
+			return fmt.Errorf("verify: %s: %w", src, err)
 		}
-		dn, err := readNames(dst)
+		defer sdir.Close()
+		se, err := sdir.ReadDir(-1) // getdents' d_type says which are directories
 		if err != nil {
-			return fmt.Errorf("verify: %w", err)
+			return fmt.Errorf("verify: %s: %w", src, err)
 		}
+		slices.SortFunc(se, func(a, b os.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
+		ddir, err := openDir(dr.dirfd, dr.name)
+		if err != nil {
+			return fmt.Errorf("verify: %s: %w", dst, err)
+		}
+		defer ddir.Close()
+		dn, err := ddir.Readdirnames(-1)
+		if err != nil {
+			return fmt.Errorf("verify: %s: %w", dst, err)
+		}
+		sfd, dfd := int(sdir.Fd()), int(ddir.Fd())
 		for _, n := range dn {
 			if _, found := slices.BinarySearchFunc(se, n, func(e os.DirEntry, n string) int { return strings.Compare(e.Name(), n) }); !found {
 				v.diff(path(rel, n), "only in the copy")
@@ -954,7 +1035,7 @@ func (v *verifier) walk(src, dst, rel string, st *VerifyStats) error {
 		}
 		for _, e := range se {
 			n := e.Name()
-			if err := v.child(filepath.Join(src, n), filepath.Join(dst, n), path(rel, n), e.IsDir(), st); err != nil {
+			if err := v.child(atRef{sfd, n, filepath.Join(src, n)}, atRef{dfd, n, filepath.Join(dst, n)}, path(rel, n), e.IsDir(), st); err != nil {
 				return err
 			}
 		}

@@ -532,3 +532,48 @@ func TestCopyTreeDeltaTrustsUnchanged(t *testing.T) {
 		t.Errorf("verify: %v, want the mode changed at the destination", err)
 	}
 }
+
+// TestAtRefXattrs: an entry's xattrs read relative to its directory (listxattrat where the
+// kernel has it) and by path (the fallback) are the same, for a file and a symlink.
+func TestAtRefXattrs(t *testing.T) {
+	dir := t.TempDir()
+	file, link := filepath.Join(dir, "f"), filepath.Join(dir, "l")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("f", link); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(file, "user.a", []byte("1"), 0); err != nil {
+		t.Skipf("no user xattrs here: %v", err)
+	}
+	if err := unix.Setxattr(file, "user.b", bytes.Repeat([]byte("v"), 1000), 0); err != nil {
+		t.Fatal(err)
+	}
+	d, err := openDir(unix.AT_FDCWD, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	was := noListxattrat.Load()
+	t.Cleanup(func() { noListxattrat.Store(was) })
+	for _, fallback := range []bool{false, true} {
+		for _, name := range []string{"f", "l"} {
+			t.Run(fmt.Sprintf("%s/fallback=%t", name, fallback), func(t *testing.T) {
+				noListxattrat.Store(fallback)
+				p := filepath.Join(dir, name)
+				got, err := atRef{int(d.Fd()), name, p}.xattrs()
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, err := readXattrs(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fmt.Sprint(got) != fmt.Sprint(want) || (name == "f" && len(got) != 2) || (name == "l" && len(got) != 0) {
+					t.Errorf("got %v, want %v", got, want)
+				}
+			})
+		}
+	}
+}
