@@ -16,9 +16,13 @@
 //   - one scrape of `evictguard run`'s /metrics (which serves the latest cycle, so its cost
 //     is encoding and HTTP only).
 //
-// Three ratios are checked against the target: cycle / node_exporter scrape (the issue's
-// figure); cycle / node_exporter collector (in process against in process); and
-// (cycle + our scrape) / node_exporter scrape (end to end, as if every cycle were scraped).
+// The issue's ratio, cycle / node_exporter scrape, is checked against the target. Two more
+// are printed for context, without a verdict, because they do not compare like with like:
+// cycle / node_exporter collector (in process against in process — our cycle also reads
+// /proc/meminfo and pid.available, about 40 % of it, which a filesystem collector does not);
+// and (cycle + our scrape) / node_exporter scrape (end to end, as if every cycle were
+// scraped — our scrape carries client_golang's process collector, which reads /proc/stat
+// and /proc/self/net/netstat on every scrape, and a larger payload).
 // The RSS is VmRSS of an `evictguard run` (with --listen) scraped every -rss-scrape-interval
 // as Prometheus would, read -rss-after after its start; a second daemon serves the
 // comparison's back-to-back scrapes, and its RSS is shown as the worst case.
@@ -290,8 +294,9 @@ func run(ctx context.Context, o options) (bool, error) {
 	r2 := float64(c) / float64(nc)
 	r3 := float64(c+ew) / float64(nw)
 	fmt.Fprintf(tw, "ratio cycle / node_exporter scrape\t%.2fx\t\t<= %.2fx\t%s\n", r1, o.targetRatio, verdict(r1, o.targetRatio))
-	fmt.Fprintf(tw, "ratio cycle / node_exporter collector (in process vs in process)\t%.2fx\t\t<= %.2fx\t%s\n", r2, o.targetRatio, verdict(r2, o.targetRatio))
-	fmt.Fprintf(tw, "ratio (cycle + our scrape) / node_exporter scrape (end to end)\t%.2fx\t\t<= %.2fx\t%s\n", r3, o.targetRatio, verdict(r3, o.targetRatio))
+	// Context only (see the package doc): no verdict.
+	fmt.Fprintf(tw, "  context: cycle / node_exporter collector (in process; ours adds meminfo, pids)\t%.2fx\t\t\t\n", r2)
+	fmt.Fprintf(tw, "  context: (cycle + our scrape) / node_exporter scrape (end to end)\t%.2fx\t\t\t\n", r3)
 	fmt.Fprintf(tw, "evictguard run RSS after %s, scraped every %s (VmRSS)\t%.1f MiB\t\t<= %.0f MiB\t%s\n", o.rssAfter, o.rssScrapeInterval, mib(rss.VmRSS), o.targetRSSMiB, verdict(mib(rss.VmRSS), o.targetRSSMiB))
 	fmt.Fprintf(tw, "  of which anonymous / file-backed (binary pages)\t%.1f / %.1f MiB\t\t\t\n", mib(rss.RssAnon), mib(rss.RssFile))
 	fmt.Fprintf(tw, "  peak VmRSS sampled / VmHWM\t%.1f / %.1f MiB\t\t\t\n", mib(peak.VmRSS), mib(rss.VmHWM))
