@@ -228,7 +228,13 @@ func (o *applyOptions) verifyOnce(ctx context.Context, g *globalOptions, r *reme
 		return fmt.Errorf("the kubelet's command line and files give %s, want %s", kubeletcfg.EvictionHardFlag(got), kubeletcfg.EvictionHardFlag(want))
 	}
 	if o.configz != "" {
-		body, err := kubeletcfg.FetchConfigz(ctx, o.configz, r.token)
+		var body []byte
+		var err error
+		if r.configzAPI != nil {
+			body, err = r.configzAPI.Fetch(ctx)
+		} else {
+			body, err = kubeletcfg.FetchConfigz(ctx, o.configz, r.token)
+		}
 		if err != nil {
 			return err
 		}

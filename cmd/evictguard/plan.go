@@ -44,7 +44,7 @@ func (f *remediationFlags) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.stateDir, "state-dir", remediate.DefaultStateDir, "node path of evictguard's journal, backups and restart log")
 	fs.StringVar(&f.unit, "unit", "kubelet.service", "the kubelet's systemd unit")
 	fs.StringVar(&f.busAddress, "bus-address", "", "D-Bus address of the systemd manager (default: the system bus)")
-	fs.StringVar(&f.configz, "configz", kubeletcfg.DefaultConfigzURL, "kubelet /configz URL used to verify a change")
+	fs.StringVar(&f.configz, "configz", kubeletcfg.DefaultConfigzURL, "kubelet /configz URL used to verify a change, or \""+kubeletcfg.ConfigzViaAPIServer+"\" through the API server's node proxy (needs get nodes/proxy)")
 	fs.StringVar(&f.configzTokenFile, "configz-token-file", "", "file with a bearer token for --configz")
 	fs.StringVar(&f.healthz, "healthz", "http://127.0.0.1:10248/healthz", "kubelet /healthz URL checked after a restart")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig for the API server (pod blockers, lease lock, Node Ready, Events); empty: in-cluster if available, else none")
@@ -82,6 +82,8 @@ type remediation struct {
 	// blockers: why the policy forbids acting now (besides refusals in tp).
 	blockers []string
 	token    string
+	// configzAPI, for --configz apiserver, reads /configz through the API server's node proxy.
+	configzAPI *kubeletcfg.APIServerConfigz
 }
 
 // kubeClient returns the API-server client for --kubeconfig, or nil without one.
@@ -125,12 +127,12 @@ func (f *remediationFlags) prepare(ctx context.Context, g *globalOptions) (*reme
 	if (p.Lock.Slots > 0 || p.Blockers.PodSelector != "") && (r.kube == nil || f.nodeName == "") {
 		return nil, usageErr(errors.New("the policy's lock or pod blocker needs --kubeconfig and --node-name"))
 	}
-	if f.configzTokenFile != "" {
-		b, err := os.ReadFile(f.configzTokenFile)
-		if err != nil {
+	if f.configz != "" {
+		var co kubeletcfg.Options
+		if err := configzOptions(&co, f.configz, f.configzTokenFile, f.kubeconfig, f.nodeName); err != nil {
 			return nil, usageErr(err)
 		}
-		r.token = strings.TrimSpace(string(b))
+		r.token, r.configzAPI = co.ConfigzToken, co.ConfigzAPIServer
 	}
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

@@ -86,3 +86,35 @@ func TestThresholdsConfigzViaAPIServer(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanConfigzViaAPIServerFlags: plan and apply verify a change through the same
+// --configz apiserver settings as thresholds, and refuse the same misuses before acting.
+func TestPlanConfigzViaAPIServerFlags(t *testing.T) {
+	dir := t.TempDir()
+	policy, token := filepath.Join(dir, "policy.yaml"), filepath.Join(dir, "token")
+	for p, body := range map[string]string{policy: "dryRun: true\n", token: "t\n"} {
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("KUBERNETES_SERVICE_HOST", "") // not in a cluster
+	base := []string{"--host-root", dir, "--policy", policy, "--kubelet-version", "1.37", "--kubelet-cmdline", "--v=2", "--configz", "apiserver"}
+	tests := []struct {
+		name, cmd string
+		args      []string
+		stderr    string
+	}{
+		{"plan: token file is for URLs", "plan", []string{"--configz-token-file", token}, "--configz-token-file is for a kubelet URL"},
+		{"plan: no kubeconfig outside a cluster", "plan", nil, "--configz apiserver needs --kubeconfig"},
+		{"apply: no kubeconfig outside a cluster", "apply", nil, "--configz apiserver needs --kubeconfig"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := execute(context.Background(), append(append([]string{tc.cmd}, base...), tc.args...), &out, &errb)
+			if code != 2 || !strings.Contains(errb.String(), tc.stderr) {
+				t.Fatalf("exit %d, want 2 with %q; stderr %s", code, tc.stderr, errb.String())
+			}
+		})
+	}
+}
