@@ -115,14 +115,18 @@ if [[ "$STRACE" == 1 ]] && command -v strace >/dev/null; then
 fi
 
 echo "bench-migrate: downtime with pre-copy, $ROUNDS rounds (each changes ~1 % of the tree)"
-best_frac=""
+best_down="" best_pre=""
 for r in $(seq 1 "$ROUNDS"); do
   rm -rf "$dst/pre"
   out=$(engine downtime)
-  frac=$(echo "$out" | sed -n 's/.*downtime_fraction=\([0-9.]*\).*/\1/p')
+  down=$(echo "$out" | sed -n 's/.*downtime_seconds=\([0-9.]*\).*/\1/p')
+  pre=$(echo "$out" | sed -n 's/.*precopy_seconds=\([0-9.]*\).*/\1/p')
   echo "round $r: $(echo "$out" | sed -n 's/.*\(precopy_seconds=[0-9.]*\).*\(delta_seconds=[0-9.]*\) \(verify_seconds=[0-9.]*\) \(downtime_seconds=[0-9.]*\) \(downtime_fraction=[0-9.]*\).*/\1 \2 \3 \4 \5/p')"
-  if [[ -z "$best_frac" ]] || (( $(echo "$frac < $best_frac" | bc) )); then best_frac=$frac; fi
+  if [[ -z "$best_down" ]] || (( $(echo "$down < $best_down" | bc) )); then best_down=$down; fi
+  if [[ -z "$best_pre" ]] || (( $(echo "$pre < $best_pre" | bc) )); then best_pre=$pre; fi
 done
+# Best of each, as for the throughput: the least disturbed measurement of either.
+best_frac=$(echo "scale=3; $best_down / $best_pre" | bc)
 rm -rf "$dst/pre"
 
 ratio=$(echo "scale=3; $best_cp / $best_eg" | bc)
@@ -134,9 +138,9 @@ if [[ -n "${sc_cp:-}" ]]; then
   printf '%-34s %s\n' "system calls, cp -a" "$sc_cp"
   printf '%-34s %s\n' "system calls, evictguard copy" "$sc_eg"
 fi
-printf '%-34s %sx (cpu time: %sx)\n' "throughput vs cp -a" "$ratio" "$ratio_cpu"
+printf '%-34s %.3fx (cpu time: %.3fx)\n' "throughput vs cp -a" "$ratio" "$ratio_cpu"
 res=PASS; (( $(echo "$ratio >= 0.9" | bc) )) || res=MISS
-printf '%-34s %sx  (target >= 0.9)  %s\n' "throughput ratio" "$ratio" "$res"
+printf '%-34s %.3fx  (target >= 0.9)  %s\n' "throughput ratio" "$ratio" "$res"
 res2=PASS; (( $(echo "$best_frac <= 0.2" | bc) )) || res2=MISS
-printf '%-34s %s  (target <= 0.2)  %s\n' "downtime / full copy (pre-copy)" "$best_frac" "$res2"
+printf '%-34s %.3f  (%.3fs / %.3fs, best of %s each; target <= 0.2)  %s\n' "downtime / full copy (pre-copy)" "$best_frac" "$best_down" "$best_pre" "$ROUNDS" "$res2"
 [[ $res == PASS && $res2 == PASS ]]
