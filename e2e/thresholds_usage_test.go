@@ -1,11 +1,8 @@
 package e2e
 
 import (
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -209,18 +206,9 @@ type summary struct {
 
 // kubeletSummary reads the kubelet's /stats/summary (anonymous, AlwaysAllow in the harness).
 func kubeletSummary(k *harness.Kubelet) (*summary, error) {
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // loopback kubelet with a self-signed cert
-	resp, err := hc.Get(strings.TrimSuffix(k.ConfigzURL(), "/configz") + "/stats/summary")
+	b, err := k.Get("/stats/summary")
 	if err != nil {
 		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("/stats/summary: %s: %s", resp.Status, b)
 	}
 	var s summary
 	if err := json.Unmarshal(b, &s); err != nil {

@@ -222,9 +222,13 @@ func (k *Kubelet) Configz() (map[string]any, error) {
 }
 
 // ConfigzRaw returns the body of /configz.
-func (k *Kubelet) ConfigzRaw() ([]byte, error) {
+func (k *Kubelet) ConfigzRaw() ([]byte, error) { return k.Get("/configz") }
+
+// Get returns the body of a GET of path ("/stats/summary") on the kubelet's secure port
+// (anonymous: the harness kubelet authorizes AlwaysAllow unless told otherwise).
+func (k *Kubelet) Get(path string) ([]byte, error) {
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // loopback kubelet with a self-signed cert
-	resp, err := hc.Get(k.ConfigzURL())
+	resp, err := hc.Get(strings.TrimSuffix(k.ConfigzURL(), "/configz") + path)
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +238,7 @@ func (k *Kubelet) ConfigzRaw() ([]byte, error) {
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("/configz: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+		return nil, fmt.Errorf("%s: %s: %s", path, resp.Status, strings.TrimSpace(string(body)))
 	}
 	return body, nil
 }
