@@ -49,6 +49,9 @@ type Policy struct {
 	VerifyTimeout Duration `json:"verifyTimeout,omitempty" yaml:"verifyTimeout,omitempty"`
 	// StableFor is how long the kubelet must stay healthy after the restart (default 10s).
 	StableFor Duration `json:"stableFor,omitempty" yaml:"stableFor,omitempty"`
+	// Migration lets the planner move the runtime's data root off nodefs (disabled unless
+	// Migration.To is set); see MigrationPolicy.
+	Migration MigrationPolicy `json:"migration,omitzero" yaml:"migration,omitempty"`
 }
 
 // Amount is a size as a percentage of capacity and/or bytes; the larger applies. Bytes apply
@@ -149,6 +152,7 @@ func (p *Policy) ApplyDefaults() {
 	if p.StableFor.Duration == 0 {
 		p.StableFor.Duration = 10 * time.Second
 	}
+	p.Migration.applyDefaults()
 }
 
 // Dry reports whether the policy only plans.
@@ -234,6 +238,7 @@ func (p *Policy) Validate() error {
 			bad("writeMethod", "unknown method %q", p.WriteMethod)
 		}
 	}
+	p.Migration.validate(bad)
 	return errors.Join(errs...)
 }
 

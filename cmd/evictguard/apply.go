@@ -82,13 +82,14 @@ func runApply(ctx context.Context, g *globalOptions, o *applyOptions) error {
 	defer r.sd.Close()
 
 	exec := o.executor(g, r, "")
-	// Recovery first: an interrupted operation is finished or rolled back before anything new.
+	// Recovery first: an interrupted operation is finished or rolled back before anything new
+	// (a threshold rewrite by the executor, a migration as `evictguard migrate --resume`).
 	if unfinished, err := r.journal.Unfinished(); err != nil {
 		return problem(err)
 	} else if len(unfinished) > 0 {
 		version := o.kubeletVersion
 		exec.Verify = o.verifier(g, r, version)
-		if err := exec.Recover(ctx); err != nil {
+		if err := errors.Join(exec.Recover(ctx), o.recoverMigration(ctx, g, r, exec.Reporter)); err != nil {
 			return problem(fmt.Errorf("recovery: %w", err))
 		}
 		fmt.Fprintf(g.stdout, "Recovered %d interrupted operation(s).\n", len(unfinished))
@@ -97,8 +98,13 @@ func runApply(ctx context.Context, g *globalOptions, o *applyOptions) error {
 	if err := o.plan(ctx, g, r); err != nil {
 		return err
 	}
-	printPlan(g.stdout, r)
+	printPlan(g.stdout, g, r)
 	exec.Verify = o.verifier(g, r, r.setup.eff.Version)
+	// A migration the policy allows and the preflight accepts goes first: it gives nodefs real
+	// headroom, where a threshold rewrite only moves the line. The next pass re-plans.
+	if r.mig.Act() {
+		return applyMigration(ctx, g, o, r, exec.Reporter)
+	}
 	switch {
 	case len(r.tp.Changes) == 0 && len(r.tp.Refusals) == 0:
 		return nil

@@ -147,6 +147,13 @@ func (o *migrateOptions) options(ctx context.Context, g *globalOptions) (remedia
 	if o.lockSlots > 0 {
 		mo.Lock = &remediate.LeaseLock{Client: mo.Kube, Namespace: o.lockNamespace, Name: o.lockName, Slots: o.lockSlots, TTL: o.lockTTL, Identity: o.nodeName}
 	}
+	migrateHooks(g, &mo)
+	return mo, nil
+}
+
+// migrateHooks sets the progress output and the crash test hook of a migration (shared with
+// apply and the daemon).
+func migrateHooks(g *globalOptions, mo *remediate.MigrateOptions) {
 	terminal := false
 	if f, ok := g.stderr.(*os.File); ok {
 		terminal = term.IsTerminal(int(f.Fd()))
@@ -163,7 +170,6 @@ func (o *migrateOptions) options(ctx context.Context, g *globalOptions) (remedia
 			}
 		}
 	}
-	return mo, nil
 }
 
 func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error {

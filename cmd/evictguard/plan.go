@@ -84,6 +84,9 @@ type remediation struct {
 	token    string
 	// configzAPI, for --configz apiserver, reads /configz through the API server's node proxy.
 	configzAPI *kubeletcfg.APIServerConfigz
+	// mig is the data-root migration decision; migDiff the runtime config's diff when offered.
+	mig     *remediate.MigrationDecision
+	migDiff string
 }
 
 // kubeClient returns the API-server client for --kubeconfig, or nil without one.
@@ -124,8 +127,8 @@ func (f *remediationFlags) prepare(ctx context.Context, g *globalOptions) (*reme
 	if r.kube, err = f.kubeClient(); err != nil {
 		return nil, usageErr(err)
 	}
-	if (p.Lock.Slots > 0 || p.Blockers.PodSelector != "") && (r.kube == nil || f.nodeName == "") {
-		return nil, usageErr(errors.New("the policy's lock or pod blocker needs --kubeconfig and --node-name"))
+	if (p.Lock.Slots > 0 || p.Blockers.PodSelector != "" || (p.Migration.Enabled() && p.Migration.Drain)) && (r.kube == nil || f.nodeName == "") {
+		return nil, usageErr(errors.New("the policy's lock, pod blocker or migration.drain needs --kubeconfig and --node-name"))
 	}
 	if f.configz != "" {
 		var co kubeletcfg.Options
@@ -162,6 +165,7 @@ func (f *remediationFlags) plan(ctx context.Context, g *globalOptions, r *remedi
 			r.tp.Refusals = append(r.tp.Refusals, err.Error())
 		}
 	}
+	f.planMigration(ctx, g, r)
 	r.blockers = f.gates(ctx, r)
 	return nil
 }
@@ -183,6 +187,9 @@ func (f *remediationFlags) gates(ctx context.Context, r *remediation) []string {
 		out = append(out, fmt.Sprintf("cannot read %s: %v", f.unit, err))
 	} else {
 		in.KubeletSince = u.InactiveExitTimestamp
+	}
+	if op, err := remediate.UnfinishedMigration(r.journal); err == nil && op != nil {
+		out = append(out, fmt.Sprintf("migration %s was interrupted after step %q: evictguard migrate --resume or --rollback", op.ID, op.Step))
 	}
 	out = append(out, r.policy.LocalBlockers(in)...)
 	b := r.policy.Blockers
@@ -207,7 +214,7 @@ func (f *remediationFlags) gates(ctx context.Context, r *remediation) []string {
 	return out
 }
 
-func printPlan(w io.Writer, r *remediation) {
+func printPlan(w io.Writer, g *globalOptions, r *remediation) {
 	fmt.Fprintln(w, "Thresholds:")
 	for _, s := range r.tp.Reasons {
 		fmt.Fprintln(w, "  "+s)
@@ -224,6 +231,23 @@ func printPlan(w io.Writer, r *remediation) {
 		for _, fw := range r.write.Files {
 			fmt.Fprint(w, remediate.UnifiedDiff(fw.Path, fw.Before, fw.After))
 		}
+	}
+	printMigrationDecision(w, g, r)
+	if r.mig.Act() {
+		var not []string
+		not = append(not, r.blockers...)
+		if r.policy.Dry() {
+			not = append(not, "the policy is a dry run (dryRun: true, the default)")
+		}
+		if len(not) > 0 {
+			fmt.Fprintln(w, "Would NOT act:")
+			for _, s := range not {
+				fmt.Fprintln(w, "  - "+s)
+			}
+			return
+		}
+		fmt.Fprintln(w, "Would act: migrate the data root (the steps of evictguard migrate); thresholds are re-planned afterwards.")
+		return
 	}
 	var not []string
 	not = append(not, r.tp.Refusals...)
@@ -262,7 +286,7 @@ func newPlanCommand(g *globalOptions) *cobra.Command {
 			if err := f.plan(ctx, g, r); err != nil {
 				return err
 			}
-			printPlan(g.stdout, r)
+			printPlan(g.stdout, g, r)
 			return nil
 		},
 	}

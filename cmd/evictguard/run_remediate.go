@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -45,8 +46,12 @@ func (d *daemonRemediation) Escalate(_ context.Context, e remediate.Escalation) 
 		return "", errors.New("remediation is not running")
 	}
 	d.escalation.Store(&e)
+	p := d.live.get(d.Policy)
 	what := "remediation pass queued (threshold rewrite under the remediation policy"
-	if d.live.get(d.Policy).Dry() {
+	if p.Migration.Enabled() {
+		what = "remediation pass queued (data-root migration to " + p.Migration.To + ", else threshold rewrite, under the remediation policy"
+	}
+	if p.Dry() {
 		what += ", a dry run"
 	}
 	select {
@@ -179,7 +184,8 @@ func (d *daemonRemediation) recover(ctx context.Context, g *globalOptions, f *re
 	exec := o.executor(g, r, "")
 	exec.Verify = o.verifier(g, r, f.kubeletVersion)
 	g.logger.Warn("recovering interrupted remediation", "operations", len(unfinished))
-	return exec.Recover(ctx)
+	// A threshold rewrite by the executor; a migration as `evictguard migrate --resume`.
+	return errors.Join(exec.Recover(ctx), f.recoverMigration(ctx, g, r, exec.Reporter))
 }
 
 // escalationPass is the remediation pass the reclaim ladder's escalation triggers: plan and
@@ -198,9 +204,20 @@ func escalationPass(ctx context.Context, g *globalOptions, f remediationFlags, e
 		return err
 	}
 	ao := &applyOptions{remediationFlags: f, yes: true}
-	rep, apply := escalationOutcome(esc, r.tp, r.blockers, r.policy.Dry(), r.setup.layout)
-	if !apply {
+	rep, apply := escalationOutcome(esc, r.tp, r.mig, r.blockers, r.policy.Dry(), r.setup.layout)
+	switch {
+	case !apply:
 		remediate.MultiReporter{remediate.LogReporter{Log: g.logger}, ao.executor(g, r, "").Reporter}.Report(ctx, rep)
+	case rep.Result == remediate.ResultTriggered:
+		// The escalation's answer: log and Node Event; the attempt itself is counted (and
+		// reported again) with its outcome by the apply.
+		reps := remediate.MultiReporter{remediate.LogReporter{Log: g.logger}}
+		if r.kube != nil && f.nodeName != "" {
+			reps = append(reps, remediate.EventReporter{Client: r.kube, Node: f.nodeName, Log: g.logger})
+		}
+		reps.Report(ctx, rep)
+	}
+	if !apply {
 		return nil
 	}
 	g.logger.Info("remediation pass (escalation): applying", "reason", rep.Reason)
@@ -212,12 +229,32 @@ func escalationPass(ctx context.Context, g *globalOptions, f remediationFlags, e
 // it (apply=true; the apply reports its own outcome). The reason says what escalated and,
 // when imagefs shares nodefs, that a data-root migration is the lasting fix: the daemon
 // never migrates by itself (it needs a target disk and stops the runtime).
-func escalationOutcome(esc *remediate.Escalation, tp *remediate.ThresholdPlan, blockers []string, dry bool, layout *monitor.Layout) (remediate.Report, bool) {
+//
+// When the policy allows a data-root migration and its preflight passes, the migration is the
+// answer (it gives real headroom; the threshold rewrite is re-planned after it): reported as
+// migrate-data-root, started (applied: the apply reports its outcome), dry-run or blocked.
+func escalationOutcome(esc *remediate.Escalation, tp *remediate.ThresholdPlan, mig *remediate.MigrationDecision, blockers []string, dry bool, layout *monitor.Layout) (remediate.Report, bool) {
 	head := fmt.Sprintf("escalated by the reclaim ladder (%s headroom %.1f MiB", esc.Signal, float64(esc.Headroom)/(1<<20))
 	if esc.SecondsToThreshold != nil {
 		head += fmt.Sprintf(", threshold in %.0fs", *esc.SecondsToThreshold)
 	}
 	head += ")"
+	if mig.Act() {
+		p := mig.Preflight
+		sum := fmt.Sprintf("%s data root %s → %s (%s, expected downtime ~%s)", p.Runtime, p.From, p.To,
+			remediate.HumanBytes(p.Used.Bytes), p.EstimatedDowntime.Round(time.Second))
+		rep := remediate.Report{Action: remediate.KindMigrateDataRoot}
+		switch {
+		case len(blockers) > 0:
+			rep.Result, rep.Reason = remediate.ResultBlocked, head+"; not migrating the "+sum+": "+strings.Join(blockers, "; ")
+			return rep, false
+		case dry:
+			rep.Result, rep.Reason = remediate.ResultDryRun, head+"; dry run: would migrate the "+sum
+			return rep, false
+		}
+		rep.Result, rep.Reason = remediate.ResultTriggered, head+"; triggered the migration of the "+sum
+		return rep, true
+	}
 	rep := remediate.Report{Action: remediate.KindThresholdRewrite, Old: tp.Old, New: tp.New}
 	var changes []string
 	for _, sig := range slices.Sorted(maps.Keys(tp.Changes)) {
@@ -235,7 +272,11 @@ func escalationOutcome(esc *remediate.Escalation, tp *remediate.ThresholdPlan, b
 		apply, rep.Reason = true, head+"; lowering "+strings.Join(changes, ",")
 	}
 	if layout != nil && !layout.DedicatedImageFs {
-		rep.Reason += "; imagefs shares nodefs: moving the runtime's data root to another disk (evictguard migrate) is the lasting fix, not done automatically"
+		why := "the policy does not allow it (policy.migration.to)"
+		if mig != nil && len(mig.Refusals) > 0 {
+			why = strings.Join(mig.Refusals, "; ")
+		}
+		rep.Reason += "; imagefs shares nodefs: moving the runtime's data root to another disk is the lasting fix (evictguard migrate, or policy.migration in the daemon), not done now: " + why
 	}
 	return rep, apply
 }

@@ -121,33 +121,47 @@ func TestEscalationOutcome(t *testing.T) {
 	refused := &remediate.ThresholdPlan{Old: old, New: old, Changes: map[string]string{}, Refusals: []string{"below the floor"}}
 	nothing := &remediate.ThresholdPlan{Old: old, New: old, Changes: map[string]string{}}
 	shared, dedicated := &monitor.Layout{}, &monitor.Layout{DedicatedImageFs: true}
+	preflight := &remediate.MigrationPlan{Runtime: "docker", From: "/var/lib/docker", To: "/data/docker", Used: remediate.Usage{Bytes: 3 << 30}}
+	offered := &remediate.MigrationDecision{Enabled: true, Runtime: "docker", Preflight: preflight}
+	refusedMig := &remediate.MigrationDecision{Enabled: true, Runtime: "docker", Refusals: []string{"migration preflight: --to /data has 1.00GiB available"}}
 	tests := []struct {
 		name       string
 		tp         *remediate.ThresholdPlan
+		mig        *remediate.MigrationDecision
 		blockers   []string
 		dry        bool
 		layout     *monitor.Layout
+		wantAction string
 		wantResult string // "" = apply
 		wantReason []string
 		notReason  string
 	}{
-		{"dry run reports the planned rewrite", change, nil, true, dedicated, remediate.ResultDryRun,
+		{"dry run reports the planned rewrite", change, nil, nil, true, dedicated, remediate.KindThresholdRewrite, remediate.ResultDryRun,
 			[]string{"escalated by the reclaim ladder (nodefs.available headroom 8.0 MiB, threshold in 42s)", "dry run: would lower nodefs.available<5%"}, "migrate"},
-		{"acting policy applies", change, nil, false, dedicated, "", []string{"lowering nodefs.available<5%"}, "migrate"},
-		{"gate blocks", change, []string{"cooldown: last restart 1m ago"}, false, dedicated, remediate.ResultBlocked,
+		{"acting policy applies", change, nil, nil, false, dedicated, remediate.KindThresholdRewrite, "", []string{"lowering nodefs.available<5%"}, "migrate"},
+		{"gate blocks", change, nil, []string{"cooldown: last restart 1m ago"}, false, dedicated, remediate.KindThresholdRewrite, remediate.ResultBlocked,
 			[]string{"not rewriting thresholds: cooldown: last restart 1m ago"}, ""},
-		{"planner refuses", refused, nil, false, dedicated, remediate.ResultBlocked, []string{"below the floor"}, ""},
-		{"nothing to rewrite, migration advised", nothing, nil, true, shared, remediate.ResultBlocked,
-			[]string{"nothing to rewrite", "imagefs shares nodefs", "evictguard migrate"}, ""},
+		{"planner refuses", refused, nil, nil, false, dedicated, remediate.KindThresholdRewrite, remediate.ResultBlocked, []string{"below the floor"}, ""},
+		{"nothing to rewrite, migration advised", nothing, nil, nil, true, shared, remediate.KindThresholdRewrite, remediate.ResultBlocked,
+			[]string{"nothing to rewrite", "imagefs shares nodefs", "evictguard migrate", "policy does not allow it"}, ""},
+		{"migration refused: the rewrite goes ahead, with why not", change, refusedMig, nil, false, shared, remediate.KindThresholdRewrite, "",
+			[]string{"lowering nodefs.available<5%", "not done now: migration preflight: --to /data has 1.00GiB available"}, ""},
+		{"migration offered: preferred over the rewrite", change, offered, nil, false, shared, remediate.KindMigrateDataRoot, remediate.ResultTriggered,
+			[]string{"triggered the migration of the docker data root /var/lib/docker → /data/docker (3.0 GiB"}, "lowering"},
+		{"migration offered, dry run", change, offered, nil, true, shared, remediate.KindMigrateDataRoot, remediate.ResultDryRun,
+			[]string{"dry run: would migrate the docker data root"}, "lower"},
+		{"migration offered, gate blocks", change, offered, []string{"outside every maintenance window"}, false, shared, remediate.KindMigrateDataRoot, remediate.ResultBlocked,
+			[]string{"not migrating the docker data root", "outside every maintenance window"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rep, apply := escalationOutcome(esc, tt.tp, tt.blockers, tt.dry, tt.layout)
-			if apply != (tt.wantResult == "") || (!apply && rep.Result != tt.wantResult) {
+			rep, apply := escalationOutcome(esc, tt.tp, tt.mig, tt.blockers, tt.dry, tt.layout)
+			wantApply := tt.wantResult == "" || tt.wantResult == remediate.ResultTriggered
+			if apply != wantApply || (tt.wantResult != "" && rep.Result != tt.wantResult) {
 				t.Fatalf("apply %v result %q, want %q", apply, rep.Result, tt.wantResult)
 			}
-			if rep.Action != remediate.KindThresholdRewrite {
-				t.Errorf("action %q", rep.Action)
+			if rep.Action != tt.wantAction {
+				t.Errorf("action %q, want %q", rep.Action, tt.wantAction)
 			}
 			for _, w := range tt.wantReason {
 				if !strings.Contains(rep.Reason, w) {

@@ -764,6 +764,8 @@ func schemaName(goType string) string {
 		return "policy.blockers"
 	case "remediate.Lock":
 		return "policy.lock"
+	case "remediate.MigrationPolicy":
+		return "policy.migration"
 	}
 	return goType
 }

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/evictguard/evictguard/remediate"
+)
+
+// migrateOptions builds the options of `evictguard migrate` from the policy's migration
+// section and the remediation flags, so that plan, apply and the daemon run the same
+// preflight and the same journaled migration as the command.
+func (f *remediationFlags) migrateOptions(g *globalOptions, r *remediation, runtime string) (remediate.MigrateOptions, error) {
+	mp := &r.policy.Migration
+	mo := remediate.MigrateOptions{
+		Root: g.root(), Runtime: runtime, Target: mp.To, DockerSocket: f.dockerSocket,
+		RuntimeUnits: mp.Units, KubeletUnit: f.unit, KubeletHealthz: f.healthz, StableFor: r.policy.StableFor.Duration,
+		UnitTimeout: mp.UnitTimeout.Duration, KeepOld: mp.KeepOld, Checksums: mp.Checksums,
+		Drain: mp.Drain, DrainTimeout: mp.DrainTimeout.Duration, Kube: r.kube, NodeName: f.nodeName,
+		Journal: r.journal, Log: g.logger,
+	}
+	if r.sd != nil {
+		mo.Systemd = r.sd
+	}
+	switch runtime {
+	case remediate.RuntimeDocker:
+		mo.DockerConfig = mp.Config
+	case remediate.RuntimeContainerd:
+		mo.ContainerdConfig = mp.Config
+	}
+	var err error
+	if mo.MarginBytes, mo.MarginPercent, err = mp.Margin(); err != nil {
+		return mo, fmt.Errorf("policy migration.minFree: %w", err)
+	}
+	if r.policy.Lock.Slots > 0 {
+		mo.Lock = &remediate.LeaseLock{Client: r.kube, Namespace: r.policy.Lock.Namespace, Name: r.policy.Lock.Name,
+			Slots: r.policy.Lock.Slots, TTL: mp.LockTTL.Duration, Identity: f.nodeName}
+	}
+	migrateHooks(g, &mo)
+	return mo, nil
+}
+
+// planMigration adds the data-root migration decision to r: the planner's conditions, then,
+// when they hold, the preflight of `evictguard migrate` and the exact config diff.
+func (f *remediationFlags) planMigration(ctx context.Context, g *globalOptions, r *remediation) {
+	d := remediate.PlanMigrationAction(r.policy, r.setup.layout, r.snap.Signals)
+	r.mig = d
+	if !d.NeedsPreflight() {
+		return
+	}
+	mo, err := f.migrateOptions(g, r, d.Runtime)
+	if err != nil {
+		d.Refusals = append(d.Refusals, err.Error())
+		return
+	}
+	plan, err := remediate.PlanMigration(ctx, mo)
+	if err != nil {
+		d.Refusals = append(d.Refusals, "migration preflight failed: "+err.Error())
+		return
+	}
+	d.AddPreflight(plan)
+	if plan.Config == "" {
+		return
+	}
+	before, err := os.ReadFile(g.root().Path(plan.Config))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		d.Refusals = append(d.Refusals, fmt.Sprintf("read %s: %v", plan.Config, err))
+		return
+	}
+	var after []byte
+	if plan.Runtime == remediate.RuntimeDocker {
+		after, err = remediate.SetDockerDataRoot(before, plan.To)
+	} else {
+		after, err = remediate.SetContainerdRoot(before, plan.To)
+	}
+	if err != nil {
+		d.Refusals = append(d.Refusals, fmt.Sprintf("%s: %v", plan.Config, err))
+		return
+	}
+	r.migDiff = remediate.UnifiedDiff(plan.Config, before, after)
+}
+
+// printMigrationDecision prints the migration part of a plan: the reasons, and for an offered
+// migration the preflight (sizes, expected downtime) and the config diff.
+func printMigrationDecision(w io.Writer, g *globalOptions, r *remediation) {
+	d := r.mig
+	if d == nil {
+		return
+	}
+	fmt.Fprintln(w, "Data-root migration:")
+	for _, s := range d.Reasons {
+		fmt.Fprintln(w, "  "+s)
+	}
+	for _, s := range d.Refusals {
+		fmt.Fprintln(w, "  refused: "+s)
+	}
+	if d.Preflight != nil && d.Preflight.OK() {
+		pg := *g
+		pg.stdout, pg.output = w, ""
+		_ = printMigrationPlan(&pg, d.Preflight)
+		fmt.Fprint(w, r.migDiff)
+	}
+	if d.Act() {
+		fmt.Fprintln(w, "  preferred over a threshold rewrite: a migration gives nodefs real headroom; a rewrite only moves the line")
+	}
+}
+
+// migrationReporter reports migration outcomes as migrate-data-root.
+func migrationReport(ctx context.Context, g *globalOptions, rep remediate.Reporter, r remediate.Report) {
+	r.Action = remediate.KindMigrateDataRoot
+	remediate.MultiReporter{remediate.LogReporter{Log: g.logger}, rep}.Report(ctx, r)
+}
+
+func migrationSummary(p *remediate.MigrationPlan) string {
+	return fmt.Sprintf("%s data root %s → %s (%s, expected downtime ~%s)", p.Runtime, p.From, p.To,
+		remediate.HumanBytes(p.Used.Bytes), p.EstimatedDowntime.Round(time.Second))
+}
+
+// applyMigration carries out an offered migration under the same gates as a threshold
+// rewrite (windows, cooldown and restart budget, blockers, failed operations; the Lease is
+// the migration's own lease step), through remediate.Migrate: the journal and steps of
+// `evictguard migrate`.
+func applyMigration(ctx context.Context, g *globalOptions, o *applyOptions, r *remediation, rep remediate.Reporter) error {
+	p := r.mig.Preflight
+	sum := migrationSummary(p)
+	if len(r.blockers) > 0 {
+		reason := strings.Join(r.blockers, "; ")
+		migrationReport(ctx, g, rep, remediate.Report{Result: remediate.ResultBlocked, Reason: "not migrating " + sum + ": " + reason})
+		return problem(errors.New("not applied: " + reason))
+	}
+	if r.policy.Dry() {
+		migrationReport(ctx, g, rep, remediate.Report{Result: remediate.ResultDryRun, Reason: "dry run: would migrate " + sum})
+		fmt.Fprintln(g.stdout, "Dry run: nothing changed (set dryRun: false in the policy).")
+		return nil
+	}
+	if !o.yes {
+		fmt.Fprint(g.stdout, "Stop the runtime and the kubelet and move the data root? Type yes: ")
+		if !confirmLine(os.Stdin) {
+			return problem(errors.New("not confirmed"))
+		}
+	}
+	mo, err := o.migrateOptions(g, r, p.Runtime)
+	if err != nil {
+		return usageErr(err)
+	}
+	op, err := remediate.Migrate(ctx, mo, p)
+	if op != nil {
+		// The kubelet was stopped and started: it counts against cooldown and budget.
+		if rerr := r.journal.RecordRestart(time.Now()); rerr != nil {
+			g.logger.Warn("could not record the restart", "err", rerr)
+		}
+	}
+	if err != nil {
+		res := remediate.ResultFailed
+		id := ""
+		if op != nil {
+			id = op.ID
+			if cur, lerr := r.journal.Load(op.ID); lerr == nil && cur.State == remediate.StateRolledBack {
+				res = remediate.ResultRolledBack
+			}
+		}
+		migrationReport(ctx, g, rep, remediate.Report{Op: id, Result: res, Reason: sum + ": " + err.Error()})
+		if op != nil {
+			return problem(fmt.Errorf("operation %s: %w", op.ID, err))
+		}
+		return problem(err)
+	}
+	migrationReport(ctx, g, rep, remediate.Report{Op: op.ID, Result: remediate.ResultApplied, Reason: "migrated " + sum})
+	fmt.Fprintf(g.stdout, "Migrated (operation %s): %s data root is now %s.\n", op.ID, p.Runtime, p.To)
+	return nil
+}
+
+// recoverMigration finishes an interrupted migration as `evictguard migrate --resume` does
+// (ResumeMigration: the steps after the last journaled one; a failure before the runtime runs
+// on the new root rolls back). Nil when there is none.
+func (f *remediationFlags) recoverMigration(ctx context.Context, g *globalOptions, r *remediation, rep remediate.Reporter) error {
+	op, err := remediate.UnfinishedMigration(r.journal)
+	if err != nil || op == nil {
+		return err
+	}
+	if r.sd == nil {
+		return fmt.Errorf("interrupted migration %s but systemd is unreachable over D-Bus", op.ID)
+	}
+	mo, err := f.migrateOptions(g, r, "")
+	if err != nil {
+		return err
+	}
+	g.logger.Warn("resuming an interrupted data-root migration", "op", op.ID, "step", op.Step)
+	if err := remediate.ResumeMigration(ctx, mo, op); err != nil {
+		res := remediate.ResultFailed
+		if cur, lerr := r.journal.Load(op.ID); lerr == nil && cur.State == remediate.StateRolledBack {
+			res = remediate.ResultRolledBack
+		}
+		migrationReport(ctx, g, rep, remediate.Report{Op: op.ID, Result: res, Reason: "resuming after a crash after step " + op.Step + ": " + err.Error()})
+		return fmt.Errorf("resume migration %s: %w", op.ID, err)
+	}
+	if err := r.journal.RecordRestart(time.Now()); err != nil {
+		g.logger.Warn("could not record the restart", "err", err)
+	}
+	migrationReport(ctx, g, rep, remediate.Report{Op: op.ID, Result: remediate.ResultRecovered, Reason: "migration finished after a crash after step " + op.Step})
+	return nil
+}

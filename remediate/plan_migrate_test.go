@@ -1,0 +1,165 @@
+package remediate
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/evictguard/evictguard/monitor"
+)
+
+func migPolicy(to string) *Policy {
+	p := &Policy{Migration: MigrationPolicy{To: to}}
+	p.ApplyDefaults()
+	return p
+}
+
+func withState(s monitor.SignalStatus, st monitor.State) monitor.SignalStatus {
+	s.State = st
+	return s
+}
+
+// TestPlanMigrationAction: when the planner offers migrate-data-root, and why not.
+func TestPlanMigrationAction(t *testing.T) {
+	const gib = int64(1) << 30
+	warn := withState(sig("nodefs.available", "10%", 2*gib, 10*gib), monitor.StateWarning)
+	breached := withState(sig("imagefs.available", "15%", gib, 10*gib), monitor.StateBreached)
+	ok := withState(sig("nodefs.available", "10%", 8*gib, 10*gib), monitor.StateOK)
+	memWarn := withState(sig("memory.available", "100Mi", 200<<20, 8*gib), monitor.StateWarning)
+	shared := &monitor.Layout{Runtime: RuntimeDocker}
+	sharedCtrd := &monitor.Layout{Runtime: RuntimeContainerd}
+	dedicated := &monitor.Layout{Runtime: RuntimeDocker, DedicatedImageFs: true}
+	crio := &monitor.Layout{Runtime: monitor.RuntimeCRIO}
+	dockerOnly := migPolicy("/data/docker")
+	dockerOnly.Migration.Runtime = RuntimeDocker
+	cases := []struct {
+		name          string
+		policy        *Policy
+		layout        *monitor.Layout
+		signals       []monitor.SignalStatus
+		wantPreflight bool
+		wantRuntime   string
+		want          string // in a reason or refusal
+	}{
+		{"policy without migration", migPolicy(""), shared, []monitor.SignalStatus{warn}, false, "", "does not allow migration"},
+		{"warning on a shared imagefs", migPolicy("/data/docker"), shared, []monitor.SignalStatus{warn}, true, RuntimeDocker, "nodefs.available (hard warning)"},
+		{"breached, containerd", migPolicy("/data/containerd"), sharedCtrd, []monitor.SignalStatus{ok, breached}, true, RuntimeContainerd, "imagefs.available (hard breached)"},
+		{"every disk signal ok", migPolicy("/data/docker"), shared, []monitor.SignalStatus{ok}, false, RuntimeDocker, "no disk signal is in warning"},
+		{"memory warning is not a disk signal", migPolicy("/data/docker"), shared, []monitor.SignalStatus{ok, memWarn}, false, RuntimeDocker, "no disk signal is in warning"},
+		{"dedicated imagefs", migPolicy("/data/docker"), dedicated, []monitor.SignalStatus{warn}, false, "", "imagefs already has its own filesystem"},
+		{"unknown layout", migPolicy("/data/docker"), nil, []monitor.SignalStatus{warn}, false, "", "layout unknown"},
+		{"cri-o", migPolicy("/data/crio"), crio, []monitor.SignalStatus{warn}, false, "", `runtime "crio" cannot be migrated`},
+		{"policy names another runtime", dockerOnly, sharedCtrd, []monitor.SignalStatus{warn}, false, "", "names runtime docker but the node runs containerd"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := PlanMigrationAction(tc.policy, tc.layout, tc.signals)
+			if d.NeedsPreflight() != tc.wantPreflight {
+				t.Fatalf("needs preflight %v, want %v (%+v)", d.NeedsPreflight(), tc.wantPreflight, d)
+			}
+			if d.Act() {
+				t.Errorf("acts before the preflight")
+			}
+			if tc.wantRuntime != "" && d.Runtime != tc.wantRuntime {
+				t.Errorf("runtime %q, want %q", d.Runtime, tc.wantRuntime)
+			}
+			all := strings.Join(append(append([]string{}, d.Reasons...), d.Refusals...), "\n")
+			if !strings.Contains(all, tc.want) {
+				t.Errorf("reasons %q lack %q", all, tc.want)
+			}
+		})
+	}
+}
+
+// TestMigrationDecisionPreflight: the preflight's refusals refuse the migration.
+func TestMigrationDecisionPreflight(t *testing.T) {
+	const gib = int64(1) << 30
+	warn := withState(sig("nodefs.available", "10%", 2*gib, 10*gib), monitor.StateWarning)
+	good := &MigrationPlan{Runtime: RuntimeDocker, From: "/var/lib/docker", To: "/data/docker", Used: Usage{Bytes: gib}, ToAvail: 50 * gib}
+	cases := []struct {
+		name     string
+		plan     *MigrationPlan
+		wantAct  bool
+		wantText string
+	}{
+		{"passes", good, true, "preflight passed: 1.0 GiB to move"},
+		{"too small", &MigrationPlan{Runtime: RuntimeDocker, Refusals: []string{"--to /data/docker has 100.0 MiB available"}}, false, "migration preflight: --to /data/docker has 100.0 MiB"},
+		{"same filesystem", &MigrationPlan{Runtime: RuntimeDocker, Refusals: []string{"--to /var/lib/docker2 is on the same filesystem"}}, false, "same filesystem"},
+		{"inside the root", &MigrationPlan{Runtime: RuntimeDocker, Refusals: []string{"--to /var/lib/docker/x is inside the current data root"}}, false, "inside the current data root"},
+		{"no d_type", &MigrationPlan{Runtime: RuntimeDocker, Refusals: []string{"does not report d_type; the overlay2 storage driver needs it"}}, false, "d_type"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := PlanMigrationAction(migPolicy("/data/docker"), &monitor.Layout{Runtime: RuntimeDocker}, []monitor.SignalStatus{warn})
+			d.AddPreflight(tc.plan)
+			if d.Act() != tc.wantAct || d.NeedsPreflight() {
+				t.Fatalf("act %v needs preflight %v, want act %v", d.Act(), d.NeedsPreflight(), tc.wantAct)
+			}
+			all := strings.Join(append(append([]string{}, d.Reasons...), d.Refusals...), "\n")
+			if !strings.Contains(all, tc.wantText) {
+				t.Errorf("reasons %q lack %q", all, tc.wantText)
+			}
+		})
+	}
+}
+
+// TestMigrationPolicyValidate: the migration section's rules.
+func TestMigrationPolicyValidate(t *testing.T) {
+	cases := []struct {
+		name string
+		m    MigrationPolicy
+		want string // "" = valid
+	}{
+		{"disabled", MigrationPolicy{}, ""},
+		{"minimal", MigrationPolicy{To: "/data/docker"}, ""},
+		{"full", MigrationPolicy{To: "/data/docker", Runtime: "docker", Config: "/etc/docker/daemon.json", Units: []string{"docker.service"},
+			Drain: true, KeepOld: true, MinFree: "2Gi"}, ""},
+		{"percent margin", MigrationPolicy{To: "/data/c", Runtime: "containerd", MinFree: "15%"}, ""},
+		{"keys without to", MigrationPolicy{KeepOld: true}, "migration.to: must be set when other migration keys are"},
+		{"relative to", MigrationPolicy{To: "data"}, `migration.to: "data" is not an absolute node path`},
+		{"root", MigrationPolicy{To: "/"}, "migration.to: must not be /"},
+		{"unclean", MigrationPolicy{To: "/data/../x/"}, "is not a clean path"},
+		{"crio", MigrationPolicy{To: "/data/x", Runtime: "crio"}, `migration.runtime: "crio": must be auto, docker or containerd`},
+		{"bad margin", MigrationPolicy{To: "/data/x", MinFree: "lots"}, "migration.minFree:"},
+		{"negative margin", MigrationPolicy{To: "/data/x", MinFree: "-1Gi"}, "migration.minFree:"},
+		{"bad unit", MigrationPolicy{To: "/data/x", Units: []string{"docker"}}, `migration.units[0]: "docker" is not a .service or .socket unit`},
+		{"relative config", MigrationPolicy{To: "/data/x", Config: "daemon.json"}, "migration.config:"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &Policy{Migration: tc.m}
+			p.ApplyDefaults()
+			err := p.Validate()
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestMigrationPolicyMargin(t *testing.T) {
+	cases := []struct {
+		in      string
+		bytes   int64
+		percent float64
+	}{
+		{"", 0, 0},
+		{"2Gi", 2 << 30, 0},
+		{"0", 1, 0},
+		{"10%", 1, 10},
+	}
+	for _, tc := range cases {
+		t.Run(tc.in, func(t *testing.T) {
+			m := MigrationPolicy{To: "/x", MinFree: tc.in}
+			b, p, err := m.Margin()
+			if err != nil || b != tc.bytes || p != tc.percent {
+				t.Errorf("Margin(%q) = %d, %v, %v; want %d, %v", tc.in, b, p, err, tc.bytes, tc.percent)
+			}
+		})
+	}
+}
