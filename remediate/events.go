@@ -29,6 +29,11 @@ func (r EventReporter) Report(ctx context.Context, rep Report) {
 	reason := map[string]string{ResultApplied: "EvictionThresholdsChanged", ResultRolledBack: "EvictionThresholdsRolledBack",
 		ResultFailed: "EvictionThresholdsRollbackFailed", ResultBlocked: "EvictionThresholdsBlocked", ResultRecovered: "EvictionThresholdsRecovered",
 		ResultDryRun: "EvictionThresholdsDryRun"}[rep.Result]
+	if rep.Action == KindMigrateDataRoot {
+		reason = map[string]string{ResultApplied: "DataRootMigrated", ResultRolledBack: "DataRootMigrationRolledBack",
+			ResultFailed: "DataRootMigrationFailed", ResultBlocked: "DataRootMigrationBlocked", ResultRecovered: "DataRootMigrationRecovered",
+			ResultDryRun: "DataRootMigrationDryRun", ResultTriggered: "DataRootMigrationTriggered"}[rep.Result]
+	}
 	now := metav1.NewTime(time.Now())
 	ev := &corev1.Event{
 		ObjectMeta:     metav1.ObjectMeta{GenerateName: r.Node + ".evictguard.", Namespace: metav1.NamespaceDefault},
