@@ -195,10 +195,13 @@ func PlanMigrationAction(p *Policy, layout *monitor.Layout, signals []monitor.Si
 	return d
 }
 
-// AddPreflight records the preflight: its refusals become the decision's, and a root not on
-// nodefs (nothing to gain) refuses too.
+// AddPreflight records the preflight (PlanMigration for Runtime and the policy's target): its
+// refusals become the decision's.
 func (d *MigrationDecision) AddPreflight(mp *MigrationPlan) {
 	d.Preflight = mp
+	// The preflight judges "on nodefs" by the default kubelet root dir; the planner knows the
+	// monitor's layout, where imagefs (this root) shares nodefs.
+	mp.SharesNodeFs = true
 	for _, r := range mp.Refusals {
 		d.Refusals = append(d.Refusals, "migration preflight: "+r)
 	}

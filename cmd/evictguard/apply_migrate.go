@@ -100,17 +100,23 @@ func printMigrationDecision(w io.Writer, g *globalOptions, r *remediation) {
 		fmt.Fprintln(w, "  refused: "+s)
 	}
 	if d.Preflight != nil && d.Preflight.OK() {
+		var b strings.Builder
 		pg := *g
-		pg.stdout, pg.output = w, ""
+		pg.stdout, pg.output = &b, ""
 		_ = printMigrationPlan(&pg, d.Preflight)
-		fmt.Fprint(w, r.migDiff)
+		b.WriteString(r.migDiff)
+		for _, l := range strings.SplitAfter(b.String(), "\n") {
+			if l != "" {
+				fmt.Fprint(w, "  "+l)
+			}
+		}
 	}
 	if d.Act() {
 		fmt.Fprintln(w, "  preferred over a threshold rewrite: a migration gives nodefs real headroom; a rewrite only moves the line")
 	}
 }
 
-// migrationReporter reports migration outcomes as migrate-data-root.
+// migrationReport reports a migration outcome as migrate-data-root (log, Event, metrics).
 func migrationReport(ctx context.Context, g *globalOptions, rep remediate.Reporter, r remediate.Report) {
 	r.Action = remediate.KindMigrateDataRoot
 	remediate.MultiReporter{remediate.LogReporter{Log: g.logger}, rep}.Report(ctx, r)
@@ -190,18 +196,19 @@ func (f *remediationFlags) recoverMigration(ctx context.Context, g *globalOption
 	if err != nil {
 		return err
 	}
-	g.logger.Warn("resuming an interrupted data-root migration", "op", op.ID, "step", op.Step)
+	crashed := op.Step // ResumeMigration moves op on
+	g.logger.Warn("resuming an interrupted data-root migration", "op", op.ID, "step", crashed)
 	if err := remediate.ResumeMigration(ctx, mo, op); err != nil {
 		res := remediate.ResultFailed
 		if cur, lerr := r.journal.Load(op.ID); lerr == nil && cur.State == remediate.StateRolledBack {
 			res = remediate.ResultRolledBack
 		}
-		migrationReport(ctx, g, rep, remediate.Report{Op: op.ID, Result: res, Reason: "resuming after a crash after step " + op.Step + ": " + err.Error()})
+		migrationReport(ctx, g, rep, remediate.Report{Op: op.ID, Result: res, Reason: "resuming after a crash after step " + crashed + ": " + err.Error()})
 		return fmt.Errorf("resume migration %s: %w", op.ID, err)
 	}
 	if err := r.journal.RecordRestart(time.Now()); err != nil {
 		g.logger.Warn("could not record the restart", "err", err)
 	}
-	migrationReport(ctx, g, rep, remediate.Report{Op: op.ID, Result: remediate.ResultRecovered, Reason: "migration finished after a crash after step " + op.Step})
+	migrationReport(ctx, g, rep, remediate.Report{Op: op.ID, Result: remediate.ResultRecovered, Reason: "migration finished after a crash after step " + crashed})
 	return nil
 }

@@ -1,0 +1,227 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/evictguard/evictguard/e2e/harness"
+	"github.com/evictguard/evictguard/remediate"
+)
+
+// daemonMigration is a dockerMigration whose nodefs tmpfs also holds the kubelet root dir,
+// filled so that nodefs.available is in warning, with kubelet.service as a stand-in unit
+// serving /healthz (the kubelet itself is read from --kubelet-cmdline; the migration stops
+// and starts the unit like the kubelet's).
+type daemonMigration struct {
+	*dockerMigration
+	kubeletRoot, healthz string
+	oldRoot, newRoot     string
+	digest, lines        string
+}
+
+func startDaemonMigration(t *testing.T) *daemonMigration {
+	t.Helper()
+	m := startDockerMigration(t, 160<<20, 160<<20)
+	dm := &daemonMigration{dockerMigration: m, kubeletRoot: filepath.Join(m.a, "kubelet"),
+		oldRoot: filepath.Join(m.a, "docker"), newRoot: filepath.Join(m.b, "docker")}
+	if err := os.MkdirAll(dm.kubeletRoot, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hzDir := harness.TempDir(t, "healthz")
+	if err := os.WriteFile(filepath.Join(hzDir, "healthz"), []byte("ok"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hzPort := harness.FreePort(t)
+	m.sd.WriteUnit(t, "kubelet.service", fmt.Sprintf(`[Unit]
+Description=kubelet stand-in (evictguard e2e): serves /healthz
+
+[Service]
+ExecStart=/usr/bin/python3 -m http.server %d --bind 127.0.0.1 --directory %s
+`, hzPort, hzDir))
+	harness.StartUnit(t, m.sd, "kubelet.service")
+	defer time.Sleep(2 * time.Second) // the policy's minKubeletUptime (1s)
+	dm.healthz = fmt.Sprintf("http://127.0.0.1:%d/healthz", hzPort)
+	dm.digest, dm.lines = dataDigestLines(t, dm.oldRoot)
+
+	// nodefs.available to warning: 12 % available against a 10 % threshold and a 5 % margin.
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(m.a, &st); err != nil {
+		t.Fatal(err)
+	}
+	capacity, avail := int64(st.Blocks)*st.Bsize, int64(st.Bavail)*st.Bsize
+	fill(t, filepath.Join(dm.kubeletRoot, "fill"), avail-capacity*12/100)
+	return dm
+}
+
+// policy writes a remediation policy allowing the migration to newRoot.
+func (dm *daemonMigration) policy(t *testing.T, dry bool) string {
+	t.Helper()
+	p := filepath.Join(harness.TempDir(t, "policy"), "policy.yaml")
+	writeFile(t, p, fmt.Sprintf(`dryRun: %t
+minKubeletUptime: 1s
+stableFor: 2s
+migration:
+  to: %s
+  runtime: docker
+  config: %s
+  units: [docker.service]
+`, dry, dm.newRoot, dm.docker.ConfigPath))
+	return p
+}
+
+// nodeArgs are the flags of run and apply for this node.
+func (dm *daemonMigration) nodeArgs(policyFile string) []string {
+	return []string{"--kubelet-cmdline", "--root-dir=" + dm.kubeletRoot + " --eviction-hard=nodefs.available<10%,imagefs.available<10%",
+		"--kubelet-version", "1.37", "--runtime", "docker", "--docker-socket", dm.docker.Socket,
+		"--policy", policyFile, "--state-dir", dm.stateDir, "--bus-address", dm.sd.BusAddress,
+		"--unit", "kubelet.service", "--healthz", dm.healthz}
+}
+
+func (dm *daemonMigration) daemon(t *testing.T, name, policyFile string, port int) *harness.Process {
+	t.Helper()
+	args := append([]string{"run", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--interval", "1s", "--log-level", "debug"}, dm.nodeArgs(policyFile)...)
+	return harness.Start(t, harness.TempDir(t, name), name, nil, evictguardBinary(t), args...)
+}
+
+// attemptsMetric returns the line of evictguard_remediation_attempts_total for the
+// migration with result.
+func attemptsMetric(port int, result string) (string, error) {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "evictguard_remediation_attempts_total{") && strings.Contains(l, `action="migrate-data-root"`) && strings.Contains(l, `result="`+result+`"`) {
+			return l, nil
+		}
+	}
+	return "", fmt.Errorf("no evictguard_remediation_attempts_total{action=\"migrate-data-root\",result=%q} yet", result)
+}
+
+// checkMigrated asserts docker runs on the new root with everything intact and the old root
+// gone (keepOld is false).
+func (dm *daemonMigration) checkMigrated(t *testing.T) {
+	t.Helper()
+	dm.checkIntact(t, dm.newRoot)
+	dm.checkDaemonJSON(t, dm.newRoot)
+	assertSameData(t, dm.newRoot, dm.digest, dm.lines)
+	if _, err := os.Stat(dm.oldRoot); !os.IsNotExist(err) {
+		t.Errorf("old root %s still there (keepOld is false): %v", dm.oldRoot, err)
+	}
+}
+
+// TestMigrateDaemon runs `evictguard run` with a policy allowing migration: a real dockerd
+// (a unit of the sandboxed systemd) keeps its data root on the nodefs tmpfs next to the
+// kubelet root dir; when nodefs.available goes to warning the daemon's planner offers
+// migrate-data-root and the remediation pass carries it out to a second tmpfs through the
+// steps and journal of `evictguard migrate`. First with a dry-run policy, which only reports
+// the exact plan.
+func TestMigrateDaemon(t *testing.T) {
+	dm := startDaemonMigration(t)
+
+	t.Run("dry run only reports", func(t *testing.T) {
+		port := harness.FreePort(t)
+		p := dm.daemon(t, "evictguard-run-migrate-dry", dm.policy(t, true), port)
+		err := harness.WaitFor(t.Context(), 90*time.Second, p, func() error {
+			if !strings.Contains(p.Log(), "would migrate docker data root "+dm.oldRoot+" → "+dm.newRoot) {
+				return fmt.Errorf("no dry-run migration report yet")
+			}
+			_, err := attemptsMetric(port, remediate.ResultDryRun)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("%v\ndaemon log:\n%s", err, p.LogTail(6000))
+		}
+		if err := p.Stop(10 * time.Second); err != nil {
+			t.Logf("stop daemon: %v", err)
+		}
+		// The exact plan: sizes, expected downtime and daemon.json's diff.
+		for _, want := range []string{"preflight passed: ", "  Downtime  ~", "  Old root  removed after verification",
+			`-  "graph": "` + dm.oldRoot + `",`, `+  "data-root": "` + dm.newRoot + `",`, "the policy is a dry run"} {
+			if !strings.Contains(p.Log(), want) {
+				t.Errorf("dry-run plan lacks %q:\n%s", want, p.LogTail(6000))
+			}
+		}
+		if got := dm.dockerInfoRoot(t); got != dm.oldRoot {
+			t.Fatalf("dry run moved the data root to %s", got)
+		}
+		if ents, _ := os.ReadDir(dm.newRoot); len(ents) > 0 {
+			t.Errorf("dry run wrote to %s", dm.newRoot)
+		}
+	})
+
+	t.Run("migrates on warning", func(t *testing.T) {
+		port := harness.FreePort(t)
+		p := dm.daemon(t, "evictguard-run-migrate", dm.policy(t, false), port)
+		err := harness.WaitFor(t.Context(), 240*time.Second, p, func() error {
+			if !strings.Contains(p.Log(), "migrated docker data root "+dm.oldRoot+" → "+dm.newRoot) {
+				return fmt.Errorf("no applied migration report yet")
+			}
+			_, err := attemptsMetric(port, remediate.ResultApplied)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("%v\ndaemon log:\n%s", err, p.LogTail(8000))
+		}
+		if err := p.Stop(10 * time.Second); err != nil {
+			t.Logf("stop daemon: %v", err)
+		}
+		dm.checkMigrated(t)
+	})
+}
+
+// TestMigrateDaemonRecovers: `evictguard apply --yes` starts the migration the policy allows
+// and is SIGKILLed after the verification (runtime and kubelet stopped); `evictguard run`
+// finishes it on start, as `evictguard migrate --resume` does, and reports it recovered.
+func TestMigrateDaemonRecovers(t *testing.T) {
+	dm := startDaemonMigration(t)
+	policy := dm.policy(t, false)
+	out, errOut, code := runEvictguardEnv(t, []string{"EVICTGUARD_TEST_CRASH_AFTER=" + remediate.MigStepVerify},
+		append([]string{"apply", "--yes"}, dm.nodeArgs(policy)...)...)
+	if code != -1 && code != 137 {
+		t.Fatalf("apply with a crash after verify: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if !strings.Contains(out, "Data-root migration:") || !strings.Contains(out, `+  "data-root": "`+dm.newRoot+`",`) {
+		t.Errorf("apply did not print the migration plan:\n%s", out)
+	}
+	ops := dm.journalState(t)
+	if last := ops[len(ops)-1]; last.Kind != remediate.KindMigrateDataRoot || last.State != remediate.StateInProgress || last.Step != remediate.MigStepVerify {
+		t.Fatalf("journal after the crash: %+v", last)
+	}
+
+	port := harness.FreePort(t)
+	p := dm.daemon(t, "evictguard-run-migrate-recover", policy, port)
+	err := harness.WaitFor(t.Context(), 240*time.Second, p, func() error {
+		if !strings.Contains(p.Log(), "migration finished after a crash after step verify") {
+			return fmt.Errorf("no recovered migration report yet")
+		}
+		_, err := attemptsMetric(port, remediate.ResultRecovered)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("%v\ndaemon log:\n%s", err, p.LogTail(8000))
+	}
+	if err := p.Stop(10 * time.Second); err != nil {
+		t.Logf("stop daemon: %v", err)
+	}
+	if log := p.Log(); !strings.Contains(log, "resuming an interrupted data-root migration") {
+		t.Errorf("daemon log does not show the resume:\n%s", tail(log, 4000))
+	}
+	ops = dm.journalState(t)
+	if last := ops[len(ops)-1]; last.State != remediate.StateDone {
+		t.Errorf("migration %s after the daemon's recovery: %s", last.ID, last.State)
+	}
+	dm.checkMigrated(t)
+}
