@@ -14,8 +14,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/tools/clientcmd"
-	"sigs.k8s.io/yaml"
 
+	"github.com/evictguard/evictguard/internal/config"
 	"github.com/evictguard/evictguard/internal/kube"
 	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/monitor"
@@ -51,22 +51,17 @@ func (f *remediationFlags) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
 }
 
+// loadPolicy reads --policy FILE as the config file's policy section is read (strict, with
+// FILE:LINE errors); no file is the default policy (a dry run).
 func loadPolicy(path string) (*remediate.Policy, error) {
-	p := &remediate.Policy{}
+	var b []byte
 	if path != "" {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, err
-		}
-		if err := yaml.UnmarshalStrict(b, p); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+		var err error
+		if b, err = os.ReadFile(path); err != nil {
+			return nil, fmt.Errorf("read policy: %w", err)
 		}
 	}
-	p.ApplyDefaults()
-	if err := p.Validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return p, nil
+	return config.LoadPolicy(path, b)
 }
 
 // remediation is everything plan and apply compute before acting.

@@ -783,3 +783,43 @@ func Marshal(c *Configuration) ([]byte, error) {
 	}
 	return b.Bytes(), nil
 }
+
+// LoadPolicy decodes a standalone remediation policy file (`--policy FILE`) as the
+// configuration's policy section is decoded: strictly (unknown or duplicated keys, a second
+// document, a value of the wrong type are errors), then defaults and validation. Errors are
+// *Errors naming the file and, where known, the line. An empty file is the default policy.
+func LoadPolicy(name string, data []byte) (*remediate.Policy, error) {
+	p := &remediate.Policy{}
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil {
+		if !errors.Is(err, io.EOF) {
+			return nil, syntaxError(name, err)
+		}
+	} else {
+		var extra yaml.Node
+		if err := dec.Decode(&extra); err == nil {
+			return nil, &Error{File: name, Line: extra.Line, Msg: "more than one YAML document; the policy is a single document"}
+		}
+		strict := yaml.NewDecoder(bytes.NewReader(data))
+		strict.KnownFields(true)
+		if err := strict.Decode(p); err != nil && !errors.Is(err, io.EOF) {
+			return nil, decodeError(name, err, &root)
+		}
+	}
+	lines := map[string]int{}
+	index(&root, "", lines)
+	p.ApplyDefaults()
+	if err := p.Validate(); err != nil {
+		var fes []error
+		for _, line := range strings.Split(err.Error(), "\n") {
+			path, msg, ok := strings.Cut(line, ": ")
+			if !ok {
+				path, msg = "", line
+			}
+			fes = append(fes, &FieldError{Path: path, Msg: msg})
+		}
+		return nil, Positioned(name, errors.Join(fes...), lines)
+	}
+	return p, nil
+}
