@@ -177,6 +177,8 @@ func applyMigration(ctx context.Context, g *globalOptions, o *applyOptions, r *r
 		return problem(err)
 	}
 	migrationReport(ctx, g, rep, remediate.Report{Op: op.ID, Result: remediate.ResultApplied, Reason: "migrated " + sum})
+	// The monitor of a running `evictguard run` keeps the layout it discovered at start.
+	g.logger.Warn("the data root moved: restart evictguard run to re-discover the filesystems (imagefs is now on its own)", "to", p.To)
 	fmt.Fprintf(g.stdout, "Migrated (operation %s): %s data root is now %s.\n", op.ID, p.Runtime, p.To)
 	return nil
 }
