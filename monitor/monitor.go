@@ -90,33 +90,90 @@ func New(cfg Config) (*Monitor, error) {
 	m.sampler.now = m.now
 	m.eval = NewEvaluator(cfg.Eval)
 	m.cfg.Logs = cfg.Logs.withDefaults()
-	m.thresholds, m.warnings = ContainerFsThresholds(cfg.Thresholds, cfg.KubeletVersion, cfg.Layout.DedicatedImageFs, cfg.Layout.SplitContainerFs)
-	m.warnings = append(append([]string(nil), cfg.Layout.Warnings...), m.warnings...)
+	m.build(cfg.Layout, nil, nil)
+	return m, nil
+}
 
+// build derives the thresholds (the kubelet's containerfs copies depend on the layout), the
+// statfs groups (one per device) and the log scanners from layout. Predictors and log
+// scanners of keep (a previous layout's, by device and host path) are carried over, so a
+// re-discovery that finds the same filesystems keeps their fill-rate history.
+func (m *Monitor) build(layout *Layout, keepGroups []*fsGroup, keepLogs []*logScanner) {
+	m.cfg.Layout = layout
+	m.thresholds, m.warnings = ContainerFsThresholds(m.cfg.Thresholds, m.cfg.KubeletVersion, layout.DedicatedImageFs, layout.SplitContainerFs)
+	m.warnings = append(append([]string(nil), layout.Warnings...), m.warnings...)
+	m.groups, m.groupOf, m.logs, m.logOf, m.nextLog = nil, nil, nil, nil, 0
 	byDev := map[uint64]int{}
-	for _, fs := range cfg.Layout.Filesystems {
+	for _, fs := range layout.Filesystems {
 		gi, ok := byDev[fs.Dev]
 		if !ok || fs.Dev == 0 {
 			gi = len(m.groups)
 			byDev[fs.Dev] = gi
-			m.groups = append(m.groups, &fsGroup{
-				hostPath: fs.HostPath, nodePath: fs.Path, dev: fs.Dev,
-				bytes: NewPredictor(cfg.Predict), inodes: NewPredictor(cfg.Predict),
-			})
+			g := &fsGroup{hostPath: fs.HostPath, nodePath: fs.Path, dev: fs.Dev}
+			for _, old := range keepGroups {
+				if old.dev == fs.Dev && fs.Dev != 0 && old.hostPath == fs.HostPath {
+					g.bytes, g.inodes = old.bytes, old.inodes
+				}
+			}
+			if g.bytes == nil {
+				g.bytes, g.inodes = NewPredictor(m.cfg.Predict), NewPredictor(m.cfg.Predict)
+			}
+			m.groups = append(m.groups, g)
 		}
 		m.groupOf = append(m.groupOf, gi)
 		li := -1
 		if fs.Role == RoleLogs {
 			li = len(m.logs)
-			m.logs = append(m.logs, newLogScanner(fs.HostPath, fs.Dev))
+			var l *logScanner
+			for i, old := range keepLogs {
+				if old != nil && old.root == fs.HostPath && old.dev == fs.Dev {
+					l, keepLogs[i] = old, nil
+					break
+				}
+			}
+			if l == nil {
+				l = newLogScanner(fs.HostPath, fs.Dev)
+			}
+			m.logs = append(m.logs, l)
 		}
 		m.logOf = append(m.logOf, li)
 	}
-	return m, nil
+	for _, old := range keepLogs {
+		if old != nil {
+			old.close()
+		}
+	}
+}
+
+// SetLayout replaces the filesystem layout (a re-discovery after the runtime's data root
+// moved: imagefs is now its own filesystem). The thresholds evaluated follow the new layout;
+// signal states and the fill-rate history of filesystems found again are kept, a new
+// filesystem's prediction starts afresh. It waits for a running Step.
+func (m *Monitor) SetLayout(layout *Layout) error {
+	if layout == nil || layout.ByRole(RoleNodeFs) == nil {
+		return errors.New("monitor: layout without nodefs")
+	}
+	m.stepMu.Lock()
+	defer m.stepMu.Unlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.build(layout, m.groups, m.logs)
+	return nil
+}
+
+// Layout returns the filesystem layout being monitored.
+func (m *Monitor) Layout() *Layout {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.cfg.Layout
 }
 
 // Thresholds are the thresholds evaluated, including the kubelet's containerfs copies.
-func (m *Monitor) Thresholds() []kubeletcfg.Threshold { return m.thresholds }
+func (m *Monitor) Thresholds() []kubeletcfg.Threshold {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.thresholds
+}
 
 // Latest returns the last snapshot, or nil before the first Step. Callers must not modify it.
 func (m *Monitor) Latest() *Snapshot {

@@ -318,3 +318,84 @@ func signal(t *testing.T, s *Snapshot, name string) SignalStatus {
 	t.Fatalf("no signal %s in %+v", name, s.Signals)
 	return SignalStatus{}
 }
+
+// TestTmpfsSetLayoutAfterDataRootMove: docker's data root moves from nodefs to its own
+// filesystem (daemon.json rewritten, as a migration does); after a re-discovery, SetLayout
+// makes imagefs.available follow the new filesystem while nodefs keeps its signal state and
+// fill-rate history.
+func TestTmpfsSetLayoutAfterDataRootMove(t *testing.T) {
+	needRoot(t)
+	root := t.TempDir()
+	mountTmpfs(t, filepath.Join(root, "var"), "size=64m,nr_inodes=2000")
+	mountTmpfs(t, filepath.Join(root, "data"), "size=32m,nr_inodes=1000")
+	mkdirs(t, root, "var/lib/kubelet", "var/lib/docker/containers", "data/docker/containers", "etc/docker", "var/log/pods")
+	daemonJSON := filepath.Join(root, "etc/docker/daemon.json")
+	if err := os.WriteFile(daemonJSON, []byte(`{"data-root":"/var/lib/docker"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(root, "var/lib/kubelet/x"), 40<<20)
+	discover := func() *Layout {
+		t.Helper()
+		l, err := DiscoverFilesystems(t.Context(), DiscoverOptions{HostRoot: hostfs.Root(root), DockerSocket: "/nonexistent"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	now := time.Unix(1_000_000, 0)
+	m, err := New(Config{Layout: discover(), Thresholds: defaultThresholds(), HostRoot: hostfs.Root(root), Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	step := func() *Snapshot {
+		t.Helper()
+		now = now.Add(time.Second)
+		s, err := m.Step(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	for range 5 {
+		step()
+	}
+	before := signal(t, step(), "nodefs.available")
+	if m.Layout().DedicatedImageFs {
+		t.Fatal("imagefs on nodefs reported as dedicated")
+	}
+
+	if err := os.WriteFile(daemonJSON, []byte(`{"data-root":"/data/docker"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SetLayout(discover()); err != nil {
+		t.Fatal(err)
+	}
+	s := step()
+	var data unix.Statfs_t
+	if err := unix.Statfs(filepath.Join(root, "data"), &data); err != nil {
+		t.Fatal(err)
+	}
+	node, image := signal(t, s, "nodefs.available"), signal(t, s, "imagefs.available")
+	tests := []struct {
+		name string
+		ok   bool
+		got  any
+	}{
+		{"layout dedicated", m.Layout().DedicatedImageFs, m.Layout()},
+		{"imagefs on /data", image.Capacity == int64(data.Blocks)*data.Frsize && image.Observed == int64(data.Bavail)*data.Frsize, image},
+		{"nodefs state kept", node.State == before.State && node.Since.Equal(before.Since), node},
+		{"nodefs history kept", node.FillRate != nil, node.FillRate},
+		{"containerfs follows the dedicated imagefs", signal(t, s, "containerfs.available").Threshold == image.Threshold, signal(t, s, "containerfs.available")},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if !tc.ok {
+				t.Errorf("got %+v", tc.got)
+			}
+		})
+	}
+	if err := m.SetLayout(&Layout{}); err == nil {
+		t.Error("a layout without nodefs was accepted")
+	}
+}

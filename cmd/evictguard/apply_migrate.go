@@ -177,8 +177,12 @@ func applyMigration(ctx context.Context, g *globalOptions, o *applyOptions, r *r
 		return problem(err)
 	}
 	migrationReport(ctx, g, rep, remediate.Report{Op: op.ID, Result: remediate.ResultApplied, Reason: "migrated " + sum})
-	// The monitor of a running `evictguard run` keeps the layout it discovered at start.
-	g.logger.Warn("the data root moved: restart evictguard run to re-discover the filesystems (imagefs is now on its own)", "to", p.To)
+	if o.rediscover != nil {
+		o.rediscover(ctx) // the daemon: its monitor follows imagefs to the new filesystem
+	} else {
+		// `evictguard apply` from a shell: a running `evictguard run` does not know.
+		g.logger.Warn("the data root moved: restart evictguard run, if one runs, to re-discover the filesystems (imagefs is now on its own)", "to", p.To)
+	}
 	fmt.Fprintf(g.stdout, "Migrated (operation %s): %s data root is now %s.\n", op.ID, p.Runtime, p.To)
 	return nil
 }
@@ -200,6 +204,11 @@ func (f *remediationFlags) recoverMigration(ctx context.Context, g *globalOption
 	}
 	crashed := op.Step // ResumeMigration moves op on
 	g.logger.Warn("resuming an interrupted data-root migration", "op", op.ID, "step", crashed)
+	if f.rediscover != nil {
+		// Finished or rolled back, the data root is settled; discovery at start may have
+		// seen the runtime stopped mid-migration.
+		defer f.rediscover(ctx)
+	}
 	if err := remediate.ResumeMigration(ctx, mo, op); err != nil {
 		res := remediate.ResultFailed
 		if cur, lerr := r.journal.Load(op.ID); lerr == nil && cur.State == remediate.StateRolledBack {

@@ -36,6 +36,9 @@ type remediationFlags struct {
 	// reporter, when set, receives every outcome besides the log and Node Events (the
 	// daemon's remediation counters).
 	reporter remediate.Reporter
+	// rediscover, when set (the daemon), re-discovers the monitored filesystems after a
+	// migration moved, or a recovery moved back, the runtime's data root.
+	rediscover func(context.Context)
 }
 
 func (f *remediationFlags) addFlags(fs *pflag.FlagSet) {

@@ -119,6 +119,11 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions) error {
 	if err := o.remediation.load(); err != nil {
 		return err
 	}
+	o.remediation.rediscover = func(ctx context.Context) {
+		if err := s.rediscover(ctx, log); err != nil && ctx.Err() == nil {
+			log.Warn("the data root moved but the filesystems could not be re-discovered: restart evictguard run", "err", err)
+		}
+	}
 	outputs, err := startOutputs(ctx, g, o, s)
 	if err != nil {
 		return err

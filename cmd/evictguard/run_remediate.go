@@ -28,6 +28,8 @@ type daemonRemediation struct {
 
 	// reporter, when set, also receives every outcome (the remediation counters).
 	reporter remediate.Reporter
+	// rediscover re-discovers the monitor's filesystems after the data root moved.
+	rediscover func(context.Context)
 
 	prev    map[string]monitor.State
 	trigger chan struct{}
@@ -83,7 +85,7 @@ func (d *daemonRemediation) flags(o *runOptions) remediationFlags {
 	return remediationFlags{
 		monitorFlags: o.monitorFlags, policyFile: d.policyFile, stateDir: d.stateDir, unit: d.unit, busAddress: d.busAddress,
 		configz: o.configz, configzTokenFile: o.configzTokenFile, healthz: d.healthz, kubeconfig: o.kubeconfig, nodeName: o.nodeName,
-		policy: d.Policy, reporter: d.reporter,
+		policy: d.Policy, reporter: d.reporter, rediscover: d.rediscover,
 	}
 }
 

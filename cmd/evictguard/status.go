@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -64,6 +65,29 @@ type setup struct {
 	eff     *kubeletcfg.Effective
 	layout  *monitor.Layout
 	monitor *monitor.Monitor
+	// discover are the options the layout was discovered with (for rediscover).
+	discover monitor.DiscoverOptions
+}
+
+// rediscover discovers the filesystems again with the same options and hands the layout to
+// the monitor: after evictguard moved the runtime's data root, imagefs is its own
+// filesystem, which the kubelet (restarted by the migration) already knows.
+func (s *setup) rediscover(ctx context.Context, log *slog.Logger) error {
+	l, err := monitor.DiscoverFilesystems(ctx, s.discover)
+	if err != nil {
+		return fmt.Errorf("re-discover filesystems: %w", err)
+	}
+	if err := s.monitor.SetLayout(l); err != nil {
+		return fmt.Errorf("re-discover filesystems: %w", err)
+	}
+	img := l.ByRole(monitor.RoleImageFs)
+	imgPath := ""
+	if img != nil {
+		imgPath = img.Path
+	}
+	log.Info("filesystems re-discovered", "runtime", l.Runtime, "imagefs", imgPath, "dedicatedImageFs", l.DedicatedImageFs,
+		"thresholds", len(s.monitor.Thresholds()))
+	return nil
 }
 
 func newSetup(ctx context.Context, g *globalOptions, f *monitorFlags, cfg monitor.Config) (*setup, error) {
@@ -116,7 +140,7 @@ func newSetup(ctx context.Context, g *globalOptions, f *monitorFlags, cfg monito
 	if err != nil {
 		return nil, problem(err)
 	}
-	return &setup{eff: eff, layout: layout, monitor: m}, nil
+	return &setup{eff: eff, layout: layout, monitor: m, discover: dopts}, nil
 }
 
 type statusOptions struct {
