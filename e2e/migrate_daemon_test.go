@@ -212,6 +212,10 @@ func TestMigrateDaemon(t *testing.T) {
 			if !strings.Contains(p.Log(), "migrated docker data root "+dm.oldRoot+" → "+dm.newRoot) {
 				return fmt.Errorf("no applied migration report yet")
 			}
+			// The daemon's monitor follows the data root (Monitor.SetLayout), no restart needed.
+			if !strings.Contains(p.Log(), `msg="filesystems re-discovered"`) {
+				return fmt.Errorf("the daemon has not re-discovered its filesystems yet")
+			}
 			_, err := attemptsMetric(port, remediate.ResultApplied)
 			return err
 		})
@@ -268,6 +272,8 @@ func TestMigrateDaemonRecovers(t *testing.T) {
 	dm.checkDiscovered(t, p.Log(), "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf")
 	if log := p.Log(); !strings.Contains(log, "resuming an interrupted data-root migration") {
 		t.Errorf("daemon log does not show the resume:\n%s", tail(log, 4000))
+	} else if !strings.Contains(log, `msg="filesystems re-discovered"`) {
+		t.Errorf("the daemon did not re-discover its filesystems after the recovery:\n%s", tail(log, 4000))
 	}
 	ops = dm.journalState(t)
 	if last := ops[len(ops)-1]; last.State != remediate.StateDone {
