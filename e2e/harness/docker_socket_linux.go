@@ -1,10 +1,7 @@
 package harness
 
 import (
-	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -72,25 +69,11 @@ StandardError=inherit
 TimeoutStopSec=20
 KillMode=mixed
 `, d.SocketUnit, sh, d.StartsLog, bin, args, filepath.Join(dir, "dockerd.log")))
-	d.HTTP = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", d.Socket)
-		}}}
+	d.HTTP = dockerHTTP(d.Socket)
 	conn := sd.Conn(t)
 	StartUnit(t, sd, d.SocketUnit)
 	t.Cleanup(func() { StopUnit(sd, conn, d.ServiceUnit) })
-	err := WaitFor(context.Background(), 60*time.Second, nil, func() error {
-		resp, err := d.HTTP.Get("http://docker/_ping")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/_ping: %s", resp.Status)
-		}
-		return nil
-	})
-	if err != nil {
+	if err := d.waitPing(nil); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "dockerd.log"))
 		t.Fatalf("socket-activated %s did not become ready: %v\n%s", d.ServiceUnit, err, unitLogTail(string(log), 3000))
 	}

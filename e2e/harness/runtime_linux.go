@@ -233,11 +233,24 @@ func StartDocker(t testing.TB, opts DockerOptions) *Docker {
 		args = append(args, "--data-root", d.DataRoot)
 	}
 	d.Proc = Start(t, dir, "dockerd", nil, bin, args...)
-	d.HTTP = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+	d.HTTP = dockerHTTP(d.Socket)
+	if err := d.waitPing(d.Proc); err != nil {
+		t.Fatalf("dockerd did not become ready: %v", err)
+	}
+	return d
+}
+
+// dockerHTTP is a client of the Engine API on a unix socket (any host name).
+func dockerHTTP(socket string) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", d.Socket)
+			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
 		}}}
-	err := WaitFor(context.Background(), 60*time.Second, d.Proc, func() error {
+}
+
+// waitPing waits up to a minute for /_ping to answer 200 (p, when not nil, must keep running).
+func (d *Docker) waitPing(p *Process) error {
+	return WaitFor(context.Background(), 60*time.Second, p, func() error {
 		resp, err := d.HTTP.Get("http://docker/_ping")
 		if err != nil {
 			return err
@@ -248,10 +261,6 @@ func StartDocker(t testing.TB, opts DockerOptions) *Docker {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatalf("dockerd did not become ready: %v", err)
-	}
-	return d
 }
 
 // CLI runs the docker client against this daemon.

@@ -3,8 +3,6 @@ package harness
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -64,23 +62,9 @@ StandardError=inherit
 TimeoutStopSec=20
 KillMode=mixed
 `, bin, args, filepath.Join(dir, "dockerd.log")))
-	d.HTTP = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", d.Socket)
-		}}}
+	d.HTTP = dockerHTTP(d.Socket)
 	StartUnit(t, sd, unit)
-	err := WaitFor(context.Background(), 60*time.Second, nil, func() error {
-		resp, err := d.HTTP.Get("http://docker/_ping")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/_ping: %s", resp.Status)
-		}
-		return nil
-	})
-	if err != nil {
+	if err := d.waitPing(nil); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "dockerd.log"))
 		t.Fatalf("docker.service did not become ready: %v\n%s", err, unitLogTail(string(log), 3000))
 	}
