@@ -424,28 +424,36 @@ func openNoatime(p string) (int, error) {
 	return fd, err
 }
 
+// keepOrClear decides about an existing destination of a regular file or special entry (none
+// when fresh): one with src's metadata (and device numbers: 0 for non-devices) is kept,
+// counted unchanged with its hard-link group noted; another is unlinked rather than truncated
+// — it may be hard-linked to another name — to be written afresh (cleared).
+func (c *copier) keepOrClear(st *unix.Stat_t, dst string, fresh bool) (kept, cleared bool, err error) {
+	if fresh {
+		return false, false, nil
+	}
+	d, exists, err := dstStat(dst)
+	if err != nil || !exists {
+		return false, false, err
+	}
+	if d.Rdev == st.Rdev && c.sameMeta(st, &d) {
+		c.stats.Unchanged++
+		c.firstLink(st, dst)
+		return true, false, nil
+	}
+	if err := removeAny(dst); err != nil {
+		return false, false, err
+	}
+	return false, true, nil
+}
+
 func (c *copier) file(src, dst string, st *unix.Stat_t, fresh bool) (bool, error) {
 	if done, changed, err := c.hardLink(st, dst, fresh); done || err != nil {
 		return changed, err
 	}
-	changed := false
-	if !fresh {
-		d, exists, err := dstStat(dst)
-		if err != nil {
-			return false, err
-		}
-		if exists && c.sameMeta(st, &d) {
-			c.stats.Unchanged++
-			c.firstLink(st, dst)
-			return false, nil
-		}
-		if exists {
-			// Unlink rather than truncate: the destination may be hard-linked to another name.
-			if err := removeAny(dst); err != nil {
-				return false, err
-			}
-			changed = true
-		}
+	kept, changed, err := c.keepOrClear(st, dst, fresh)
+	if kept || err != nil {
+		return false, err
 	}
 	sfd, err := openNoatime(src)
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) {
@@ -623,23 +631,9 @@ func (c *copier) special(src, dst string, st *unix.Stat_t, fresh bool) (bool, er
 	if done, changed, err := c.hardLink(st, dst, fresh); done || err != nil {
 		return changed, err
 	}
-	changed := false
-	if !fresh {
-		d, exists, err := dstStat(dst)
-		if err != nil {
-			return false, err
-		}
-		if exists && d.Rdev == st.Rdev && c.sameMeta(st, &d) {
-			c.stats.Unchanged++
-			c.firstLink(st, dst)
-			return false, nil
-		}
-		if exists {
-			if err := removeAny(dst); err != nil {
-				return false, err
-			}
-			changed = true
-		}
+	kept, changed, err := c.keepOrClear(st, dst, fresh)
+	if kept || err != nil {
+		return false, err
 	}
 	// Devices, fifos, sockets and overlay whiteouts (character device 0:0).
 	perm := st.Mode & 0o777
