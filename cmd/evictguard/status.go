@@ -90,6 +90,19 @@ func (s *setup) rediscover(ctx context.Context, log *slog.Logger) error {
 	return nil
 }
 
+// withKubelet completes discovery options with what the kubelet's settings say: its root dir
+// (nodefs) and, unless given, its CRI endpoint (imagefs). With no kubelet,
+// DiscoverFilesystems picks /var/lib/kubelet if it exists, else /.
+func withKubelet(o *monitor.DiscoverOptions, eff *kubeletcfg.Effective) {
+	if !eff.KubeletFound {
+		return
+	}
+	o.KubeletRootDir = eff.RootDir
+	if o.CRIEndpoint == "" {
+		o.CRIEndpoint = eff.ContainerRuntimeEndpoint
+	}
+}
+
 func newSetup(ctx context.Context, g *globalOptions, f *monitorFlags, cfg monitor.Config) (*setup, error) {
 	if err := f.validate(); err != nil {
 		return nil, usageErr(err)
@@ -118,13 +131,7 @@ func newSetup(ctx context.Context, g *globalOptions, f *monitorFlags, cfg monito
 		ExtraLogDirs: f.logDirs,
 		Logger:       g.logger,
 	}
-	if eff.KubeletFound {
-		// With no kubelet, DiscoverFilesystems picks /var/lib/kubelet if it exists, else /.
-		dopts.KubeletRootDir = eff.RootDir
-		if dopts.CRIEndpoint == "" {
-			dopts.CRIEndpoint = eff.ContainerRuntimeEndpoint
-		}
-	}
+	withKubelet(&dopts, eff)
 	layout, err := monitor.DiscoverFilesystems(ctx, dopts)
 	if err != nil {
 		return nil, problem(err)

@@ -15,11 +15,7 @@ import (
 // that cannot be observed becomes a warning.
 func usageWarningsFor(ctx context.Context, g *globalOptions, eff *kubeletcfg.Effective) []string {
 	dopts := monitor.DiscoverOptions{HostRoot: g.root(), Logger: g.logger}
-	if eff.KubeletFound {
-		// With no kubelet, DiscoverFilesystems picks /var/lib/kubelet if it exists, else /.
-		dopts.KubeletRootDir = eff.RootDir
-		dopts.CRIEndpoint = eff.ContainerRuntimeEndpoint
-	}
+	withKubelet(&dopts, eff)
 	layout, err := monitor.DiscoverFilesystems(ctx, dopts)
 	if err != nil {
 		return []string{fmt.Sprintf("current usage not checked: %v", err)}
