@@ -4,13 +4,12 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
-	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/evictguard/evictguard/internal/config"
 	"github.com/evictguard/evictguard/internal/kube"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/remediate"
@@ -42,11 +41,6 @@ type logReclaimFlags struct {
 	escalator remediate.Escalator
 }
 
-var reclaimStepNames = map[string]string{
-	"ballast": remediate.ReclaimBallast, "gc": remediate.ReclaimGC,
-	"logs": remediate.ReclaimLogs, "escalate": remediate.ReclaimEscalate,
-}
-
 func (f *logReclaimFlags) addFlags(fl *pflag.FlagSet) {
 	fl.StringVar(&f.budgetFile, "log-budget-file", "", "write the log budget here (env file; fluent-bit and fluentd snippets next to it), e.g. "+remediate.DefaultLogBudgetFile+" (node path; empty: metric and annotation only)")
 	fl.StringVar(&f.budgetMargin, "log-budget-margin", "5%", "safety margin kept free above the nearest threshold: a quantity (\"512Mi\") or a percentage of capacity")
@@ -60,17 +54,6 @@ func (f *logReclaimFlags) addFlags(fl *pflag.FlagSet) {
 	fl.StringArrayVar(&f.keepImages, "gc-keep-image", nil, "image reference runtime GC never removes, e.g. the pause image (repeatable)")
 	fl.DurationVar(&f.rotatedAge, "rotated-log-age", time.Hour, "compress rotated container logs older than this")
 	fl.StringArrayVar(&f.posFiles, "log-pos-file", nil, "fluentd pos_file: only rotated logs it shows fully read are compressed (repeatable; node path)")
-}
-
-func quantityBytes(flag, s string) (int64, error) {
-	if s == "" {
-		return 0, nil
-	}
-	q, err := resource.ParseQuantity(s)
-	if err != nil {
-		return 0, fmt.Errorf("--%s: %w", flag, err)
-	}
-	return q.Value(), nil
 }
 
 // runtimeGC is runtime GC through the runtime's own API: dockerd's Engine API, or the CRI
@@ -96,18 +79,12 @@ func (f *logReclaimFlags) runtimeGC(g *globalOptions, layout *monitor.Layout, do
 // monitoring.
 func (f *logReclaimFlags) start(ctx context.Context, g *globalOptions, s *setup, dockerSocket, node string, out *outputs) error {
 	log := g.logger.With("component", "logs")
-	budgetCfg := remediate.BudgetConfig{}
-	if pct, ok := strings.CutSuffix(f.budgetMargin, "%"); ok {
-		if _, err := fmt.Sscan(pct, &budgetCfg.MarginPercent); err != nil || budgetCfg.MarginPercent < 0 || budgetCfg.MarginPercent >= 100 {
-			return usageErr(fmt.Errorf("--log-budget-margin: bad percentage %q", f.budgetMargin))
-		}
-	} else {
-		n, err := quantityBytes("log-budget-margin", f.budgetMargin)
-		if err != nil {
-			return usageErr(err)
-		}
-		budgetCfg.MarginBytes = n
+	// The same parse as a reload's (newLogsUpdate), so a value start accepts a reload accepts.
+	u, err := newLogsUpdate(f)
+	if err != nil {
+		return usageErr(err)
 	}
+	budgetCfg := remediate.BudgetConfig{MarginPercent: u.marginPercent, MarginBytes: u.marginBytes}
 	for _, fs := range s.layout.Filesystems {
 		if fs.Role == monitor.RoleLogs && fs.Source == "configured" {
 			budgetCfg.BufferDirs = append(budgetCfg.BufferDirs, fs.Path)
@@ -125,21 +102,10 @@ func (f *logReclaimFlags) start(ctx context.Context, g *globalOptions, s *setup,
 		return problem(err)
 	}
 
-	var allow []string
-	for _, name := range f.reclaim {
-		step, ok := reclaimStepNames[strings.TrimSpace(name)]
-		if !ok {
-			return usageErr(fmt.Errorf("--reclaim: unknown step %q (want ballast, gc, logs, escalate)", name))
-		}
-		allow = append(allow, step)
-	}
-	low, err := quantityBytes("reclaim-low-headroom", f.lowHeadroom)
+	allow, low := u.allow, u.lowHeadroom
+	size, err := config.ParseQuantity(f.ballastSize)
 	if err != nil {
-		return usageErr(err)
-	}
-	size, err := quantityBytes("ballast-size", f.ballastSize)
-	if err != nil {
-		return usageErr(err)
+		return usageErr(fmt.Errorf("--ballast-size: %w", err))
 	}
 	var ladder *remediate.Ladder
 	if len(allow) > 0 || size > 0 {
