@@ -47,6 +47,7 @@ type runOptions struct {
 	configzInterval           time.Duration
 	logs                      logReclaimFlags
 	remediation               daemonRemediation
+	follow                    followOptions // re-discovery of the filesystems (run_follow.go)
 	// alertFeeds are the running direct-alert and Node feeds, whose policy a reload replaces.
 	alertFeeds []interface{ SetPolicy(feed.Policy) }
 
@@ -73,6 +74,7 @@ remediation build on this loop.`,
 			}
 			defer dc.Close()
 			o.control = dc
+			o.follow.fromConfig(dc.cfg, cmd.Flags())
 			return runDaemon(cmd.Context(), g, o)
 		},
 	}
@@ -93,6 +95,7 @@ remediation build on this loop.`,
 	fl.DurationVar(&o.configzInterval, "configz-interval", 5*time.Minute, "how often --configz is compared again")
 	o.logs.addFlags(fl)
 	o.remediation.addFlags(fl)
+	o.follow.addFlags(fl)
 	return cmd
 }
 
@@ -119,17 +122,18 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions) error {
 	if err := o.remediation.load(); err != nil {
 		return err
 	}
-	o.remediation.rediscover = func(ctx context.Context) {
-		if err := s.rediscover(ctx, log); err != nil && ctx.Err() == nil {
-			log.Warn("the data root moved but the filesystems could not be re-discovered: restart evictguard run", "err", err)
-		}
+	follow, err := newLayoutFollower(g, o, s)
+	if err != nil {
+		return err
 	}
+	o.remediation.rediscover = follow.afterOwnMigration(s)
 	outputs, err := startOutputs(ctx, g, o, s)
 	if err != nil {
 		return err
 	}
 	defer outputs.wait()
 	o.remediation.start(ctx, g, o, outputs)
+	outputs.goRun(func() { follow.run(ctx) })
 
 	t := time.NewTicker(o.interval)
 	defer t.Stop()

@@ -74,6 +74,10 @@ type Monitor struct {
 	WarnMargin float64 `json:"warnMargin" yaml:"warnMargin"`
 	// StatfsTimeout bounds each statfs (--statfs-timeout, 2s).
 	StatfsTimeout Duration `json:"statfsTimeout" yaml:"statfsTimeout"`
+	// RediscoverInterval: `run` discovers the filesystems again this often, so that a data
+	// root moved outside the daemon (`evictguard migrate`, by hand) is followed without a
+	// restart (--rediscover-interval, 1m; "0s": only after a migration in the journal).
+	RediscoverInterval Duration `json:"rediscoverInterval" yaml:"rediscoverInterval"`
 	// LogDirs are extra log-pipeline directories to account for, as node paths (--log-dir).
 	LogDirs []string `json:"logDirs,omitempty" yaml:"logDirs,omitempty"`
 	// Runtime overrides detection: docker, containerd or crio (--runtime).
@@ -237,6 +241,10 @@ const (
 	DefaultRotatedLogAge   = time.Hour
 )
 
+// DefaultRediscoverInterval is soon enough to follow a data root moved by hand before imagefs
+// fills, and a discovery costs a few stats and one runtime API call.
+const DefaultRediscoverInterval = time.Minute
+
 // Default returns the complete default configuration (defaults applied).
 func Default() *Configuration {
 	c := &Configuration{APIVersion: APIVersion, Kind: Kind}
@@ -262,6 +270,7 @@ func (c *Configuration) ApplyDefaults(set func(path string) bool) {
 		c.Monitor.WarnMargin = DefaultWarnMargin
 	}
 	dur(&c.Monitor.StatfsTimeout, "monitor.statfsTimeout", DefaultStatfsTimeout)
+	dur(&c.Monitor.RediscoverInterval, "monitor.rediscoverInterval", DefaultRediscoverInterval)
 	dur(&c.Monitor.Configz.Interval, "monitor.configz.interval", DefaultConfigzInterval)
 	if c.Monitor.Hysteresis.ExitBand == 0 && !set("monitor.hysteresis.exitBand") {
 		c.Monitor.Hysteresis.ExitBand = DefaultExitBand
@@ -334,6 +343,9 @@ func (c *Configuration) Validate() error {
 	} else if m.StatfsTimeout.Duration > m.Interval.Duration && m.Interval.Duration > 0 && m.Interval.Duration < time.Second {
 		// A statfs timeout far above a sub-second interval makes cycles overrun.
 		bad("monitor.statfsTimeout", "%v is longer than monitor.interval %v", m.StatfsTimeout.Duration, m.Interval.Duration)
+	}
+	if m.RediscoverInterval.Duration < 0 {
+		bad("monitor.rediscoverInterval", "must not be negative (0s: only after a migration in the journal), not %v", m.RediscoverInterval.Duration)
 	}
 	for i, d := range m.LogDirs {
 		if !strings.HasPrefix(d, "/") {

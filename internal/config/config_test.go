@@ -61,11 +61,20 @@ func TestLogsAndReclaimDefaults(t *testing.T) {
 		check func(*Configuration) string
 	}{
 		{"defaults", "", func(c *Configuration) string {
+			if c.Monitor.RediscoverInterval.Duration != time.Minute {
+				return fmt.Sprintf("rediscoverInterval %v", c.Monitor.RediscoverInterval)
+			}
 			r := c.Actions.Reclaim
 			if c.Logs.Budget.Margin != "5%" || r.Horizon.Duration != 30*time.Minute || r.GC.KeepExited != 5 ||
 				r.RotatedLogs.MinAge.Duration != time.Hour || r.Ballast.Path != "/var/lib/evictguard/ballast" || len(r.Allow) != 0 ||
 				c.Monitor.Hysteresis.ExitBand != 0.25 || c.Monitor.Hysteresis.BreachHold.Duration != 30*time.Second {
 				return fmt.Sprintf("%+v %+v %+v", c.Logs, r, c.Monitor.Hysteresis)
+			}
+			return ""
+		}},
+		{"rediscovery off", "monitor:\n  rediscoverInterval: 0s\n", func(c *Configuration) string {
+			if d := c.Monitor.RediscoverInterval.Duration; d != 0 {
+				return fmt.Sprintf("rediscoverInterval %v, want the explicit 0s", d)
 			}
 			return ""
 		}},
@@ -161,6 +170,7 @@ func TestInvalidConfigsNameFileAndLine(t *testing.T) {
 		{"wrong apiVersion", "apiVersion: v1\nkind: EvictguardConfiguration\n", []string{"c.yaml:1: ", "apiVersion: must be"}},
 		{"missing kind", "apiVersion: evictguard.dev/v1alpha1\n", []string{"c.yaml: kind: must be"}},
 		{"negative interval", head + "monitor:\n  interval: -1s\n", []string{"c.yaml:4: ", "monitor.interval: must be positive"}},
+		{"negative rediscover interval", head + "monitor:\n  rediscoverInterval: -1m\n", []string{"c.yaml:4: ", "monitor.rediscoverInterval: must not be negative"}},
 		{"margin out of range", head + "monitor:\n  warnMargin: 1.5\n", []string{"c.yaml:4: ", "monitor.warnMargin"}},
 		{"bad runtime", head + "monitor:\n  runtime: podman\n", []string{"c.yaml:4: ", "podman"}},
 		{"relative log dir", head + "monitor:\n  logDirs:\n  - /var/log\n  - fluentd\n", []string{"c.yaml:6: ", "monitor.logDirs[1]"}},

@@ -1,0 +1,370 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/evictguard/evictguard/internal/config"
+	"github.com/evictguard/evictguard/monitor"
+	"github.com/evictguard/evictguard/remediate"
+)
+
+// testLayout is nodefs on /dev/sda1 and imagefs at imagePath: on nodefs, or on /dev/sdb1
+// (/data) when the path is under /data.
+func testLayout(imagePath, source string) *monitor.Layout {
+	nodefs := monitor.Filesystem{Role: monitor.RoleNodeFs, Path: "/var/lib/kubelet", HostPath: "/var/lib/kubelet",
+		Mountpoint: "/", Device: "/dev/sda1", Dev: 1, Source: "kubelet --root-dir"}
+	img := monitor.Filesystem{Role: monitor.RoleImageFs, Path: imagePath, HostPath: imagePath,
+		Mountpoint: "/", Device: "/dev/sda1", Dev: 1, Source: source, SameAs: "nodefs"}
+	dedicated := strings.HasPrefix(imagePath, "/data/")
+	if dedicated {
+		img.Mountpoint, img.Device, img.Dev, img.SameAs = "/data", "/dev/sdb1", 2, ""
+	}
+	cfs := img
+	cfs.Role, cfs.SameAs = monitor.RoleContainerFs, "imagefs"
+	return &monitor.Layout{Runtime: monitor.RuntimeDocker, DedicatedImageFs: dedicated,
+		Filesystems: []monitor.Filesystem{nodefs, img, cfs}}
+}
+
+func TestLayoutChanges(t *testing.T) {
+	const api = "docker API DockerRootDir"
+	withLogs := func(l *monitor.Layout, dirs ...string) *monitor.Layout {
+		for _, d := range dirs {
+			l.Filesystems = append(l.Filesystems, monitor.Filesystem{Role: monitor.RoleLogs, Path: d, HostPath: d,
+				Mountpoint: "/", Device: "/dev/sda1", Dev: 1, SameAs: "nodefs"})
+		}
+		return l
+	}
+	tests := []struct {
+		name      string
+		cur, next *monitor.Layout
+		want      []string // substrings, one per change, in order
+	}{
+		{"same", testLayout("/var/lib/docker", api), testLayout("/var/lib/docker", api), nil},
+		{"only the source differs", testLayout("/var/lib/docker", api), testLayout("/var/lib/docker", "/etc/docker/daemon.json data-root"), nil},
+		{"warnings do not count", testLayout("/var/lib/docker", api), func() *monitor.Layout {
+			l := testLayout("/var/lib/docker", api)
+			l.Warnings = []string{"something"}
+			return l
+		}(), nil},
+		{"moved to a dedicated filesystem", testLayout("/var/lib/docker", api), testLayout("/data/docker", api), []string{
+			"imagefs now /data/docker on /data (/dev/sdb1) (was /var/lib/docker on / (/dev/sda1), same as nodefs)",
+			"containerfs now /data/docker on /data (/dev/sdb1), same as imagefs",
+			"dedicatedImageFs now true",
+		}},
+		{"moved back", testLayout("/data/docker", api), testLayout("/var/lib/docker", api), []string{
+			"imagefs now /var/lib/docker on / (/dev/sda1), same as nodefs", "containerfs now", "dedicatedImageFs now false",
+		}},
+		{"moved on the same filesystem", testLayout("/var/lib/docker", api), testLayout("/srv/docker", api), []string{
+			"imagefs now /srv/docker on /", "containerfs now /srv/docker",
+		}},
+		{"same path, another device (a new mount over the root)", testLayout("/var/lib/docker", api), func() *monitor.Layout {
+			l := testLayout("/var/lib/docker", api)
+			l.Filesystems[1].Dev, l.Filesystems[2].Dev = 7, 7
+			return l
+		}(), []string{"imagefs now /var/lib/docker", "containerfs now /var/lib/docker"}},
+		{"runtime", testLayout("/var/lib/docker", api), func() *monitor.Layout {
+			l := testLayout("/var/lib/docker", api)
+			l.Runtime = monitor.RuntimeContainerd
+			return l
+		}(), []string{`runtime now "containerd" (was "docker")`}},
+		{"split containerfs", testLayout("/data/docker", api), func() *monitor.Layout {
+			l := testLayout("/data/docker", api)
+			l.SplitContainerFs = true
+			l.Filesystems[2].Path, l.Filesystems[2].HostPath, l.Filesystems[2].Dev = "/var/lib/containers", "/var/lib/containers", 1
+			return l
+		}(), []string{"containerfs now /var/lib/containers", "splitContainerFs now true"}},
+		{"log dirs", withLogs(testLayout("/var/lib/docker", api), "/var/log/pods"), withLogs(testLayout("/var/lib/docker", api), "/var/log/pods", "/var/log/buffer"), []string{
+			"log dirs now [/var/log/pods on / (/dev/sda1), same as nodefs; /var/log/buffer on / (/dev/sda1), same as nodefs] (was [/var/log/pods",
+		}},
+		{"nodefs", testLayout("/var/lib/docker", api), func() *monitor.Layout {
+			l := testLayout("/var/lib/docker", api)
+			l.Filesystems[0].Path, l.Filesystems[0].HostPath = "/srv/kubelet", "/srv/kubelet"
+			return l
+		}(), []string{"nodefs now /srv/kubelet"}},
+		{"none before", nil, testLayout("/var/lib/docker", api), []string{"filesystems discovered"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := layoutChanges(tt.cur, tt.next)
+			if len(got) != len(tt.want) {
+				t.Fatalf("changes = %q, want %d like %q", got, len(tt.want), tt.want)
+			}
+			for i, w := range tt.want {
+				if !strings.HasPrefix(got[i], w) {
+					t.Errorf("change %d = %q, want it to start with %q", i, got[i], w)
+				}
+			}
+		})
+	}
+}
+
+func TestRuntimeAnswered(t *testing.T) {
+	tests := []struct {
+		source string
+		want   bool
+	}{
+		{"docker API DockerRootDir", true},
+		{"CRI ImageFsInfo", true},
+		{"CRI ImageFsInfo (does not exist yet)", true},
+		{"/etc/docker/daemon.json data-root", false},
+		{"default", false},
+		{"no runtime: nodefs", false},
+		{"fallback: nodefs", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.source, func(t *testing.T) {
+			if got := runtimeAnswered(testLayout("/var/lib/docker", tt.source)); got != tt.want {
+				t.Errorf("runtimeAnswered = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	if runtimeAnswered(nil) {
+		t.Error("runtimeAnswered(nil) = true")
+	}
+}
+
+func TestFinishedMigrations(t *testing.T) {
+	op := func(id, kind, state string) *remediate.Operation {
+		return &remediate.Operation{ID: id, Kind: kind, State: state}
+	}
+	mig := remediate.KindMigrateDataRoot
+	tests := []struct {
+		name string
+		seen map[string]string
+		ops  []*remediate.Operation
+		want []string
+	}{
+		{"empty journal", map[string]string{}, nil, nil},
+		{"in progress is not finished", map[string]string{}, []*remediate.Operation{op("m1", mig, remediate.StateInProgress)}, nil},
+		{"done", map[string]string{}, []*remediate.Operation{op("m1", mig, remediate.StateDone)}, []string{"m1 done"}},
+		{"rolled back and failed count", map[string]string{}, []*remediate.Operation{
+			op("m1", mig, remediate.StateRolledBack), op("m2", mig, remediate.StateFailed)}, []string{"m1 rolled-back", "m2 failed"}},
+		{"other kinds do not", map[string]string{}, []*remediate.Operation{op("t1", remediate.KindThresholdRewrite, remediate.StateDone)}, nil},
+		{"already seen", map[string]string{"m1": remediate.StateDone}, []*remediate.Operation{op("m1", mig, remediate.StateDone)}, nil},
+		{"failed, then resumed to done", map[string]string{"m1": remediate.StateFailed}, []*remediate.Operation{op("m1", mig, remediate.StateDone)}, []string{"m1 done"}},
+		{"failed, then cleared by an operator", map[string]string{"m1": remediate.StateFailed}, []*remediate.Operation{op("m1", mig, "cleared")}, nil},
+		{"only the new one", map[string]string{"m1": remediate.StateDone}, []*remediate.Operation{
+			op("m1", mig, remediate.StateDone), op("m2", mig, remediate.StateInProgress), op("m3", mig, remediate.StateDone)}, []string{"m3 done"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := finishedMigrations(tt.ops, tt.seen)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("finishedMigrations = %q, want %q", got, tt.want)
+			}
+			for _, o := range tt.ops {
+				if o.Kind == mig && o.State != remediate.StateInProgress && tt.seen[o.ID] != o.State {
+					t.Errorf("%s not recorded as seen: %v", o.ID, tt.seen)
+				}
+			}
+			if again := finishedMigrations(tt.ops, tt.seen); len(again) != 0 {
+				t.Errorf("reported twice: %q", again)
+			}
+		})
+	}
+}
+
+// followRig is a layoutFollower over fakes: discovery returns next (or err), the journal is a
+// real directory with the operations in ops, time is a fake clock.
+type followRig struct {
+	f      *layoutFollower
+	now    time.Time
+	next   *monitor.Layout
+	err    error
+	cur    *monitor.Layout
+	sets   int
+	finds  int
+	ops    []*remediate.Operation
+	log    bytes.Buffer
+	jdir   string
+	stamps int
+}
+
+func newFollowRig(t *testing.T, interval time.Duration, cur *monitor.Layout) *followRig {
+	t.Helper()
+	r := &followRig{now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC), cur: cur, next: cur, jdir: filepath.Join(t.TempDir(), "journal")}
+	r.f = &layoutFollower{
+		log: slog.New(slog.NewTextHandler(&r.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		discover: func(context.Context) (*monitor.Layout, error) {
+			r.finds++
+			return r.next, r.err
+		},
+		current:    func() *monitor.Layout { return r.cur },
+		set:        func(l *monitor.Layout) error { r.sets++; r.cur = l; return nil },
+		journal:    r,
+		journalDir: r.jdir,
+		interval:   interval,
+		poll:       time.Second,
+		now:        func() time.Time { return r.now },
+		seen:       map[string]string{},
+	}
+	r.f.lastDiscover = r.now
+	return r
+}
+
+// List implements the journal.
+func (r *followRig) List() ([]*remediate.Operation, error) { return r.ops, nil }
+
+// journal sets the operations and touches the directory, as an entry written does.
+func (r *followRig) journal(t *testing.T, ops ...*remediate.Operation) {
+	t.Helper()
+	r.ops = ops
+	if err := os.MkdirAll(r.jdir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	r.stamps++
+	if err := os.Chtimes(r.jdir, time.Time{}, r.now.Add(time.Duration(r.stamps)*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (r *followRig) tick(d time.Duration) {
+	r.now = r.now.Add(d)
+	r.f.check(context.Background())
+}
+
+// TestFollowerPaths: the periodic path, the journal path, and that a layout is handed to
+// the monitor only when it changed, once.
+func TestFollowerPaths(t *testing.T) {
+	const api = "docker API DockerRootDir"
+	shared, dedicated := testLayout("/var/lib/docker", api), testLayout("/data/docker", api)
+	done := &remediate.Operation{ID: "m1", Kind: remediate.KindMigrateDataRoot, State: remediate.StateDone}
+
+	t.Run("periodic", func(t *testing.T) {
+		r := newFollowRig(t, time.Minute, shared)
+		r.tick(30 * time.Second)
+		if r.finds != 0 {
+			t.Fatalf("discovered before the interval: %d", r.finds)
+		}
+		r.tick(30 * time.Second)
+		if r.finds != 1 || r.sets != 0 {
+			t.Fatalf("after 1m: %d discoveries, %d layouts set; want 1, 0 (unchanged)", r.finds, r.sets)
+		}
+		r.next = dedicated
+		r.tick(time.Minute)
+		r.tick(time.Minute)
+		if r.finds != 3 || r.sets != 1 || r.cur != dedicated {
+			t.Fatalf("%d discoveries, %d layouts set; want 3, 1", r.finds, r.sets)
+		}
+		if n := strings.Count(r.log.String(), `msg="filesystems changed"`); n != 1 {
+			t.Errorf("logged the change %d times:\n%s", n, r.log.String())
+		}
+		for _, want := range []string{`reason=periodic`, "imagefs now /data/docker on /data", "dedicatedImageFs=true", "imagefsMountpoint=/data"} {
+			if !strings.Contains(r.log.String(), want) {
+				t.Errorf("log lacks %q:\n%s", want, r.log.String())
+			}
+		}
+	})
+
+	t.Run("journal, periodic off", func(t *testing.T) {
+		r := newFollowRig(t, 0, shared)
+		r.journal(t, done)
+		r.f.journalChanged() // the baseline at start: m1 was before the daemon
+		r.next = dedicated
+		r.tick(time.Hour)
+		if r.finds != 0 {
+			t.Fatalf("periodic discovery with interval 0, or a migration from before the start followed: %d", r.finds)
+		}
+		r.journal(t, done, &remediate.Operation{ID: "m2", Kind: remediate.KindMigrateDataRoot, State: remediate.StateInProgress})
+		r.tick(time.Second)
+		if r.finds != 0 {
+			t.Fatalf("followed a migration in progress: %d", r.finds)
+		}
+		r.journal(t, done, &remediate.Operation{ID: "m2", Kind: remediate.KindMigrateDataRoot, State: remediate.StateDone})
+		r.tick(time.Second)
+		if r.finds != 1 || r.cur != dedicated {
+			t.Fatalf("after m2 finished: %d discoveries, layout %v", r.finds, r.cur.DedicatedImageFs)
+		}
+		if !strings.Contains(r.log.String(), `reason="migration finished: m2 done"`) {
+			t.Errorf("log:\n%s", r.log.String())
+		}
+		r.tick(time.Second)
+		r.tick(time.Hour)
+		if r.finds != 1 {
+			t.Errorf("discovered again without a change in the journal: %d", r.finds)
+		}
+	})
+
+	t.Run("runtime restarting", func(t *testing.T) {
+		// The journal says done but dockerd does not answer yet: discovery falls back to its
+		// config; keep the layout and retry each poll until the API answers.
+		r := newFollowRig(t, 0, shared)
+		r.next = testLayout("/data/docker", "/etc/docker/daemon.json data-root")
+		r.journal(t, done)
+		r.tick(time.Second)
+		r.tick(time.Second)
+		if r.sets != 0 || r.finds != 2 {
+			t.Fatalf("%d layouts set after %d discoveries while the runtime did not answer; want 0 after 2", r.sets, r.finds)
+		}
+		r.next = dedicated
+		r.tick(time.Second)
+		r.tick(time.Second)
+		if r.sets != 1 || r.cur != dedicated || r.finds != 3 {
+			t.Fatalf("%d layouts set, %d discoveries; want 1 after 3", r.sets, r.finds)
+		}
+		if n := strings.Count(r.log.String(), "did not answer; keeping the filesystems"); n != 1 {
+			t.Errorf("logged the hold %d times:\n%s", n, r.log.String())
+		}
+	})
+
+	t.Run("errors are rate-limited and keep the layout", func(t *testing.T) {
+		r := newFollowRig(t, time.Minute, shared)
+		r.err = errors.New("nodefs: stat /var/lib/kubelet: input/output error")
+		for range 12 {
+			r.tick(time.Minute)
+		}
+		if r.sets != 0 || r.cur != shared {
+			t.Fatalf("a failed discovery changed the layout")
+		}
+		if n := strings.Count(r.log.String(), "re-discovering the filesystems failed"); n != 2 {
+			t.Errorf("warned %d times in 12 minutes, want 2 (every %v):\n%s", n, followWarnEvery, r.log.String())
+		}
+		r.err = nil
+		r.tick(time.Minute)
+		if !strings.Contains(r.log.String(), "re-discovering the filesystems works again") {
+			t.Errorf("no recovery logged:\n%s", r.log.String())
+		}
+	})
+}
+
+// TestFollowOptionsFromConfig: the file's monitor.rediscoverInterval is used unless the
+// flag is set on the command line; no file keeps the flag's default.
+func TestFollowOptionsFromConfig(t *testing.T) {
+	c := config.Default()
+	c.Monitor.RediscoverInterval.Duration = 0
+	tests := []struct {
+		name string
+		args []string
+		cfg  *config.Configuration
+		want time.Duration
+	}{
+		{"default", nil, nil, time.Minute},
+		{"file", nil, c, 0},
+		{"flag wins", []string{"--rediscover-interval", "30s"}, c, 30 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var f followOptions
+			fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
+			f.addFlags(fs)
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			f.fromConfig(tt.cfg, fs)
+			if f.interval != tt.want {
+				t.Errorf("interval = %v, want %v", f.interval, tt.want)
+			}
+		})
+	}
+}
