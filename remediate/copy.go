@@ -190,7 +190,33 @@ type VerifyOptions struct {
 	Checksums bool
 	// MaxDifferences stops after this many (default 20).
 	MaxDifferences int
+
+	// CopiedSince is when the last copy pass into dst began. A source entry whose status
+	// changed since (ctime ≥ CopiedSince, less ctimeSlack) may differ from its copy for a good
+	// reason while the source is in use: the next pass copies it again.
+	CopiedSince time.Time
+	// Live verifies while the source is still in use — before the runtime stops — so that
+	// the downtime only has to verify what changed afterwards. Entries changed since
+	// CopiedSince (and entries that vanish during the walk) are counted in
+	// VerifyStats.Changed, not compared, and a directory changed since may list other
+	// names; every other entry must be identical: a difference there is a fault of the copy,
+	// found before anything is stopped.
+	Live bool
+	// VerifiedSince is when a Live verification that passed began (zero: there was none).
+	// Then an entry changed on neither side since — source ctime before CopiedSince and copy
+	// ctime before VerifiedSince, less ctimeSlack — has only its status compared (type,
+	// mode, owner, size, mtime, device, link count and hard-link structure: the lstat of each
+	// side) and is counted in VerifyStats.StatOnly: its xattrs, symlink target, directory
+	// listing and contents were compared by the Live pass and none of them can change without
+	// changing ctime. Every other entry is compared in full.
+	VerifiedSince time.Time
 }
+
+// ctimeSlack is how much older than a time.Now() reading a ctime set after it can be: the
+// kernel stamps inodes from its coarse clock, which lags by up to a few ticks (a few ms;
+// more when a virtual CPU is descheduled). A second is far more than that, and costs
+// nothing but a few entries compared again.
+const ctimeSlack = time.Second
 
 // ErrTreesDiffer is wrapped by VerifyTrees' error when the trees differ.
 var ErrTreesDiffer = errors.New("trees differ")
@@ -203,6 +229,12 @@ type VerifyStats struct {
 	HardLinks int64 `json:"hardLinks"`
 	Xattrs    int64 `json:"xattrs"`
 	Checksums bool  `json:"checksums"`
+	// Changed (Live) counts entries changed since the copy began, left for the final
+	// verification.
+	Changed int64 `json:"changed,omitempty"`
+	// StatOnly (VerifiedSince) counts entries unchanged since the Live verification, whose
+	// status alone was compared.
+	StatOnly int64 `json:"statOnly,omitempty"`
 }
 
 // Usage is what a tree occupies.

@@ -16,10 +16,11 @@ import (
 //
 //	full:      a full copy into an empty target (the throughput compared with cp -a), left
 //	           in DST/full for the caller to inspect or remove;
-//	downtime:  a pre-copy into DST/pre (a full copy again, the denominator), then ~1 % of
-//	           the source's files change (appends, new files, deletions, chmods) as under a
-//	           running runtime, then the delta pass with deletions plus the metadata
-//	           verification — what runs while the runtime is stopped;
+//	downtime:  a pre-copy into DST/pre (a full copy again, the denominator), the migration's
+//	           preverify step (catch-up pass and live verification), then ~1 % of the
+//	           source's files change (appends, new files, deletions, chmods) as under a
+//	           running runtime, then the delta pass with deletions and the verification
+//	           after the stop — what runs while the runtime is stopped;
 //	(unset):   both.
 //
 // The downtime pass changes the source tree: the script runs it after the throughput rounds.
@@ -46,25 +47,39 @@ func TestCopyBench(t *testing.T) {
 	}
 
 	pre := filepath.Join(dst, "pre")
-	since := time.Now()
+	precopied := markNow()
 	pst, err := CopyTree(ctx, src, pre, CopyOptions{Delete: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1100 * time.Millisecond) // ctime slack of the delta pass
-	changed := churn(t, src, 0.01)
+	// What the migration's preverify step does while the runtime still runs: the catch-up
+	// pass, the wait for its writes to age past the ctime slack, the live verification.
+	pv, err := preverifyPasses(ctx, src, pre, precopied, false, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := churn(t, src, 0.01) // the runtime writes until it is stopped
 	start := time.Now()
-	dst2, err := CopyTree(ctx, src, pre, CopyOptions{Since: since, Delete: true})
+	dst2, err := CopyTree(ctx, src, pre, CopyOptions{Since: pv.CaughtUp.Wall, Delete: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	deltaDone := time.Since(start)
-	if _, err := VerifyTrees(ctx, src, pre, VerifyOptions{}); err != nil {
+	vs, err := VerifyTrees(ctx, src, pre, VerifyOptions{CopiedSince: pv.CaughtUp.Wall, VerifiedSince: pv.Preverified.Wall})
+	if err != nil {
 		t.Fatal(err)
 	}
 	down := time.Since(start)
-	fmt.Printf("BENCH precopy_seconds=%.3f changed_entries=%d delta_files=%d delta_bytes=%d deleted=%d delta_seconds=%.3f verify_seconds=%.3f downtime_seconds=%.3f downtime_fraction=%.3f\n",
-		pst.Duration.Seconds(), changed, dst2.Files, dst2.Bytes, dst2.Deleted, deltaDone.Seconds(), (down - deltaDone).Seconds(), down.Seconds(), down.Seconds()/pst.Duration.Seconds())
+	// A full verification of the same trees, for comparison (not part of the downtime).
+	fstart := time.Now()
+	if _, err := VerifyTrees(ctx, src, pre, VerifyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	full := time.Since(fstart)
+	fmt.Printf("BENCH precopy_seconds=%.3f catchup_seconds=%.3f preverify_seconds=%.3f changed_entries=%d delta_files=%d delta_bytes=%d deleted=%d verified_full=%d verified_stat_only=%d full_verify_seconds=%.3f delta_seconds=%.3f verify_seconds=%.3f downtime_seconds=%.3f downtime_fraction=%.3f\n",
+		pst.Duration.Seconds(), pv.Catchup.Duration.Seconds(), pv.VerifyDuration.Seconds(), changed, dst2.Files, dst2.Bytes, dst2.Deleted,
+		vs.Entries-vs.StatOnly, vs.StatOnly, full.Seconds(),
+		deltaDone.Seconds(), (down - deltaDone).Seconds(), down.Seconds(), down.Seconds()/pst.Duration.Seconds())
 }
 
 // churn changes about frac of the regular files under root as a running runtime would.

@@ -99,8 +99,7 @@ func CopyTree(ctx context.Context, src, dst string, opts CopyOptions) (CopyStats
 	// through a 64 KiB pipe, measurably slower than pread/pwrite (hack/bench-migrate.sh).
 	c := newCopier(ctx, opts)
 	if !opts.Since.IsZero() {
-		// ctime comes from a coarse clock: allow a second of slack.
-		c.since = opts.Since.Add(-time.Second).UnixNano()
+		c.since = opts.Since.Add(-ctimeSlack).UnixNano()
 	}
 	var st unix.Stat_t
 	if err := unix.Lstat(src, &st); err != nil {
@@ -132,12 +131,8 @@ func (c *copier) entry(src, dst string, st *unix.Stat_t, fresh bool) (changed bo
 	if err := c.ctx.Err(); err != nil {
 		return false, err
 	}
+	// (An unchanged entry other than a directory never gets here: dir skips it.)
 	c.prog.entries.Add(1)
-	if c.trusted(st, fresh) && st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		c.stats.Unchanged++
-		c.firstLink(st, dst)
-		return false, nil
-	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
 		return c.dir(src, dst, st, fresh)
@@ -156,6 +151,22 @@ func (c *copier) entry(src, dst string, st *unix.Stat_t, fresh bool) (changed bo
 // VerifyTrees compares both sides afterwards.
 func (c *copier) trusted(st *unix.Stat_t, fresh bool) bool {
 	return c.since != 0 && !fresh && st.Ctim.Nano() < c.since
+}
+
+// unchanged counts and leaves alone an entry other than a directory that the pass trusts.
+// Its destination path (dir/name) is only built for an inode with other names, which later
+// names link to: most entries of a delta pass are unchanged, and a path each is an
+// allocation each.
+func (c *copier) unchanged(st *unix.Stat_t, fresh bool, dir, name string) bool {
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR || !c.trusted(st, fresh) {
+		return false
+	}
+	c.prog.entries.Add(1)
+	c.stats.Unchanged++
+	if st.Nlink > 1 {
+		c.firstLink(st, filepath.Join(dir, name))
+	}
+	return true
 }
 
 // dstStat lstats dst; ok is false when it does not exist.
@@ -265,7 +276,9 @@ func (c *copier) dir(src, dst string, st *unix.Stat_t, fresh bool) (bool, error)
 		}
 		slices.Sort(names)
 		sfd := int(sdir.Fd())
-		if c.opts.Delete && exists {
+		// A directory the pass trusts lists the names it had when the last pass (which
+		// deleted what was gone) read it: nothing to delete.
+		if c.opts.Delete && exists && !trusted {
 			have, err := readNames(dst)
 			if err != nil {
 				return false, fmt.Errorf("copy: read directory %s: %w", dst, err)
@@ -281,15 +294,17 @@ func (c *copier) dir(src, dst string, st *unix.Stat_t, fresh bool) (bool, error)
 			}
 		}
 		for _, n := range names {
-			sp := filepath.Join(src, n)
 			var cst unix.Stat_t
 			if err := unix.Fstatat(sfd, n, &cst, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				if errors.Is(err, unix.ENOENT) { // removed while we copy (pre-copy): the delta pass sees it
 					continue
 				}
-				return false, fmt.Errorf("copy: stat %s: %w", sp, err)
+				return false, fmt.Errorf("copy: stat %s: %w", filepath.Join(src, n), err)
 			}
-			ch, err := c.entry(sp, filepath.Join(dst, n), &cst, childFresh)
+			if c.unchanged(&cst, childFresh, dst, n) {
+				continue
+			}
+			ch, err := c.entry(filepath.Join(src, n), filepath.Join(dst, n), &cst, childFresh)
 			if err != nil {
 				return false, err
 			}
@@ -317,14 +332,22 @@ func openDir(dirfd int, name string) (*os.File, error) {
 }
 
 // atRef names an entry for the *at system calls: the descriptor of its directory and its
-// name there (AT_FDCWD and the path for a tree's root), and its path for messages and the
-// calls that have no *at form.
+// name there (AT_FDCWD and the path for a tree's root), and its directory's path, from which
+// path() builds its own for messages and the calls that have no *at form — only when needed:
+// most entries of a walk need none.
 type atRef struct {
-	dirfd      int
-	name, path string
+	dirfd     int
+	dir, name string
 }
 
-func pathRef(p string) atRef { return atRef{dirfd: unix.AT_FDCWD, name: p, path: p} }
+func pathRef(p string) atRef { return atRef{dirfd: unix.AT_FDCWD, name: p} }
+
+func (r atRef) path() string {
+	if r.dir == "" {
+		return r.name
+	}
+	return filepath.Join(r.dir, r.name)
+}
 
 func (r atRef) lstat(st *unix.Stat_t) error {
 	return unix.Fstatat(r.dirfd, r.name, st, unix.AT_SYMLINK_NOFOLLOW)
@@ -332,7 +355,7 @@ func (r atRef) lstat(st *unix.Stat_t) error {
 
 func (r atRef) xattrs() (map[string][]byte, error) {
 	return xattrsOf(func(b []byte) (int, error) { return listxattrAt(r, b) },
-		func(name string, b []byte) (int, error) { return unix.Lgetxattr(r.path, name, b) })
+		func(name string, b []byte) (int, error) { return unix.Lgetxattr(r.path(), name, b) })
 }
 
 // noListxattrat: the kernel (before 6.13) or a seccomp filter does not offer listxattrat.
@@ -361,7 +384,7 @@ func listxattrAt(r atRef, b []byte) (int, error) {
 			return 0, errno
 		}
 	}
-	return unix.Llistxattr(r.path, b)
+	return unix.Llistxattr(r.path(), b)
 }
 
 func readNames(dir string) ([]string, error) {
@@ -802,12 +825,26 @@ func xattrsOf(list func([]byte) (int, error), get func(string, []byte) (int, err
 // VerifyTrees compares dst with src entry by entry: type, mode, owner, size, mtime (not of
 // directories' atime), symlink targets, device numbers, xattrs, the hard-link structure,
 // and with opts.Checksums the contents. Filesystems mounted below src are skipped as CopyTree
-// skips them. It returns ErrTreesDiffer with the first differences.
+// skips them. It returns ErrTreesDiffer with the first differences. opts.Live and
+// opts.VerifiedSince split the work between a pass while the runtime runs and a short one
+// once it is stopped (see VerifyOptions).
 func VerifyTrees(ctx context.Context, src, dst string, opts VerifyOptions) (VerifyStats, error) {
 	if opts.MaxDifferences <= 0 {
 		opts.MaxDifferences = 20
 	}
 	v := &verifier{ctx: ctx, opts: opts, groups: map[inoKey]inoKey{}, sem: make(chan struct{}, verifyWorkers())}
+	if !opts.CopiedSince.IsZero() {
+		v.copiedSince = opts.CopiedSince.Add(-ctimeSlack).UnixNano()
+	}
+	if !opts.VerifiedSince.IsZero() {
+		if opts.Live {
+			return VerifyStats{}, errors.New("verify: a live verification cannot build on another")
+		}
+		if opts.CopiedSince.IsZero() {
+			return VerifyStats{}, errors.New("verify: VerifiedSince needs CopiedSince")
+		}
+		v.verifiedSince = opts.VerifiedSince.Add(-ctimeSlack).UnixNano()
+	}
 	var st unix.Stat_t
 	if err := unix.Lstat(src, &st); err != nil {
 		return v.stats, fmt.Errorf("verify: %w", err)
@@ -815,7 +852,7 @@ func VerifyTrees(ctx context.Context, src, dst string, opts VerifyOptions) (Veri
 	v.rootDev = st.Dev
 	var rs VerifyStats
 	v.sem <- struct{}{} // this goroutine is a walker too, until its part is done
-	err := v.walk(pathRef(src), pathRef(dst), "", &rs)
+	err := v.walk(pathRef(src), pathRef(dst), "", false, &rs)
 	<-v.sem
 	v.wg.Wait()
 	v.merge(&rs, err)
@@ -824,7 +861,11 @@ func VerifyTrees(ctx context.Context, src, dst string, opts VerifyOptions) (Veri
 		return v.stats, v.err
 	}
 	if len(v.diffs) > 0 {
-		return v.stats, fmt.Errorf("%w: %d difference(s): %s", ErrTreesDiffer, len(v.diffs), strings.Join(v.diffs, "; "))
+		what := ""
+		if opts.Live {
+			what = " in entries unchanged since the copy began (a fault of the copy, not of the running source)"
+		}
+		return v.stats, fmt.Errorf("%w%s: %d difference(s): %s", ErrTreesDiffer, what, len(v.diffs), strings.Join(v.diffs, "; "))
 	}
 	return v.stats, nil
 }
@@ -838,11 +879,13 @@ func verifyWorkers() int { return min(max(runtime.GOMAXPROCS(0), 1), 4) }
 // sem slots (one per running walker) is free. Each walker counts into its own VerifyStats, merged at the end; the
 // rest of the state is under mu.
 type verifier struct {
-	ctx     context.Context
-	opts    VerifyOptions
-	rootDev uint64
-	sem     chan struct{}
-	wg      sync.WaitGroup
+	ctx           context.Context
+	opts          VerifyOptions
+	rootDev       uint64
+	copiedSince   int64 // unix ns, slack applied; 0: none
+	verifiedSince int64 // unix ns, slack applied; 0: none
+	sem           chan struct{}
+	wg            sync.WaitGroup
 
 	mu     sync.Mutex
 	stats  VerifyStats
@@ -877,6 +920,8 @@ func (v *verifier) merge(st *VerifyStats, err error) {
 	v.stats.Bytes += st.Bytes
 	v.stats.HardLinks += st.HardLinks
 	v.stats.Xattrs += st.Xattrs
+	v.stats.Changed += st.Changed
+	v.stats.StatOnly += st.StatOnly
 	if err != nil && v.err == nil {
 		v.err = err
 	}
@@ -884,42 +929,74 @@ func (v *verifier) merge(st *VerifyStats, err error) {
 
 // child walks one entry of a directory: a directory in another goroutine if a slot is free
 // (by path: the parent closes its descriptors when its own walk is done).
-func (v *verifier) child(src, dst atRef, rel string, isDir bool, st *VerifyStats) error {
+func (v *verifier) child(src, dst atRef, rel string, isDir, loose bool, st *VerifyStats) error {
 	if isDir {
 		select {
 		case v.sem <- struct{}{}:
 			v.wg.Go(func() {
 				defer func() { <-v.sem }()
 				var ls VerifyStats
-				err := v.walk(pathRef(src.path), pathRef(dst.path), rel, &ls)
+				err := v.walk(pathRef(src.path()), pathRef(dst.path()), rel, loose, &ls)
 				v.merge(&ls, err)
 			})
 			return nil
 		default:
 		}
 	}
-	return v.walk(src, dst, rel, st)
+	return v.walk(src, dst, rel, loose, st)
 }
 
-func (v *verifier) walk(sr, dr atRef, rel string, st *VerifyStats) error {
+// vanished: in a Live verification, an entry of the running source removed during the walk
+// is a change, not an error.
+func (v *verifier) vanished(err error) bool {
+	return v.opts.Live && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR))
+}
+
+// walk compares one entry and, for a directory, what it holds. loose (Live only): the parent
+// directory changed since the copy began, so this entry may be missing from the copy.
+func (v *verifier) walk(sr, dr atRef, rel string, loose bool, st *VerifyStats) error {
 	if err := v.ctx.Err(); err != nil {
 		return err
 	}
 	if v.done() {
 		return nil
 	}
-	src, dst := sr.path, dr.path
 	var s, d unix.Stat_t
 	if err := sr.lstat(&s); err != nil {
-		return fmt.Errorf("verify: %w", &os.PathError{Op: "lstat", Path: src, Err: err})
+		if v.vanished(err) {
+			st.Changed++
+			return nil
+		}
+		return fmt.Errorf("verify: %w", &os.PathError{Op: "lstat", Path: sr.path(), Err: err})
 	}
+	// changed: the source entry changed after the copy pass began.
+	changed := v.copiedSince != 0 && s.Ctim.Nano() >= v.copiedSince
 	if err := dr.lstat(&d); err != nil {
+		if v.opts.Live && (changed || loose) {
+			st.Changed++
+			return nil
+		}
 		// A missing destination entry is a finding for the report, not a failure of the walk.
 		v.diff(rel, "missing at the destination: %v", err)
 		return nil //nolint:nilerr // recorded as a difference above
 	}
 	st.Entries++
 	typ := s.Mode & unix.S_IFMT
+	if v.opts.Live && changed {
+		// Its copy is out of date or about to be: the final verification compares it. What a
+		// changed directory holds may still be unchanged, and is compared.
+		st.Changed++
+		if typ == unix.S_IFDIR && d.Mode&unix.S_IFMT == unix.S_IFDIR && s.Dev == v.rootDev {
+			return v.dir(sr, dr, rel, true, true, st)
+		}
+		return nil
+	}
+	// full: compare everything; otherwise a Live pass compared what only a ctime change can
+	// change, and neither side's ctime moved since.
+	full := v.verifiedSince == 0 || changed || d.Ctim.Nano() >= v.verifiedSince
+	if !full {
+		st.StatOnly++
+	}
 	switch {
 	case typ != d.Mode&unix.S_IFMT:
 		v.diff(rel, "type %o, copy has %o", typ, d.Mode&unix.S_IFMT)
@@ -935,26 +1012,13 @@ func (v *verifier) walk(sr, dr atRef, rel string, st *VerifyStats) error {
 	case s.Mtim != d.Mtim && (typ != unix.S_IFDIR || s.Dev == v.rootDev):
 		v.diff(rel, "mtime %d, copy has %d", s.Mtim.Nano(), d.Mtim.Nano())
 	}
-	sx, err := sr.xattrs()
-	if err != nil {
-		return fmt.Errorf("verify: xattrs of %s: %w", src, err)
-	}
-	dx, err := dr.xattrs()
-	if err != nil {
-		return fmt.Errorf("verify: xattrs of %s: %w", dst, err)
-	}
-	for name, val := range sx {
-		st.Xattrs++
-		if got, ok := dx[name]; !ok || !bytes.Equal(got, val) {
-			if _, ok := dx[name]; !ok && strings.HasPrefix(name, "security.") {
-				continue // CopyTree skips labels the target cannot hold
+	if full {
+		if err := v.xattrs(sr, dr, rel, st); err != nil {
+			if v.vanished(err) {
+				st.Changed++
+				return nil
 			}
-			v.diff(rel, "xattr %s differs", name)
-		}
-	}
-	for name := range dx {
-		if _, ok := sx[name]; !ok {
-			v.diff(rel, "copy has extra xattr %s", name)
+			return err
 		}
 	}
 	if typ != unix.S_IFDIR && s.Nlink > 1 {
@@ -977,20 +1041,30 @@ func (v *verifier) walk(sr, dr atRef, rel string, st *VerifyStats) error {
 	}
 	switch typ {
 	case unix.S_IFLNK:
-		a, _ := os.Readlink(src)
-		b, _ := os.Readlink(dst)
-		if a != b {
-			v.diff(rel, "symlink target %q, copy has %q", a, b)
+		if full {
+			a, err := os.Readlink(sr.path())
+			if v.vanished(err) {
+				st.Changed++
+				return nil
+			}
+			b, _ := os.Readlink(dr.path())
+			if a != b {
+				v.diff(rel, "symlink target %q, copy has %q", a, b)
+			}
 		}
 	case unix.S_IFREG:
 		st.Files++
 		st.Bytes += s.Size
-		if v.opts.Checksums && s.Size == d.Size {
-			a, err := fileSHA256(src)
+		if full && v.opts.Checksums && s.Size == d.Size {
+			a, err := fileSHA256(sr.path())
+			if v.vanished(err) {
+				st.Changed++
+				return nil
+			}
 			if err != nil {
 				return fmt.Errorf("verify: %w", err)
 			}
-			b, err := fileSHA256(dst)
+			b, err := fileSHA256(dr.path())
 			if err != nil {
 				return fmt.Errorf("verify: %w", err)
 			}
@@ -1002,36 +1076,85 @@ func (v *verifier) walk(sr, dr atRef, rel string, st *VerifyStats) error {
 		if s.Dev != v.rootDev {
 			return nil
 		}
-		sdir, err := openDir(sr.dirfd, sr.name)
-		if err != nil {
-			return fmt.Errorf("verify: %s: %w", src, err)
+		return v.dir(sr, dr, rel, full, false, st)
+	}
+	return nil
+}
+
+// xattrs compares the extended attributes of both sides.
+func (v *verifier) xattrs(sr, dr atRef, rel string, st *VerifyStats) error {
+	sx, err := sr.xattrs()
+	if err != nil {
+		return fmt.Errorf("verify: xattrs of %s: %w", sr.path(), err)
+	}
+	dx, err := dr.xattrs()
+	if err != nil {
+		return fmt.Errorf("verify: xattrs of %s: %w", dr.path(), err)
+	}
+	for name, val := range sx {
+		st.Xattrs++
+		if got, ok := dx[name]; !ok || !bytes.Equal(got, val) {
+			if _, ok := dx[name]; !ok && strings.HasPrefix(name, "security.") {
+				continue // CopyTree skips labels the target cannot hold
+			}
+			v.diff(rel, "xattr %s differs", name)
 		}
-		defer sdir.Close()
-		se, err := sdir.ReadDir(-1) // getdents' d_type says which are directories
-		if err != nil {
-			return fmt.Errorf("verify: %s: %w", src, err)
+	}
+	for name := range dx {
+		if _, ok := sx[name]; !ok {
+			v.diff(rel, "copy has extra xattr %s", name)
 		}
-		slices.SortFunc(se, func(a, b os.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
-		ddir, err := openDir(dr.dirfd, dr.name)
-		if err != nil {
-			return fmt.Errorf("verify: %s: %w", dst, err)
+	}
+	return nil
+}
+
+// dir walks what directory sr holds against dr. list compares the names on both sides (a
+// directory changed on neither side since a Live pass compared them needs only the
+// source's, to walk on); loose (Live) tolerates names on one side only, as the directory
+// changed since the copy began.
+func (v *verifier) dir(sr, dr atRef, rel string, list, loose bool, st *VerifyStats) error {
+	sdir, err := openDir(sr.dirfd, sr.name)
+	if err != nil {
+		if v.vanished(err) {
+			return nil
 		}
-		defer ddir.Close()
+		return fmt.Errorf("verify: %s: %w", sr.path(), err)
+	}
+	defer sdir.Close()
+	se, err := sdir.ReadDir(-1) // getdents' d_type says which are directories
+	if err != nil {
+		if v.vanished(err) {
+			return nil
+		}
+		return fmt.Errorf("verify: %s: %w", sr.path(), err)
+	}
+	slices.SortFunc(se, func(a, b os.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
+	ddir, err := openDir(dr.dirfd, dr.name)
+	if err != nil {
+		return fmt.Errorf("verify: %s: %w", dr.path(), err)
+	}
+	defer ddir.Close()
+	if list {
 		dn, err := ddir.Readdirnames(-1)
 		if err != nil {
-			return fmt.Errorf("verify: %s: %w", dst, err)
+			return fmt.Errorf("verify: %s: %w", dr.path(), err)
 		}
-		sfd, dfd := int(sdir.Fd()), int(ddir.Fd())
 		for _, n := range dn {
 			if _, found := slices.BinarySearchFunc(se, n, func(e os.DirEntry, n string) int { return strings.Compare(e.Name(), n) }); !found {
+				if loose {
+					st.Changed++
+					continue
+				}
 				v.diff(path(rel, n), "only in the copy")
 			}
 		}
-		for _, e := range se {
-			n := e.Name()
-			if err := v.child(atRef{sfd, n, filepath.Join(src, n)}, atRef{dfd, n, filepath.Join(dst, n)}, path(rel, n), e.IsDir(), st); err != nil {
-				return err
-			}
+	}
+	sfd, dfd := int(sdir.Fd()), int(ddir.Fd())
+	sp, dp := sr.path(), dr.path()
+	for _, e := range se {
+		n := e.Name()
+		if err := v.child(atRef{sfd, sp, n}, atRef{dfd, dp, n}, path(rel, n), e.IsDir(), loose, st); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -562,7 +562,7 @@ func TestAtRefXattrs(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/fallback=%t", name, fallback), func(t *testing.T) {
 				noListxattrat.Store(fallback)
 				p := filepath.Join(dir, name)
-				got, err := atRef{int(d.Fd()), name, p}.xattrs()
+				got, err := atRef{int(d.Fd()), dir, name}.xattrs()
 				if err != nil {
 					t.Fatal(err)
 				}
