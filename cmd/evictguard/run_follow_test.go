@@ -368,3 +368,14 @@ func TestFollowOptionsFromConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestRediscoverIntervalNeedsRestart: a reload reports a changed monitor.rediscoverInterval
+// as needing a restart (the follower reads it once, at start).
+func TestRediscoverIntervalNeedsRestart(t *testing.T) {
+	old, next := config.Default(), config.Default()
+	next.Monitor.RediscoverInterval.Duration = 5 * time.Minute
+	live, restart := diffConfig(old, next, nil, (&daemonControl{}).isLive)
+	if len(live) != 0 || !slices.Equal(restart, []string{"monitor.rediscoverInterval"}) {
+		t.Errorf("live %q, needRestart %q; want only needRestart [monitor.rediscoverInterval]", live, restart)
+	}
+}
