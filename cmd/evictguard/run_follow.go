@@ -37,7 +37,7 @@ type followOptions struct {
 
 func (f *followOptions) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.interval, "rediscover-interval", config.DefaultRediscoverInterval,
-		"discover the filesystems again this often, to follow a data root moved by `evictguard migrate` or by hand without a restart "+
+		"discover the filesystems again this often, to follow a data root moved by evictguard migrate or by hand without a restart "+
 			"(0: only when the journal under --state-dir shows a finished migration)")
 }
 
