@@ -84,6 +84,7 @@ func applyConfig(o *runOptions, c *config.Configuration, fs *pflag.FlagSet) {
 		o.warnMargin = m.WarnMargin
 	}
 	dur("statfs-timeout", &o.statfsTimeout, m.StatfsTimeout)
+	dur("rediscover-interval", &o.follow.interval, m.RediscoverInterval)
 	// File only: the evaluator's hysteresis ("0s" breachHold: no hold, which EvalConfig
 	// spells as negative).
 	o.exitBand, o.breachHold = m.Hysteresis.ExitBand, m.Hysteresis.BreachHold.Duration
@@ -278,7 +279,8 @@ func (d *daemonControl) interval() time.Duration {
 
 // reload re-reads the file. An invalid file is logged and the running configuration kept.
 // Settings that can change without dropping state are applied (see isLive): the monitoring
-// interval (t is reset), the evaluator's warning horizon, margin and hysteresis (m), the
+// interval (t is reset), the period of filesystem re-discovery, the evaluator's warning
+// horizon, margin and hysteresis (m), the
 // alert feeds' horizons and `for:`, the log budget and the reclaim ladder's policy (handed to the logs worker), the remediation
 // policy (read by the next remediation pass). The monitor's fill-rate history, every
 // signal's state, the alert state, the ballast and the journal are kept as they are; other
@@ -348,6 +350,16 @@ func (d *daemonControl) apply(live []string, next *runOptions, t *time.Ticker, m
 		d.log.Info("alert policy reconfigured; pending and firing alerts kept", "warnHorizon", p.WarningHorizon,
 			"criticalHorizon", p.CriticalHorizon, "for", next.alertFor, "feeds", len(d.o.alertFeeds))
 	}
+	if changed("monitor.rediscoverInterval") {
+		if next.follow.interval < 0 {
+			return fmt.Errorf("monitor.rediscoverInterval must not be negative, not %v", next.follow.interval)
+		}
+		d.o.follow.interval = next.follow.interval
+		if f := d.o.follow.running; f != nil {
+			f.setInterval(next.follow.interval)
+		}
+		d.log.Info("filesystem re-discovery period changed", "rediscoverInterval", next.follow.interval)
+	}
 	if logs != nil {
 		d.o.logs.live.set(logs) // the logs worker applies it before its next snapshot
 	}
@@ -362,7 +374,8 @@ func (d *daemonControl) apply(live []string, next *runOptions, t *time.Ticker, m
 func (d *daemonControl) isLive(key string) bool {
 	under := func(p string) bool { return key == p || strings.HasPrefix(key, p+".") }
 	switch {
-	case key == "monitor.interval", key == "monitor.warnHorizon", key == "monitor.warnMargin", under("monitor.hysteresis"):
+	case key == "monitor.interval", key == "monitor.warnHorizon", key == "monitor.warnMargin", under("monitor.hysteresis"),
+		key == "monitor.rediscoverInterval":
 		return true
 	case key == "alerts.for", key == "alerts.criticalHorizon":
 		// The feeds' trackers take a new policy; URLs and the resend period are the feed's own
@@ -431,7 +444,7 @@ func diffConfig(old, new *config.Configuration, fs *pflag.FlagSet, isLive func(s
 // keyFlags maps file keys to the flags that override them.
 var keyFlags = map[string]string{
 	"monitor.interval": "interval", "monitor.warnHorizon": "warn-horizon", "monitor.warnMargin": "warn-margin",
-	"monitor.statfsTimeout": "statfs-timeout", "monitor.runtime": "runtime", "monitor.criEndpoint": "cri-endpoint",
+	"monitor.statfsTimeout": "statfs-timeout", "monitor.rediscoverInterval": "rediscover-interval", "monitor.runtime": "runtime", "monitor.criEndpoint": "cri-endpoint",
 	"monitor.dockerSocket": "docker-socket", "monitor.kubeletCmdline": "kubelet-cmdline", "monitor.kubeletVersion": "kubelet-version",
 	"monitor.configz.url": "configz", "monitor.configz.tokenFile": "configz-token-file", "monitor.configz.interval": "configz-interval",
 	"metrics.listen": "listen", "alerts.resend": "alertmanager.resend", "alerts.for": "alert-for",

@@ -59,9 +59,12 @@ another filesystem, as an operator would by hand (DESIGN.md §1), but safely:
   cordon,drain  with --drain: cordon (remembering if it already was) and evict through the
               Eviction API, honouring PodDisruptionBudgets
   precopy     bulk copy while the runtime runs
+  preverify   still running: a catch-up copy of what changed meanwhile, then the copy is
+              compared in full (a fault of the copy stops here, before any downtime)
   stop        kubelet, then the runtime (and docker.socket) over D-Bus
   delta       final incremental copy (changes and deletions)
-  verify      counts, sizes, modes, owners, xattrs, hard links (contents with --checksums)
+  verify      counts, sizes, modes, owners, xattrs, hard links (contents with --checksums):
+              what changed since the preverify in full, the rest by status
   config      daemon.json data-root (a legacy graph key is migrated) or config.toml root,
               atomically, with a backup in the journal
   start       runtime; it must report the new root and still hold its images, containers, volumes

@@ -74,7 +74,6 @@ remediation build on this loop.`,
 			}
 			defer dc.Close()
 			o.control = dc
-			o.follow.fromConfig(dc.cfg, cmd.Flags())
 			return runDaemon(cmd.Context(), g, o)
 		},
 	}

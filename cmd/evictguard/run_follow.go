@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -33,25 +34,14 @@ type followOptions struct {
 	// interval is --rediscover-interval (monitor.rediscoverInterval); 0: only after a
 	// migration in the journal.
 	interval time.Duration
+	// running is the daemon's follower, which a reload hands a new interval.
+	running *layoutFollower
 }
 
 func (f *followOptions) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.interval, "rediscover-interval", config.DefaultRediscoverInterval,
 		"discover the filesystems again this often, to follow a data root moved by evictguard migrate or by hand without a restart "+
 			"(0: only when the journal under --state-dir shows a finished migration)")
-}
-
-// fromConfig takes monitor.rediscoverInterval from the --config file (c may be nil) unless
-// the flag was set on the command line. A reload reports a changed value as needing a
-// restart.
-func (f *followOptions) fromConfig(c *config.Configuration, fs *pflag.FlagSet) {
-	if c == nil {
-		return
-	}
-	if fl := fs.Lookup("rediscover-interval"); fl != nil && fl.Changed {
-		return
-	}
-	f.interval = c.Monitor.RediscoverInterval.Duration
 }
 
 // followWarnEvery rate-limits the warning of a failing re-discovery: the old layout stays in
@@ -77,7 +67,7 @@ type layoutFollower struct {
 		List() ([]*remediate.Operation, error)
 	}
 	journalDir string
-	interval   time.Duration
+	interval   atomic.Int64 // time.Duration; a reload changes it (setInterval)
 	poll       time.Duration
 	now        func() time.Time
 
@@ -138,15 +128,20 @@ func newLayoutFollower(g *globalOptions, o *runOptions, s *setup) (*layoutFollow
 		set:        s.monitor.SetLayout,
 		journal:    j,
 		journalDir: g.root().Path(filepath.Join(stateDir, "journal")), // remediate.Journal's layout
-		interval:   o.follow.interval,
 		poll:       max(o.interval, time.Second),
 		now:        time.Now,
 		seen:       map[string]string{},
 	}
+	f.setInterval(o.follow.interval)
+	o.follow.running = f
 	f.lastDiscover = f.now()
 	f.journalChanged() // baseline
 	return f, nil
 }
+
+// setInterval changes the period of the periodic re-discovery (0: off); the next poll uses
+// it, counting from the last re-discovery.
+func (f *layoutFollower) setInterval(d time.Duration) { f.interval.Store(int64(d)) }
 
 // afterOwnMigration is the daemon's remediation pass's hook after it moved the data root:
 // it re-discovers at once (setup.rediscover), serialised with the follower.
@@ -162,7 +157,7 @@ func (f *layoutFollower) afterOwnMigration(s *setup) func(context.Context) {
 
 // run polls until ctx ends.
 func (f *layoutFollower) run(ctx context.Context) {
-	f.log.Info("following the filesystems", "rediscoverInterval", f.interval, "journal", f.journalDir)
+	f.log.Info("following the filesystems", "rediscoverInterval", time.Duration(f.interval.Load()), "journal", f.journalDir)
 	t := time.NewTicker(f.poll)
 	defer t.Stop()
 	for {
@@ -186,7 +181,7 @@ func (f *layoutFollower) check(ctx context.Context) {
 		f.retryUntil = now.Add(followRetryFor)
 	case now.Before(f.retryUntil):
 		reason = "retry after a finished migration"
-	case f.interval > 0 && now.Sub(f.lastDiscover) >= f.interval:
+	case f.interval.Load() > 0 && now.Sub(f.lastDiscover) >= time.Duration(f.interval.Load()):
 		reason = "periodic"
 	default:
 		return

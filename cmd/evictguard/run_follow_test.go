@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spf13/pflag"
-
 	"github.com/evictguard/evictguard/internal/config"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/remediate"
@@ -204,11 +202,11 @@ func newFollowRig(t *testing.T, interval time.Duration, cur *monitor.Layout) *fo
 		set:        func(l *monitor.Layout) error { r.sets++; r.cur = l; return nil },
 		journal:    r,
 		journalDir: r.jdir,
-		interval:   interval,
 		poll:       time.Second,
 		now:        func() time.Time { return r.now },
 		seen:       map[string]string{},
 	}
+	r.f.setInterval(interval)
 	r.f.lastDiscover = r.now
 	return r
 }
@@ -355,27 +353,64 @@ func TestFollowOptionsFromConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var f followOptions
-			fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
-			f.addFlags(fs)
-			if err := fs.Parse(tt.args); err != nil {
+			o := &runOptions{}
+			cmd := runCommand(&globalOptions{}, o)
+			if err := cmd.Flags().Parse(tt.args); err != nil {
 				t.Fatal(err)
 			}
-			f.fromConfig(tt.cfg, fs)
-			if f.interval != tt.want {
-				t.Errorf("interval = %v, want %v", f.interval, tt.want)
+			if tt.cfg != nil {
+				applyConfig(o, tt.cfg, cmd.Flags())
+			}
+			if o.follow.interval != tt.want {
+				t.Errorf("interval = %v, want %v", o.follow.interval, tt.want)
 			}
 		})
 	}
 }
 
-// TestRediscoverIntervalNeedsRestart: a reload reports a changed monitor.rediscoverInterval
-// as needing a restart (the follower reads it once, at start).
-func TestRediscoverIntervalNeedsRestart(t *testing.T) {
-	old, next := config.Default(), config.Default()
-	next.Monitor.RediscoverInterval.Duration = 5 * time.Minute
-	live, restart := diffConfig(old, next, nil, (&daemonControl{}).isLive)
-	if len(live) != 0 || !slices.Equal(restart, []string{"monitor.rediscoverInterval"}) {
-		t.Errorf("live %q, needRestart %q; want only needRestart [monitor.rediscoverInterval]", live, restart)
+// TestRediscoverIntervalReload: a reload hands a changed monitor.rediscoverInterval to the
+// running follower — unless the flag set it — and refuses a negative one.
+func TestRediscoverIntervalReload(t *testing.T) {
+	tests := []struct {
+		name        string
+		args        []string
+		to          time.Duration
+		wantLive    bool
+		wantErr     bool
+		wantRunning time.Duration
+	}{
+		{name: "changed", to: 5 * time.Minute, wantLive: true, wantRunning: 5 * time.Minute},
+		{name: "turned off", to: 0, wantLive: true, wantRunning: 0},
+		{name: "negative", to: -time.Second, wantLive: true, wantErr: true, wantRunning: time.Minute},
+		{name: "flag wins", args: []string{"--rediscover-interval", "1m"}, to: 5 * time.Minute, wantRunning: time.Minute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := &runOptions{}
+			cmd := runCommand(&globalOptions{}, o)
+			if err := cmd.Flags().Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			old, next := config.Default(), config.Default()
+			next.Monitor.RediscoverInterval.Duration = tt.to
+			applyConfig(o, old, cmd.Flags())
+			r := newFollowRig(t, o.follow.interval, nil)
+			o.follow.running = r.f
+			d := &daemonControl{o: o, fs: cmd.Flags(), log: slog.New(slog.DiscardHandler)}
+			live, restart := diffConfig(old, next, cmd.Flags(), d.isLive)
+			if len(restart) != 0 || slices.Contains(live, "monitor.rediscoverInterval") != tt.wantLive {
+				t.Fatalf("live %q, needRestart %q; want live: %t", live, restart, tt.wantLive)
+			}
+			n := *o
+			applyConfig(&n, next, cmd.Flags())
+			tick := time.NewTicker(time.Hour)
+			defer tick.Stop()
+			if err := d.apply(live, &n, tick, nil); (err != nil) != tt.wantErr {
+				t.Fatalf("apply: %v, want an error: %t", err, tt.wantErr)
+			}
+			if got := time.Duration(r.f.interval.Load()); got != tt.wantRunning {
+				t.Errorf("the follower's interval is %v, want %v", got, tt.wantRunning)
+			}
+		})
 	}
 }
