@@ -34,6 +34,18 @@ func treePairs(t *testing.T, n int) (srcs, dsts []string) {
 	return srcs, dsts
 }
 
+// overwriteKeepingStatus changes p's first bytes and puts its mtime back: only its contents
+// (and ctime) tell.
+func overwriteKeepingStatus(t *testing.T, p string) {
+	t.Helper()
+	var st unix.Stat_t
+	mustDo(t, unix.Lstat(p, &st))
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	mustDo(t, err)
+	_, err = f.WriteAt([]byte("LOG"), 0)
+	mustDo(t, err, f.Close(), unix.UtimesNano(p, []unix.Timespec{st.Atim, st.Mtim}))
+}
+
 func mustDo(t *testing.T, errs ...error) {
 	t.Helper()
 	for _, err := range errs {
@@ -87,13 +99,7 @@ func TestVerifyTreesLive(t *testing.T) {
 			mustDo(t, os.WriteFile(filepath.Join(dst, "image/extra"), nil, 0o644))
 		}},
 		{name: "copy fault: content", checksums: true, wantDiff: "c1-json.log: content differs", mutate: func(t *testing.T, _, dst string) {
-			p := filepath.Join(dst, "containers/c1/c1-json.log")
-			var st unix.Stat_t
-			mustDo(t, unix.Lstat(p, &st))
-			f, err := os.OpenFile(p, os.O_WRONLY, 0)
-			mustDo(t, err)
-			_, err = f.WriteAt([]byte("LOG"), 0)
-			mustDo(t, err, f.Close(), unix.UtimesNano(p, []unix.Timespec{st.Atim, st.Mtim}))
+			overwriteKeepingStatus(t, filepath.Join(dst, "containers/c1/c1-json.log"))
 		}},
 		{name: "source changed and copy fault elsewhere", wantChanged: true, wantDiff: "volumes/v1/_data: mode", mutate: func(t *testing.T, src, dst string) {
 			mustDo(t, os.WriteFile(filepath.Join(src, "containers/c1/new"), []byte("x"), 0o644),
@@ -157,13 +163,7 @@ func TestVerifyTreesAfterLive(t *testing.T) {
 			mustDo(t, unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{st.Atim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW))
 		}},
 		{name: "copy changed: content, same size and mtime", checksums: true, wantDiff: "c1-json.log: content differs", mutate: func(t *testing.T, _, dst string) {
-			p := filepath.Join(dst, "containers/c1/c1-json.log")
-			var st unix.Stat_t
-			mustDo(t, unix.Lstat(p, &st))
-			f, err := os.OpenFile(p, os.O_WRONLY, 0)
-			mustDo(t, err)
-			_, err = f.WriteAt([]byte("LOG"), 0)
-			mustDo(t, err, f.Close(), unix.UtimesNano(p, []unix.Timespec{st.Atim, st.Mtim}))
+			overwriteKeepingStatus(t, filepath.Join(dst, "containers/c1/c1-json.log"))
 		}},
 		{name: "source changed after the delta", wantDiff: "volumes/v1/_data/hello: size", mutate: func(t *testing.T, src, _ string) {
 			f, err := os.OpenFile(filepath.Join(src, "volumes/v1/_data/hello"), os.O_APPEND|os.O_WRONLY, 0)

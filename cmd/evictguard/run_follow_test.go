@@ -15,6 +15,7 @@ import (
 	"github.com/evictguard/evictguard/internal/config"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/remediate"
+	"github.com/spf13/cobra"
 )
 
 // testLayout is nodefs on /dev/sda1 and imagefs at imagePath: on nodefs, or on /dev/sdb1
@@ -336,6 +337,17 @@ func TestFollowerPaths(t *testing.T) {
 	})
 }
 
+// parsedRun is `run` with args parsed into its options.
+func parsedRun(t *testing.T, args []string) (*runOptions, *cobra.Command) {
+	t.Helper()
+	o := &runOptions{}
+	cmd := runCommand(&globalOptions{}, o)
+	if err := cmd.Flags().Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return o, cmd
+}
+
 // TestFollowOptionsFromConfig: the file's monitor.rediscoverInterval is used unless the
 // flag is set on the command line; no file keeps the flag's default.
 func TestFollowOptionsFromConfig(t *testing.T) {
@@ -353,11 +365,7 @@ func TestFollowOptionsFromConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o := &runOptions{}
-			cmd := runCommand(&globalOptions{}, o)
-			if err := cmd.Flags().Parse(tt.args); err != nil {
-				t.Fatal(err)
-			}
+			o, cmd := parsedRun(t, tt.args)
 			if tt.cfg != nil {
 				applyConfig(o, tt.cfg, cmd.Flags())
 			}
@@ -386,11 +394,7 @@ func TestRediscoverIntervalReload(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o := &runOptions{}
-			cmd := runCommand(&globalOptions{}, o)
-			if err := cmd.Flags().Parse(tt.args); err != nil {
-				t.Fatal(err)
-			}
+			o, cmd := parsedRun(t, tt.args)
 			old, next := config.Default(), config.Default()
 			next.Monitor.RediscoverInterval.Duration = tt.to
 			applyConfig(o, old, cmd.Flags())
