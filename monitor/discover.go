@@ -260,7 +260,7 @@ func (d *discoverer) imageFs(ctx context.Context) (rt, imagePath, source, contai
 			if rt != RuntimeDocker {
 				d.layout.CRISocket = cri
 			}
-			return rt, info.ImageMountpoint, "CRI ImageFsInfo", info.ContainerMountpoint
+			return rt, info.ImageMountpoint, SourceCRI, info.ContainerMountpoint
 		case d.opts.CRIEndpoint != "":
 			d.warn("CRI endpoint %s did not answer (%v): falling back to the runtime's config", d.opts.CRIEndpoint, err)
 		default:
@@ -354,7 +354,7 @@ func (d *discoverer) dockerRoot(ctx context.Context, forced bool) (path, source 
 			if cfgRoot != "" && filepath.Clean(cfgRoot) != filepath.Clean(apiRoot) {
 				d.warn("%s sets the data root to %s but the running dockerd uses %s (restart pending?)", cfgPath, cfgRoot, apiRoot)
 			}
-			return apiRoot, "docker API DockerRootDir", true
+			return apiRoot, SourceDockerAPI, true
 		}
 		d.warn("docker socket %s did not answer: %v", sock, err)
 	}

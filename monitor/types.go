@@ -40,6 +40,13 @@ func (s State) severity() int {
 	return 0
 }
 
+// Sources of a runtime root that the running runtime reported itself (Filesystem.Source
+// begins with one of them); any other source is its config file or a default.
+const (
+	SourceDockerAPI = "docker API DockerRootDir"
+	SourceCRI       = "CRI ImageFsInfo"
+)
+
 // Filesystem is one directory the kubelet (or the log pipeline) cares about, with the
 // filesystem it lives on. Paths are node paths; HostPath is where this process sees it.
 type Filesystem struct {

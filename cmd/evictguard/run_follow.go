@@ -300,7 +300,7 @@ func runtimeAnswered(l *monitor.Layout) bool {
 		return false
 	}
 	img := l.ByRole(monitor.RoleImageFs)
-	return img != nil && (strings.HasPrefix(img.Source, "docker API") || strings.HasPrefix(img.Source, "CRI ImageFsInfo"))
+	return img != nil && (strings.HasPrefix(img.Source, monitor.SourceDockerAPI) || strings.HasPrefix(img.Source, monitor.SourceCRI))
 }
 
 // layoutChanges describes how next differs from cur in what the monitor evaluates: the
