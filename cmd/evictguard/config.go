@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"reflect"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -289,12 +290,16 @@ func (d *daemonControl) reload(t *time.Ticker, m *monitor.Monitor) {
 	if d == nil {
 		return
 	}
-	if d.path == "" {
-		d.log.Info("SIGHUP: no --config file; nothing to reload")
+	if d.path == "" && !d.policyFromFlag() {
+		d.log.Info("SIGHUP: no --config or --policy file; nothing to reload")
 		return
 	}
 	d.notify("RELOADING=1\n" + daemon.SdNotifyMonotonicUsec())
 	defer func() { d.notify("READY=1\nSTATUS=" + d.status()) }()
+	d.reloadPolicyFile()
+	if d.path == "" {
+		return
+	}
 	c, err := config.LoadFile(d.path)
 	if err != nil {
 		d.log.Error("reload failed; keeping the running configuration", "file", d.path, "err", err)
@@ -314,6 +319,35 @@ func (d *daemonControl) reload(t *time.Ticker, m *monitor.Monitor) {
 	if len(restart) > 0 {
 		d.log.Warn("changed settings need a restart to take effect (systemctl restart evictguard)", "keys", restart)
 	}
+}
+
+// policyFromFlag: remediation runs from --policy FILE (not from the config file's policy
+// section, and not turned off).
+func (d *daemonControl) policyFromFlag() bool {
+	r := &d.o.remediation
+	return r.policyFile != "" && !d.remediating && r.Policy != nil
+}
+
+// reloadPolicyFile re-reads --policy FILE when remediation runs from it: a valid file that
+// differs replaces the policy from the next remediation pass on; a bad one (FILE:LINE) is
+// logged and the running policy kept. Remediation cannot be turned on or off by a reload:
+// its loop starts with the daemon.
+func (d *daemonControl) reloadPolicyFile() {
+	if !d.policyFromFlag() {
+		return
+	}
+	r := &d.o.remediation
+	p, err := loadPolicy(r.policyFile)
+	if err != nil {
+		d.log.Error("reload of the remediation policy failed; keeping the running policy", "file", r.policyFile, "err", err)
+		return
+	}
+	if reflect.DeepEqual(p, r.live.get(r.Policy)) {
+		d.log.Info("remediation policy unchanged", "file", r.policyFile)
+		return
+	}
+	r.live.set(p)
+	d.log.Info("remediation policy reloaded; the next pass uses it", "file", r.policyFile, "dryRun", p.Dry())
 }
 
 // apply puts the live keys of next into effect. Nothing is changed when it fails.

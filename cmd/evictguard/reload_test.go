@@ -312,3 +312,75 @@ func TestReloadConcurrent(t *testing.T) {
 		t.Errorf("after 20 reloads ending on the first file: reloads %d horizon %v margin %v", r.d.reloads, r.ladder.Policy.Horizon, r.m.Eval().WarnMargin)
 	}
 }
+
+// TestReloadPolicyFile: with remediation from --policy FILE, a SIGHUP re-reads the file — with
+// or without a --config file, and when the config file has a policy section the flag
+// overrides — and a broken file keeps the running policy.
+func TestReloadPolicyFile(t *testing.T) {
+	tests := []struct {
+		name   string
+		config string // "" : no --config
+	}{
+		{name: "no config file"},
+		{name: "config file without a policy", config: "monitor:\n  interval: 2s\n"},
+		{name: "flag overrides the config's policy", config: "policy:\n  dryRun: true\n  maxRestartsPerDay: 5\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			pol := filepath.Join(dir, "policy.yaml")
+			writePolicy := func(body string) {
+				t.Helper()
+				if err := os.WriteFile(pol, []byte(body), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			writePolicy("dryRun: true\nmaxRestartsPerDay: 1\n")
+			o, log := &runOptions{}, &syncBuffer{}
+			cmd := runCommand(&globalOptions{}, o)
+			args := []string{"--policy", pol}
+			if tt.config != "" {
+				cfg := filepath.Join(dir, "config.yaml")
+				if err := os.WriteFile(cfg, []byte(reloadHead+tt.config), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				args = append(args, "--config", cfg)
+			}
+			if err := cmd.Flags().Parse(args); err != nil {
+				t.Fatal(err)
+			}
+			d, err := newDaemonControl(o, cmd.Flags(), slog.New(slog.NewTextHandler(log, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(d.Close)
+			if err := o.remediation.load(); err != nil {
+				t.Fatal(err)
+			}
+			tick := time.NewTicker(time.Hour)
+			defer tick.Stop()
+			running := func() *remediate.Policy { return o.remediation.live.get(o.remediation.Policy) }
+			if p := running(); !p.Dry() || p.MaxRestartsPerDay != 1 {
+				t.Fatalf("policy at start %+v, want the --policy file's", p)
+			}
+
+			writePolicy("dryRun: false\nmaxRestartsPerDay: 3\n")
+			d.reload(tick, nil)
+			if p := running(); p.Dry() || p.MaxRestartsPerDay != 3 {
+				t.Errorf("after a reload %+v, want dryRun false and 3 restarts a day", p)
+			}
+			if !strings.Contains(log.String(), "remediation policy reloaded") {
+				t.Errorf("reload not logged:\n%s", log.String())
+			}
+
+			writePolicy("dryRun: false\nmaxRestartsPerDay: [3\n")
+			d.reload(tick, nil)
+			if p := running(); p.Dry() || p.MaxRestartsPerDay != 3 {
+				t.Errorf("after a broken file %+v, want the running policy kept", p)
+			}
+			if !strings.Contains(log.String(), "keeping the running policy") || !strings.Contains(log.String(), pol+":") {
+				t.Errorf("broken file not reported with its name:\n%s", log.String())
+			}
+		})
+	}
+}
