@@ -56,26 +56,32 @@ func TestDeploySystemdUnit(t *testing.T) {
 	}
 	listen := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
 	cfgPath := filepath.Join(dir, "config.yaml")
-	writeCfg := func(interval, warnMargin, extra string) {
+	// A log-pipeline buffer directory the reload adds to monitor.logDirs.
+	buffers := filepath.Join(dir, "fluentd-buffers")
+	if err := os.Mkdir(buffers, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeCfg := func(interval, warnMargin, logDirs, extra string) {
 		t.Helper()
 		c := fmt.Sprintf(`apiVersion: evictguard.dev/v1alpha1
 kind: EvictguardConfiguration
 monitor:
   interval: %s
   warnMargin: %s
+  logDirs: [%s]
   kubeletVersion: "1.37"
   kubeletCmdline: "--root-dir=%s --eviction-hard=nodefs.available<10%%"
   runtime: containerd
 metrics:
   listen: %s
-%s`, interval, warnMargin, kubeletRoot, listen, extra)
+%s`, interval, warnMargin, logDirs, kubeletRoot, listen, extra)
 		if err := os.WriteFile(cfgPath, []byte(c), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// The reclaim ladder may only escalate (which changes nothing on the node) and climbs
 	// only when eviction is predicted within a second: never, on this disk.
-	writeCfg("1s", "0.05", "actions:\n  reclaim:\n    allow: [escalate]\n    horizon: 1s\n")
+	writeCfg("1s", "0.05", "", "actions:\n  reclaim:\n    allow: [escalate]\n    horizon: 1s\n")
 	logPath := filepath.Join(dir, "evictguard.log")
 
 	f, err := os.Open("../deploy/systemd/evictguard.service")
@@ -187,10 +193,15 @@ metrics:
 		t.Errorf("the ladder escalated before the reload: %v", v)
 	}
 
+	if _, ok := scrapeMetric(t, listen, "evictguard_filesystem_capacity_bytes", `role="logs"`, `path="`+buffers+`"`); ok {
+		t.Errorf("the buffer directory is monitored before the reload")
+	}
+
 	// Reload a changed config, live, in the same process: the interval becomes 3s, the
-	// warning margin covers the whole disk (the evaluator), and the reclaim ladder gets a
-	// headroom floor no disk has (its policy).
-	writeCfg("3s", "0.95", "actions:\n  reclaim:\n    allow: [escalate]\n    horizon: 1s\n    lowHeadroom: 1Ei\n")
+	// warning margin covers the whole disk (the evaluator), the reclaim ladder gets a
+	// headroom floor no disk has (its policy), and a buffer directory is added to the log
+	// directories (discovered again by the filesystem follower).
+	writeCfg("3s", "0.95", buffers, "actions:\n  reclaim:\n    allow: [escalate]\n    horizon: 1s\n    lowHeadroom: 1Ei\n")
 	job("reload", func(ch chan<- string) (int, error) {
 		return conn.ReloadUnitContext(ctx, "evictguard.service", "replace", ch)
 	})
@@ -209,8 +220,8 @@ metrics:
 	if err := waitCondition(ctx, 10*time.Second, func() error {
 		l := readFile(logPath)
 		if !strings.Contains(l, `msg="configuration reloaded"`) ||
-			!strings.Contains(l, `applied="[actions.reclaim.lowHeadroom monitor.interval monitor.warnMargin]"`) {
-			return fmt.Errorf("no reload applying interval, warnMargin and the reclaim floor in the log")
+			!strings.Contains(l, `applied="[actions.reclaim.lowHeadroom monitor.interval monitor.logDirs monitor.warnMargin]"`) {
+			return fmt.Errorf("no reload applying interval, logDirs, warnMargin and the reclaim floor in the log")
 		}
 		return nil
 	}); err != nil {
@@ -231,6 +242,12 @@ metrics:
 		if !strings.Contains(l, `msg="log budget and reclaim ladder reconfigured"`) || !strings.Contains(l, "lowHeadroom=1152921504606846976") {
 			return fmt.Errorf("no reconfiguration of the ladder in the log")
 		}
+		if _, ok := scrapeMetric(t, listen, "evictguard_filesystem_capacity_bytes", `role="logs"`, `path="`+buffers+`"`); !ok {
+			return fmt.Errorf("the buffer directory added to monitor.logDirs is not monitored")
+		}
+		if !strings.Contains(l, `msg="filesystems changed" reason="configuration reloaded"`) {
+			return fmt.Errorf("no re-discovery for the reloaded log directories in the log")
+		}
 		return nil
 	}); err != nil {
 		t.Errorf("%v\nlog:\n%s", err, fileTail(logPath))
@@ -249,7 +266,7 @@ metrics:
 	t.Logf("evaluation gaps after reload: %v", gaps)
 
 	// A broken file on reload: logged, the running configuration kept, still active.
-	writeCfg("1s", "0.05", "monitr:\n  interval: 1s\n")
+	writeCfg("1s", "0.05", "", "monitr:\n  interval: 1s\n")
 	job("reload (invalid file)", func(ch chan<- string) (int, error) {
 		return conn.ReloadUnitContext(ctx, "evictguard.service", "replace", ch)
 	})

@@ -280,7 +280,8 @@ func (d *daemonControl) interval() time.Duration {
 
 // reload re-reads the file. An invalid file is logged and the running configuration kept.
 // Settings that can change without dropping state are applied (see isLive): the monitoring
-// interval (t is reset), the period of filesystem re-discovery, the evaluator's warning
+// interval (t is reset), the period of filesystem re-discovery and the extra log
+// directories (handed to the follower, which discovers again), the evaluator's warning
 // horizon, margin and hysteresis (m), the
 // alert feeds' horizons and `for:`, the log budget and the reclaim ladder's policy (handed to the logs worker), the remediation
 // policy (read by the next remediation pass). The monitor's fill-rate history, every
@@ -384,6 +385,11 @@ func (d *daemonControl) apply(live []string, next *runOptions, t *time.Ticker, m
 		d.log.Info("alert policy reconfigured; pending and firing alerts kept", "warnHorizon", p.WarningHorizon,
 			"criticalHorizon", p.CriticalHorizon, "for", next.alertFor, "feeds", len(d.o.alertFeeds))
 	}
+	if changed("monitor.logDirs") && d.o.follow.running != nil {
+		d.o.logDirs = next.logDirs
+		d.o.follow.running.setLogDirs(next.logDirs)
+		d.log.Info("log directories changed; the filesystems are discovered again", "logDirs", next.logDirs)
+	}
 	if changed("monitor.rediscoverInterval") {
 		if next.follow.interval < 0 {
 			return fmt.Errorf("monitor.rediscoverInterval must not be negative, not %v", next.follow.interval)
@@ -411,6 +417,9 @@ func (d *daemonControl) isLive(key string) bool {
 	case key == "monitor.interval", key == "monitor.warnHorizon", key == "monitor.warnMargin", under("monitor.hysteresis"),
 		key == "monitor.rediscoverInterval":
 		return true
+	case key == "monitor.logDirs":
+		// Handed to the filesystem follower, which discovers again with them.
+		return d.o != nil && d.o.follow.running != nil
 	case key == "alerts.for", key == "alerts.criticalHorizon":
 		// The feeds' trackers take a new policy; URLs and the resend period are the feed's own
 		// loop and need a restart.

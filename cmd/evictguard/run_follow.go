@@ -68,8 +68,13 @@ type layoutFollower struct {
 	}
 	journalDir string
 	interval   atomic.Int64 // time.Duration; a reload changes it (setInterval)
-	poll       time.Duration
-	now        func() time.Time
+	// opts are the discovery options (the setup's, which discover reads); a reload changes
+	// the extra log directories in them (setLogDirs), under mu.
+	opts *monitor.DiscoverOptions
+	// reconfigured: the options changed; the next poll re-discovers.
+	reconfigured atomic.Bool
+	poll         time.Duration
+	now          func() time.Time
 
 	// mu serialises re-discoveries with the one the daemon's own migration runs
 	// (afterOwnMigration), so that an older layout never replaces a newer one.
@@ -124,6 +129,7 @@ func newLayoutFollower(g *globalOptions, o *runOptions, s *setup) (*layoutFollow
 		discover: func(ctx context.Context) (*monitor.Layout, error) {
 			return monitor.DiscoverFilesystems(ctx, s.discover)
 		},
+		opts:       &s.discover,
 		current:    s.monitor.Layout,
 		set:        s.monitor.SetLayout,
 		journal:    j,
@@ -142,6 +148,18 @@ func newLayoutFollower(g *globalOptions, o *runOptions, s *setup) (*layoutFollow
 // setInterval changes the period of the periodic re-discovery (0: off); the next poll uses
 // it, counting from the last re-discovery.
 func (f *layoutFollower) setInterval(d time.Duration) { f.interval.Store(int64(d)) }
+
+// setLogDirs replaces the extra log directories discovery accounts for (a reload of
+// monitor.logDirs); the next poll re-discovers, and the monitor takes the new directories
+// as any other layout change, keeping the state of the filesystems it still watches.
+func (f *layoutFollower) setLogDirs(dirs []string) {
+	f.mu.Lock()
+	if f.opts != nil {
+		f.opts.ExtraLogDirs = slices.Clone(dirs)
+	}
+	f.mu.Unlock()
+	f.reconfigured.Store(true)
+}
 
 // afterOwnMigration is the daemon's remediation pass's hook after it moved the data root:
 // it re-discovers at once (setup.rediscover), serialised with the follower.
@@ -179,8 +197,11 @@ func (f *layoutFollower) check(ctx context.Context) {
 	case len(ids) > 0:
 		reason = "migration finished: " + strings.Join(ids, ", ")
 		f.retryUntil = now.Add(followRetryFor)
+	case f.reconfigured.Swap(false):
+		reason = "configuration reloaded"
+		f.retryUntil = now.Add(followRetryFor)
 	case now.Before(f.retryUntil):
-		reason = "retry after a finished migration"
+		reason = "retry"
 	case f.interval.Load() > 0 && now.Sub(f.lastDiscover) >= time.Duration(f.interval.Load()):
 		reason = "periodic"
 	default:

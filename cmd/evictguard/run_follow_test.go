@@ -418,3 +418,61 @@ func TestRediscoverIntervalReload(t *testing.T) {
 		})
 	}
 }
+
+// TestLogDirsReload: a reload hands changed monitor.logDirs to the follower, which discovers
+// again with them at its next poll — unless --log-dir set them on the command line.
+func TestLogDirsReload(t *testing.T) {
+	tests := []struct {
+		name     string
+		args     []string
+		wantLive bool
+		wantDirs []string
+	}{
+		{name: "changed", wantLive: true, wantDirs: []string{"/var/log/fluentd-buffers", "/var/log/flb-storage"}},
+		{name: "flag wins", args: []string{"--log-dir", "/var/log/fluentd-buffers"}, wantDirs: []string{"/var/log/fluentd-buffers"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, cmd := parsedRun(t, tt.args)
+			old, next := config.Default(), config.Default()
+			old.Monitor.LogDirs = []string{"/var/log/fluentd-buffers"}
+			next.Monitor.LogDirs = []string{"/var/log/fluentd-buffers", "/var/log/flb-storage"}
+			applyConfig(o, old, cmd.Flags())
+			r := newFollowRig(t, 0, testLayout("/var/lib/docker", monitor.SourceDockerAPI))
+			opts := &monitor.DiscoverOptions{ExtraLogDirs: o.logDirs}
+			var used []string
+			find := r.f.discover
+			r.f.opts = opts
+			r.f.discover = func(ctx context.Context) (*monitor.Layout, error) {
+				used = slices.Clone(opts.ExtraLogDirs)
+				return find(ctx)
+			}
+			o.follow.running = r.f
+			d := &daemonControl{o: o, fs: cmd.Flags(), log: slog.New(slog.DiscardHandler)}
+			live, restart := diffConfig(old, next, cmd.Flags(), d.isLive)
+			if len(restart) != 0 || slices.Contains(live, "monitor.logDirs") != tt.wantLive {
+				t.Fatalf("live %q, needRestart %q; want live: %t", live, restart, tt.wantLive)
+			}
+			n := *o
+			applyConfig(&n, next, cmd.Flags())
+			tick := time.NewTicker(time.Hour)
+			defer tick.Stop()
+			if err := d.apply(live, &n, tick, nil); err != nil {
+				t.Fatal(err)
+			}
+			r.f.check(t.Context())
+			if !tt.wantLive {
+				if r.finds != 0 {
+					t.Errorf("discovered %d times, want none", r.finds)
+				}
+				return
+			}
+			if r.finds != 1 || !slices.Equal(used, tt.wantDirs) {
+				t.Errorf("discovered %d times with log dirs %q, want once with %q", r.finds, used, tt.wantDirs)
+			}
+			if !strings.Contains(r.log.String(), "configuration reloaded") {
+				t.Errorf("reason not logged:\n%s", r.log.String())
+			}
+		})
+	}
+}
