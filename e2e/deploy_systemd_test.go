@@ -277,7 +277,7 @@ metrics:
 	}
 	if err := waitCondition(ctx, 10*time.Second, func() error {
 		l := readFile(logPath)
-		if !strings.Contains(l, "reload failed; keeping the running configuration") || !strings.Contains(l, cfgPath+`:11: unknown key \"monitr\"`) {
+		if !strings.Contains(l, "reload failed; keeping the running configuration") || !strings.Contains(l, cfgPath+`:12: unknown key \"monitr\"`) {
 			return fmt.Errorf("no line-numbered reload error in the log")
 		}
 		return nil
