@@ -348,6 +348,22 @@ func parsedRun(t *testing.T, args []string) (*runOptions, *cobra.Command) {
 	return o, cmd
 }
 
+// reloadConfig is a reload from old to next of the daemon whose options are o (parsed by
+// cmd): it returns the keys applied live and apply's error. No key may need a restart.
+func reloadConfig(t *testing.T, o *runOptions, cmd *cobra.Command, old, next *config.Configuration) ([]string, error) {
+	t.Helper()
+	d := &daemonControl{o: o, fs: cmd.Flags(), log: slog.New(slog.DiscardHandler)}
+	live, restart := diffConfig(old, next, cmd.Flags(), d.isLive)
+	if len(restart) != 0 {
+		t.Fatalf("needRestart %q, want none", restart)
+	}
+	n := *o
+	applyConfig(&n, next, cmd.Flags())
+	tick := time.NewTicker(time.Hour)
+	defer tick.Stop()
+	return live, d.apply(live, &n, tick, nil)
+}
+
 // TestFollowOptionsFromConfig: the file's monitor.rediscoverInterval is used unless the
 // flag is set on the command line; no file keeps the flag's default.
 func TestFollowOptionsFromConfig(t *testing.T) {
@@ -400,16 +416,11 @@ func TestRediscoverIntervalReload(t *testing.T) {
 			applyConfig(o, old, cmd.Flags())
 			r := newFollowRig(t, o.follow.interval, nil)
 			o.follow.running = r.f
-			d := &daemonControl{o: o, fs: cmd.Flags(), log: slog.New(slog.DiscardHandler)}
-			live, restart := diffConfig(old, next, cmd.Flags(), d.isLive)
-			if len(restart) != 0 || slices.Contains(live, "monitor.rediscoverInterval") != tt.wantLive {
-				t.Fatalf("live %q, needRestart %q; want live: %t", live, restart, tt.wantLive)
+			live, err := reloadConfig(t, o, cmd, old, next)
+			if slices.Contains(live, "monitor.rediscoverInterval") != tt.wantLive {
+				t.Fatalf("live %q; want live: %t", live, tt.wantLive)
 			}
-			n := *o
-			applyConfig(&n, next, cmd.Flags())
-			tick := time.NewTicker(time.Hour)
-			defer tick.Stop()
-			if err := d.apply(live, &n, tick, nil); (err != nil) != tt.wantErr {
+			if (err != nil) != tt.wantErr {
 				t.Fatalf("apply: %v, want an error: %t", err, tt.wantErr)
 			}
 			if got := time.Duration(r.f.interval.Load()); got != tt.wantRunning {
@@ -448,17 +459,12 @@ func TestLogDirsReload(t *testing.T) {
 				return find(ctx)
 			}
 			o.follow.running = r.f
-			d := &daemonControl{o: o, fs: cmd.Flags(), log: slog.New(slog.DiscardHandler)}
-			live, restart := diffConfig(old, next, cmd.Flags(), d.isLive)
-			if len(restart) != 0 || slices.Contains(live, "monitor.logDirs") != tt.wantLive {
-				t.Fatalf("live %q, needRestart %q; want live: %t", live, restart, tt.wantLive)
-			}
-			n := *o
-			applyConfig(&n, next, cmd.Flags())
-			tick := time.NewTicker(time.Hour)
-			defer tick.Stop()
-			if err := d.apply(live, &n, tick, nil); err != nil {
+			live, err := reloadConfig(t, o, cmd, old, next)
+			if err != nil {
 				t.Fatal(err)
+			}
+			if slices.Contains(live, "monitor.logDirs") != tt.wantLive {
+				t.Fatalf("live %q; want live: %t", live, tt.wantLive)
 			}
 			r.f.check(t.Context())
 			if !tt.wantLive {
