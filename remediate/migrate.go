@@ -450,12 +450,11 @@ func currentRoot(ctx context.Context, o *MigrateOptions) (root, source, driver s
 
 // migrationState is the operation's Data: everything resume and rollback need.
 type migrationState struct {
-	Plan         MigrationPlan `json:"plan"`
-	Lease        string        `json:"lease,omitempty"`
-	Cordoned     bool          `json:"cordoned,omitempty"`    // we cordoned the node
-	WasCordoned  bool          `json:"wasCordoned,omitempty"` // it already was
-	PrecopyStart time.Time     `json:"precopyStart,omitzero"`
-	Precopy      *CopyStats    `json:"precopy,omitempty"`
+	Plan        MigrationPlan `json:"plan"`
+	Lease       string        `json:"lease,omitempty"`
+	Cordoned    bool          `json:"cordoned,omitempty"`    // we cordoned the node
+	WasCordoned bool          `json:"wasCordoned,omitempty"` // it already was
+	Precopy     *CopyStats    `json:"precopy,omitempty"`
 	// The preverify step: a catch-up pass (what changed during the pre-copy) and a live
 	// verification, so that the stopped runtime waits only for what changed after them.
 	Precopied    timeMark        `json:"precopied,omitzero"`   // the pre-copy began
@@ -648,7 +647,6 @@ func (m *migration) run(ctx context.Context, step string) (string, error) {
 			return "", err
 		}
 		s.Precopied = markNow()
-		s.PrecopyStart = s.Precopied.Wall
 		saveState(m.op, s)
 		st, err := CopyTree(ctx, m.host(s.Plan.From), m.host(s.Plan.To), CopyOptions{Delete: true, TotalBytes: s.Plan.Used.Apparent,
 			Progress: o.Progress("pre-copy"), Log: o.Log})

@@ -23,8 +23,8 @@ func (m *migration) preverify(ctx context.Context) (string, error) {
 	}
 	s.CaughtUp, s.Preverified, s.Catchup, s.Preverify = r.CaughtUp, r.Preverified, &r.Catchup, &r.Verify
 	cs, vs := r.Catchup, r.Verify
-	return fmt.Sprintf("catch-up: %d file(s), %s, %d deleted in %s; verified while running: %d entries identical, %d changed since the catch-up began (compared after the stop) in %s",
-		cs.Files, HumanBytes(cs.Bytes), cs.Deleted, cs.Duration.Round(time.Millisecond), vs.Entries-vs.Changed, vs.Changed,
+	return fmt.Sprintf("catch-up: %d file(s), %s, %d deleted in %s; verified while running: %d entries walked, no fault of the copy; %d changed since the catch-up began (compared after the stop) in %s",
+		cs.Files, HumanBytes(cs.Bytes), cs.Deleted, cs.Duration.Round(time.Millisecond), vs.Entries, vs.Changed,
 		r.VerifyDuration.Round(time.Millisecond)), nil
 }
 

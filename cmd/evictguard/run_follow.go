@@ -352,7 +352,7 @@ func layoutChanges(cur, next *monitor.Layout) []string {
 		out = append(out, fmt.Sprintf("splitContainerFs now %t", next.SplitContainerFs))
 	}
 	a, b := logFilesystems(cur), logFilesystems(next)
-	if !slices.EqualFunc(a, b, func(x, y *monitor.Filesystem) bool { return sameFilesystem(x, y) }) {
+	if !slices.EqualFunc(a, b, sameFilesystem) {
 		out = append(out, fmt.Sprintf("log dirs now %s (was %s)", describeAll(b), describeAll(a)))
 	}
 	return out
