@@ -719,12 +719,7 @@ func (m *migration) run(ctx context.Context, step string) (string, error) {
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return "", err
 		}
-		var next []byte
-		if s.Plan.Runtime == RuntimeDocker {
-			next, err = SetDockerDataRoot(cur, s.Plan.To)
-		} else {
-			next, err = SetContainerdRoot(cur, s.Plan.To)
-		}
+		next, err := SetRuntimeRoot(s.Plan.Runtime, cur, s.Plan.To)
 		if err != nil {
 			return "", err
 		}

@@ -11,6 +11,15 @@ import (
 	"github.com/BurntSushi/toml"
 )
 
+// SetRuntimeRoot returns the runtime's config content with its data root set to root:
+// daemon.json's data-root for docker, config.toml's top-level root for containerd.
+func SetRuntimeRoot(runtime string, content []byte, root string) ([]byte, error) {
+	if runtime == RuntimeDocker {
+		return SetDockerDataRoot(content, root)
+	}
+	return SetContainerdRoot(content, root)
+}
+
 // SetDockerDataRoot returns daemon.json content with "data-root" set to root. A legacy "graph"
 // key (the 1.7-era spelling, as in DESIGN.md §1) is replaced in place by "data-root"; every
 // other key keeps its value and its position. The output is indented with two spaces.

@@ -72,12 +72,7 @@ func (f *remediationFlags) planMigration(ctx context.Context, g *globalOptions, 
 		d.Refusals = append(d.Refusals, fmt.Sprintf("read %s: %v", plan.Config, err))
 		return
 	}
-	var after []byte
-	if plan.Runtime == remediate.RuntimeDocker {
-		after, err = remediate.SetDockerDataRoot(before, plan.To)
-	} else {
-		after, err = remediate.SetContainerdRoot(before, plan.To)
-	}
+	after, err := remediate.SetRuntimeRoot(plan.Runtime, before, plan.To)
 	if err != nil {
 		d.Refusals = append(d.Refusals, fmt.Sprintf("%s: %v", plan.Config, err))
 		return
@@ -122,6 +117,15 @@ func migrationReport(ctx context.Context, g *globalOptions, rep remediate.Report
 	remediate.MultiReporter{remediate.LogReporter{Log: g.logger}, rep}.Report(ctx, r)
 }
 
+// failedMigrationResult is how a migration that returned an error ended: rolled back (as the
+// journal says) or failed.
+func failedMigrationResult(j *remediate.Journal, id string) string {
+	if cur, err := j.Load(id); err == nil && cur.State == remediate.StateRolledBack {
+		return remediate.ResultRolledBack
+	}
+	return remediate.ResultFailed
+}
+
 func migrationSummary(p *remediate.MigrationPlan) string {
 	return fmt.Sprintf("%s data root %s → %s (%s, expected downtime ~%s)", p.Runtime, p.From, p.To,
 		remediate.HumanBytes(p.Used.Bytes), p.EstimatedDowntime.Round(time.Second))
@@ -162,13 +166,9 @@ func applyMigration(ctx context.Context, g *globalOptions, o *applyOptions, r *r
 		}
 	}
 	if err != nil {
-		res := remediate.ResultFailed
-		id := ""
+		res, id := remediate.ResultFailed, ""
 		if op != nil {
-			id = op.ID
-			if cur, lerr := r.journal.Load(op.ID); lerr == nil && cur.State == remediate.StateRolledBack {
-				res = remediate.ResultRolledBack
-			}
+			res, id = failedMigrationResult(r.journal, op.ID), op.ID
 		}
 		migrationReport(ctx, g, rep, remediate.Report{Op: id, Result: res, Reason: sum + ": " + err.Error()})
 		if op != nil {
@@ -180,8 +180,9 @@ func applyMigration(ctx context.Context, g *globalOptions, o *applyOptions, r *r
 	if o.rediscover != nil {
 		o.rediscover(ctx) // the daemon: its monitor follows imagefs to the new filesystem
 	} else {
-		// `evictguard apply` from a shell: a running `evictguard run` does not know.
-		g.logger.Warn("the data root moved: restart evictguard run, if one runs, to re-discover the filesystems (imagefs is now on its own)", "to", p.To)
+		// `evictguard apply` from a shell: a running `evictguard run` learns it from the
+		// journal (run_follow.go).
+		g.logger.Info("the data root moved: an evictguard run with the same --state-dir re-discovers its filesystems from the journal (imagefs is now on its own)", "to", p.To)
 	}
 	fmt.Fprintf(g.stdout, "Migrated (operation %s): %s data root is now %s.\n", op.ID, p.Runtime, p.To)
 	return nil
@@ -210,11 +211,7 @@ func (f *remediationFlags) recoverMigration(ctx context.Context, g *globalOption
 		defer f.rediscover(ctx)
 	}
 	if err := remediate.ResumeMigration(ctx, mo, op); err != nil {
-		res := remediate.ResultFailed
-		if cur, lerr := r.journal.Load(op.ID); lerr == nil && cur.State == remediate.StateRolledBack {
-			res = remediate.ResultRolledBack
-		}
-		migrationReport(ctx, g, rep, remediate.Report{Op: op.ID, Result: res, Reason: "resuming after a crash after step " + crashed + ": " + err.Error()})
+		migrationReport(ctx, g, rep, remediate.Report{Op: op.ID, Result: failedMigrationResult(r.journal, op.ID), Reason: "resuming after a crash after step " + crashed + ": " + err.Error()})
 		return fmt.Errorf("resume migration %s: %w", op.ID, err)
 	}
 	if err := r.journal.RecordRestart(time.Now()); err != nil {

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/spf13/pflag"
 
@@ -242,9 +241,7 @@ func escalationOutcome(esc *remediate.Escalation, tp *remediate.ThresholdPlan, m
 	}
 	head += ")"
 	if mig.Act() {
-		p := mig.Preflight
-		sum := fmt.Sprintf("%s data root %s → %s (%s, expected downtime ~%s)", p.Runtime, p.From, p.To,
-			remediate.HumanBytes(p.Used.Bytes), p.EstimatedDowntime.Round(time.Second))
+		sum := migrationSummary(mig.Preflight)
 		rep := remediate.Report{Action: remediate.KindMigrateDataRoot}
 		switch {
 		case len(blockers) > 0:
