@@ -43,6 +43,10 @@ type kubeletFlags struct {
 	transition       time.Duration
 	enforceAllocable []string
 
+	// Where the pods' cgroups are (Cgroups).
+	cgroupDriver, cgroupRoot string
+	cgroupsPerQOS            bool
+
 	// positional arguments; the kubelet refuses them ("unknown command").
 	positional []word
 }
@@ -54,6 +58,9 @@ const (
 	flagEvictionReclaim    = "eviction-minimum-reclaim"
 	flagEvictionTransition = "eviction-pressure-transition-period"
 	flagEnforceAllocatable = "enforce-node-allocatable"
+	flagCgroupDriver       = "cgroup-driver"
+	flagCgroupRoot         = "cgroup-root"
+	flagCgroupsPerQOS      = "cgroups-per-qos"
 )
 
 // trackedMap wraps a kubelet map flag so each key remembers the argument that set it; the
@@ -115,6 +122,9 @@ func parseKubeletFlags(v Version, args []word) (*kubeletFlags, error) {
 	fs.StringVar(&kf.runtimeEndpoint, "container-runtime-endpoint", "", "")
 	fs.DurationVar(&kf.transition, flagEvictionTransition, 0, "")
 	fs.StringSliceVar(&kf.enforceAllocable, flagEnforceAllocatable, nil, "")
+	fs.StringVar(&kf.cgroupDriver, flagCgroupDriver, "", "")
+	fs.StringVar(&kf.cgroupRoot, flagCgroupRoot, "", "")
+	fs.BoolVar(&kf.cgroupsPerQOS, flagCgroupsPerQOS, true, "")
 	// Flags that take no value; listed so that "--version" or "-h" never eats the next word.
 	for _, b := range []string{"version", "help"} {
 		f := fs.VarPF(&boolish{}, b, "", "")

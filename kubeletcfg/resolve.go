@@ -57,6 +57,8 @@ type Effective struct {
 	// replaces with copies of nodefs.* or imagefs.* (KEP-4191); not in Thresholds.
 	IgnoredContainerFs       []Threshold
 	PressureTransitionPeriod time.Duration
+	// Cgroups says where the kubelet's pods cgroup is (allocatableMemory.available).
+	Cgroups Cgroups
 	// Sources are the files and processes consulted, in order.
 	Sources  []string
 	Warnings []string
@@ -232,6 +234,7 @@ func (r *resolver) run(ctx context.Context, opts Options) error {
 		transition = defaultTransition
 	}
 	eff.PressureTransitionPeriod = transition
+	eff.Cgroups = cgroupsOf(kc, kf)
 
 	ts, err := parseThresholds(v, m, slices.Contains(enforce, "pods"))
 	if err != nil {
@@ -554,6 +557,8 @@ func (r *resolver) dropIns(v Version, cwd string, kf *kubeletFlags, kc *kubeletv
 		r.warn("%s", w)
 	}
 	*m = syncMaps(merged, *m, origin{file: dir})
+	// The rest of the merged configuration (cgroup settings) is what the kubelet runs with.
+	*kc = *merged
 	*transition = merged.EvictionPressureTransitionPeriod.Duration
 	if merged.EnforceNodeAllocatable != nil {
 		*enforce = merged.EnforceNodeAllocatable

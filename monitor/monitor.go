@@ -22,8 +22,13 @@ type Config struct {
 	// replaced by the kubelet's own copies (ContainerFsThresholds) for KubeletVersion.
 	Thresholds     []kubeletcfg.Threshold
 	KubeletVersion string
-	// HostRoot is where /proc of the node is read for memory.available and pid.available.
+	// HostRoot is where /proc and /sys/fs/cgroup of the node are read for the memory signals
+	// and pid.available.
 	HostRoot hostfs.Root
+	// PodsCgroup is the kubelet's pods cgroup inside a cgroup hierarchy
+	// (kubeletcfg.Cgroups.PodsCgroup, e.g. "/kubepods"), for allocatableMemory.available;
+	// "" leaves that signal unknown.
+	PodsCgroup string
 
 	Eval    EvalConfig
 	Predict PredictorConfig
@@ -68,6 +73,9 @@ type Monitor struct {
 	nextLog int
 	procBuf []byte // scratch for /proc reads; Step is serialised by stepMu
 	pidMax  pidMaxCache
+	memory  memoryObserver
+	// Fill-rate history of the signals that are not filesystems, by signal name.
+	sysPredict map[string]*Predictor
 
 	stepMu sync.Mutex
 	mu     sync.RWMutex
@@ -90,6 +98,14 @@ func New(cfg Config) (*Monitor, error) {
 	m.sampler.now = m.now
 	m.eval = NewEvaluator(cfg.Eval)
 	m.cfg.Logs = cfg.Logs.withDefaults()
+	m.memory = memoryObserver{root: cfg.HostRoot, pods: cfg.PodsCgroup}
+	if m.memory.root == "" {
+		m.memory.root = "/"
+	}
+	m.sysPredict = map[string]*Predictor{}
+	for _, s := range []string{kubeletcfg.SignalMemoryAvailable, kubeletcfg.SignalAllocatableMemoryAvailable, kubeletcfg.SignalPIDAvailable} {
+		m.sysPredict[s] = NewPredictor(cfg.Predict)
+	}
 	m.build(cfg.Layout, nil, nil)
 	return m, nil
 }
@@ -230,23 +246,32 @@ func (m *Monitor) Step(ctx context.Context) (*Snapshot, error) {
 		snap.Filesystems = append(snap.Filesystems, st)
 	}
 
-	var memObs, pidObs *Observation
+	// Each non-filesystem signal is read once per Step, however many thresholds use it, and
+	// its reading feeds that signal's predictor.
+	sys := map[string]*Observation{}
 	snap.Signals = m.eval.Evaluate(now, m.thresholds, func(signal string) (Observation, bool) {
+		if o, ok := sys[signal]; ok {
+			return *o, true
+		}
+		var a, c int64
+		var err error
 		switch signal {
 		case kubeletcfg.SignalMemoryAvailable:
-			if memObs == nil {
-				a, c, err := memoryAvailable(m.cfg.HostRoot, &m.procBuf)
-				memObs = &Observation{Available: a, Capacity: c, Err: err}
-			}
-			return *memObs, true
+			a, c, err = m.memory.nodeAvailable(&m.procBuf)
+		case kubeletcfg.SignalAllocatableMemoryAvailable:
+			a, c, err = m.memory.allocatableAvailable(&m.procBuf)
 		case kubeletcfg.SignalPIDAvailable:
-			if pidObs == nil {
-				a, c, err := pidAvailable(m.cfg.HostRoot, &m.procBuf, &m.pidMax, now)
-				pidObs = &Observation{Available: a, Capacity: c, Err: err}
-			}
-			return *pidObs, true
+			a, c, err = pidAvailable(m.cfg.HostRoot, &m.procBuf, &m.pidMax, now)
+		default:
+			return m.observeFs(signal)
 		}
-		return m.observeFs(signal)
+		o := &Observation{Available: a, Capacity: c, Err: err}
+		if p := m.sysPredict[signal]; p != nil && err == nil {
+			p.Add(now, float64(a))
+			o.Rate, o.RateOK = p.Rate()
+		}
+		sys[signal] = o
+		return *o, true
 	})
 	m.logTransitions(snap)
 

@@ -1,8 +1,6 @@
 package monitor
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"strconv"
 	"strings"
@@ -10,49 +8,6 @@ import (
 
 	"github.com/evictguard/evictguard/internal/hostfs"
 )
-
-// memoryAvailable approximates the kubelet's memory.available from /proc/meminfo:
-// capacity = MemTotal; the kubelet's available = capacity − working set, working set =
-// root-cgroup usage − inactive_file; with usage ≈ MemTotal − MemFree that is
-// MemFree + Inactive(file). (The kubelet reads the root cgroup; this is within page cache
-// noise of it, and is not MemAvailable, which is more generous.)
-func memoryAvailable(root hostfs.Root, buf *[]byte) (available, capacity int64, err error) {
-	data, err := readProcFile(root.Path("/proc/meminfo"), buf)
-	if err != nil {
-		return 0, 0, fmt.Errorf("memory.available: %w", err)
-	}
-	var total, free, inactiveFile int64 = -1, -1, -1
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) == 0 {
-			continue
-		}
-		n, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			continue
-		}
-		if len(f) > 1 && f[1] == "kB" {
-			n *= 1024
-		}
-		switch k {
-		case "MemTotal":
-			total = n
-		case "MemFree":
-			free = n
-		case "Inactive(file)":
-			inactiveFile = n
-		}
-	}
-	if total < 0 || free < 0 || inactiveFile < 0 {
-		return 0, 0, fmt.Errorf("memory.available: %s lacks MemTotal, MemFree or Inactive(file)", root.Path("/proc/meminfo"))
-	}
-	return free + inactiveFile, total, nil
-}
 
 // pidAvailable is the kubelet's pid.available (pidlimit.Stats): MaxPID = min(pid_max,
 // threads-max), running tasks from the 4th field of /proc/loadavg ("1/234" → 234). The two

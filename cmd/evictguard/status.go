@@ -140,6 +140,7 @@ func newSetup(ctx context.Context, g *globalOptions, f *monitorFlags, cfg monito
 	cfg.Thresholds = eff.Thresholds
 	cfg.KubeletVersion = eff.Version
 	cfg.HostRoot = g.root()
+	cfg.PodsCgroup = eff.Cgroups.PodsCgroup()
 	cfg.Logger = g.logger
 	cfg.StatfsTimeout = f.statfsTimeout
 	cfg.Eval.WarnHorizon, cfg.Eval.WarnMargin = f.warnHorizon, f.warnMargin

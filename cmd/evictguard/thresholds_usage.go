@@ -29,7 +29,7 @@ func usageWarningsFor(ctx context.Context, g *globalOptions, eff *kubeletcfg.Eff
 		}
 	}
 	m, err := monitor.New(monitor.Config{Layout: &sampled, Thresholds: eff.Thresholds, KubeletVersion: eff.Version,
-		HostRoot: g.root(), Logger: g.logger})
+		HostRoot: g.root(), PodsCgroup: eff.Cgroups.PodsCgroup(), Logger: g.logger})
 	if err != nil {
 		return []string{fmt.Sprintf("current usage not checked: %v", err)}
 	}
