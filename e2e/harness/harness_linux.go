@@ -73,11 +73,28 @@ func Binary(t testing.TB, name, debianPackage string) string {
 // K8sBinary returns the path of a cached kubelet or kube-apiserver built by hack/build-k8s.sh.
 func K8sBinary(t testing.TB, name string) string {
 	t.Helper()
-	p := filepath.Join(CacheDir(), "k8s-"+K8sVersion(), name)
+	return K8sBinaryVersion(t, name, K8sVersion())
+}
+
+// K8sBinaryVersion is K8sBinary at another version (K8sOldVersion's kubelet).
+func K8sBinaryVersion(t testing.TB, name, version string) string {
+	t.Helper()
+	p := filepath.Join(CacheDir(), "k8s-"+version, name)
 	if _, err := os.Stat(p); err != nil {
-		Unavailable(t, "%s not built at %s (run hack/build-k8s.sh)", name, p)
+		Unavailable(t, "%s %s not built at %s (run hack/setup.sh)", name, version, p)
 	}
 	return p
+}
+
+// K8sOldVersion is the second, older kubelet the suite runs (hack/k8s-version-old, e.g.
+// "v1.29.6": the last minor with four default hard thresholds).
+func K8sOldVersion() string {
+	_, file := callerFile()
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "hack", "k8s-version-old"))
+	if err != nil {
+		return "v1.29.6"
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // K8sVersion is the pinned Kubernetes version (hack/k8s-version), e.g. "v1.37.2".

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +36,9 @@ type KubeletOptions struct {
 	Flags []string
 	// StaticPods are manifests (name → YAML) for the staticPodPath.
 	StaticPods map[string]string
+	// Version runs the cached kubelet of that version (K8sOldVersion) instead of the pinned
+	// one; the harness leaves out the settings that kubelet does not know.
+	Version string
 	// Address, when set, is where the kubelet serves (instead of 127.0.0.1) and the node IP
 	// it registers (--address, --node-ip). The API server proxies only to global unicast
 	// addresses, never to loopback, so a proxy test needs e.g. an extra address on lo.
@@ -113,6 +117,9 @@ func PrepareKubelet(t testing.TB, opts KubeletOptions) *Kubelet {
 	t.Helper()
 	RequireRoot(t)
 	bin := K8sBinary(t, "kubelet")
+	if opts.Version != "" {
+		bin = K8sBinaryVersion(t, "kubelet", opts.Version)
+	}
 	if opts.Containerd == nil {
 		t.Fatal("KubeletOptions.Containerd is required")
 	}
@@ -138,7 +145,12 @@ func PrepareKubelet(t testing.TB, opts KubeletOptions) *Kubelet {
 	args := []string{bin, "--root-dir=" + k.RootDir, "--hostname-override=" + k.NodeName,
 		"--cert-dir=" + filepath.Join(dir, "pki"), "--v=2"}
 	if opts.NoConfigFile {
-		args = append(args, KubeletBaseFlags(k.Port, k.HealthzPort, opts.Containerd.Endpoint(), manifests)...)
+		flags := KubeletBaseFlags(k.Port, k.HealthzPort, opts.Containerd.Endpoint(), manifests)
+		if opts.Version != "" && opts.Version < "v1.31" {
+			// --fail-cgroupv1 came with 1.31; an older kubelet refuses unknown flags.
+			flags = slices.DeleteFunc(flags, func(f string) bool { return strings.HasPrefix(f, "--fail-cgroupv1") })
+		}
+		args = append(args, flags...)
 	} else {
 		k.ConfigPath = filepath.Join(dir, "config.yaml")
 		cfg := KubeletConfigBase(k.Port, k.HealthzPort, opts.Containerd.Endpoint(), manifests, podLogs) + opts.ConfigExtra
