@@ -38,6 +38,9 @@ fi
 
 t0=$(date +%s)
 "$here/build-k8s.sh" | sed 's/^/setup: /'
+# The second, older kubelet (hack/k8s-version-old): other default thresholds, run by
+# e2e/kubelet_old_test.go.
+K8S_VERSION="$(cat "$here/k8s-version-old")" K8S_BINARIES=kubelet "$here/build-k8s.sh" | sed 's/^/setup: /'
 step "kubernetes binaries ready in $(( $(date +%s) - t0 ))s"
 
 if [[ ! -x "$CACHE/bin/golangci-lint-$GOLANGCI_LINT_VERSION" ]]; then
