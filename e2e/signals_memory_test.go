@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -149,17 +150,76 @@ func TestMemoryAndPIDSignalsMatchKubelet(t *testing.T) {
 	t.Run("no load", func(t *testing.T) {
 		compare(t, rounds(time.Now(), 2), map[string]bool{})
 	})
+	t.Run("memory growing at 32 MiB/s: time to threshold predicted", func(t *testing.T) {
+		const rate = 32 << 20
+		begin := time.Now()
+		hog := startMemoryHogRate(t, k.Dir, procs, 1<<30, rate)
+		defer hog.Stop(5 * time.Second)
+		// allocatableMemory.available: the pods cgroup holds only the hog, so its fill rate is
+		// the hog's. Wait for evictguard to see the threshold met.
+		var crossed time.Time
+		err := harness.WaitFor(t.Context(), 60*time.Second, hog, func() error {
+			for _, s := range parseStatusStream(t, watch.Log()) {
+				if sig, ok := hardSignal(s, "allocatableMemory.available"); ok && s.Time.After(begin) && sig.Met {
+					crossed = s.Time
+					return nil
+				}
+			}
+			return errors.New("evictguard has not seen allocatableMemory.available met yet")
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Every prediction made between one predictor window after the start (status --watch
+		// keeps 60 samples: 6 s at 100 ms; before that the window still holds the flat part
+		// and the Theil–Sen rate lags) and 3 s before the crossing.
+		n := 0
+		for _, s := range parseStatusStream(t, watch.Log()) {
+			if s.Time.Before(begin.Add(6*time.Second)) || s.Time.After(crossed.Add(-3*time.Second)) {
+				continue
+			}
+			sig, _ := hardSignal(s, "allocatableMemory.available")
+			if sig.FillRate == nil || sig.SecondsToThreshold == nil {
+				t.Errorf("%s: no prediction for allocatableMemory.available at %s", s.Time.Format(time.RFC3339Nano), sig.State)
+				continue
+			}
+			n++
+			predicted := s.Time.Add(time.Duration(*sig.SecondsToThreshold * float64(time.Second)))
+			lead := crossed.Sub(s.Time)
+			if rel := math.Abs(*sig.FillRate-rate) / rate; rel > 0.2 {
+				t.Errorf("fill rate %.1f MiB/s, the hog grows at %d MiB/s", *sig.FillRate/(1<<20), rate>>20)
+			}
+			if off := predicted.Sub(crossed); math.Abs(off.Seconds()) > 0.15*lead.Seconds()+0.5 {
+				t.Errorf("at %s predicted the threshold in %.1fs, it was met %.1fs later", s.Time.Format(time.RFC3339Nano), *sig.SecondsToThreshold, lead.Seconds())
+			}
+			if sig.State != "warning" {
+				t.Errorf("allocatableMemory.available is %s %.1fs before its threshold, want warning", sig.State, lead.Seconds())
+			}
+			if m, ok := hardSignal(s, "memory.available"); ok && (m.FillRate == nil || math.Abs(*m.FillRate-rate)/rate > 0.5) {
+				t.Errorf("memory.available fill rate %v, the node's working set grows by %d MiB/s", m.FillRate, rate>>20)
+			}
+		}
+		if n < 10 {
+			t.Errorf("only %d predictions between %s and %s", n, begin, crossed)
+		}
+		t.Logf("%d predictions checked; evictguard saw the threshold met %.1fs after the hog started", n, crossed.Sub(begin).Seconds())
+		// The kubelet finds it met too, in its next round.
+		r := rounds(crossed, 1)[0]
+		if !r.met["allocatableMemory.available"] {
+			t.Errorf("the kubelet's first round after %s did not find allocatableMemory.available met", crossed.Format(time.RFC3339Nano))
+		}
+	})
 	below := d - 640<<20
 	t.Run(fmt.Sprintf("%d MiB in the pods cgroup: allocatable met, memory not", below>>20), func(t *testing.T) {
 		hog := startMemoryHog(t, k.Dir, procs, below)
 		defer hog.Stop(5 * time.Second)
-		compare(t, rounds(time.Now(), 2), map[string]bool{"allocatableMemory.available": true})
+		compare(t, rounds(time.Now(), 1), map[string]bool{"allocatableMemory.available": true})
 	})
 	above := d + 640<<20
 	t.Run(fmt.Sprintf("%d MiB in the pods cgroup: both met", above>>20), func(t *testing.T) {
 		hog := startMemoryHog(t, k.Dir, procs, above)
 		defer hog.Stop(5 * time.Second)
-		compare(t, rounds(time.Now(), 2), map[string]bool{"allocatableMemory.available": true, "memory.available": true})
+		compare(t, rounds(time.Now(), 1), map[string]bool{"allocatableMemory.available": true, "memory.available": true})
 	})
 	t.Run("2000 sleeping processes: pid.available met", func(t *testing.T) {
 		bb := harness.Binary(t, "busybox", "busybox-static")
@@ -167,36 +227,55 @@ func TestMemoryAndPIDSignalsMatchKubelet(t *testing.T) {
 			"i=0; while [ $i -lt 2000 ]; do "+bb+" sleep 600 & i=$((i+1)); done; echo ready; wait")
 		defer forks.Stop(5 * time.Second)
 		waitLog(t, forks, "ready")
-		compare(t, rounds(time.Now(), 2), map[string]bool{"pid.available": true})
+		compare(t, rounds(time.Now(), 1), map[string]bool{"pid.available": true})
 	})
 	if t.Failed() {
 		t.Logf("kubelet log tail:\n%s", k.Proc.LogTail(6000))
 	}
 }
 
-// memoryHogEnv makes the test binary a memory hog (see TestMain): "PROCS BYTES" moves it
-// into the cgroup whose cgroup.procs is PROCS, then it faults in BYTES of anonymous memory and
-// holds it until killed.
+// memoryHogEnv makes the test binary a memory hog (see TestMain): "PROCS BYTES [RATE]" moves
+// it into the cgroup whose cgroup.procs is PROCS, then it faults in BYTES of anonymous memory
+// (at RATE bytes per second when given, else at once) and holds it until killed.
 const memoryHogEnv = "EVICTGUARD_E2E_MEMORY_HOG"
 
 func startMemoryHog(t *testing.T, dir, procs string, n int64) *harness.Process {
+	t.Helper()
+	return startMemoryHogRate(t, dir, procs, n, 0)
+}
+
+// startMemoryHogRate starts a hog that grows at rate bytes per second (0: at once); it
+// returns once the hog has joined the cgroup (rate > 0) or holds everything.
+func startMemoryHogRate(t *testing.T, dir, procs string, n, rate int64) *harness.Process {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := harness.Start(t, dir, fmt.Sprintf("hog-%d", n>>20), []string{fmt.Sprintf("%s=%s %d", memoryHogEnv, procs, n)}, self)
+	p := harness.Start(t, dir, fmt.Sprintf("hog-%d-%d", n>>20, rate>>20), []string{fmt.Sprintf("%s=%s %d %d", memoryHogEnv, procs, n, rate)}, self)
 	waitLog(t, p, "ready")
 	return p
 }
 
 // runMemoryHog is the hog's body; it returns the exit code.
 func runMemoryHog(spec string) int {
-	procs, size, ok := strings.Cut(spec, " ")
-	n, err := strconv.ParseInt(size, 10, 64)
-	if !ok || err != nil {
+	f := strings.Fields(spec)
+	if len(f) < 2 {
 		fmt.Fprintf(os.Stderr, "hog: bad spec %q\n", spec)
 		return 2
+	}
+	procs := f[0]
+	n, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "hog: bad size %q\n", f[1])
+		return 2
+	}
+	var rate int64
+	if len(f) > 2 {
+		if rate, err = strconv.ParseInt(f[2], 10, 64); err != nil {
+			fmt.Fprintf(os.Stderr, "hog: bad rate %q\n", f[2])
+			return 2
+		}
 	}
 	if err := os.WriteFile(procs, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		fmt.Fprintf(os.Stderr, "hog: join cgroup: %v\n", err)
@@ -207,10 +286,25 @@ func runMemoryHog(spec string) int {
 		fmt.Fprintf(os.Stderr, "hog: mmap %d: %v\n", n, err)
 		return 1
 	}
-	for i := 0; i < len(mem); i += os.Getpagesize() {
-		mem[i] = 1
+	page := os.Getpagesize()
+	if rate > 0 {
+		// Fault pages in every 10 ms so that the working set grows smoothly.
+		fmt.Println("ready")
+		start := time.Now()
+		for i := 0; i < len(mem); {
+			due := min(int(float64(rate)*time.Since(start).Seconds()), len(mem))
+			for ; i < due; i += page {
+				mem[i] = 1
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		fmt.Println("full")
+	} else {
+		for i := 0; i < len(mem); i += page {
+			mem[i] = 1
+		}
+		fmt.Println("ready")
 	}
-	fmt.Println("ready")
 	for {
 		time.Sleep(time.Hour)
 	}
@@ -364,16 +458,22 @@ func parseKlogTime(s string) (time.Time, error) {
 }
 
 type statusSample struct {
-	Time    time.Time `json:"time"`
-	Signals []struct {
-		Signal   string `json:"signal"`
-		Kind     string `json:"kind"`
-		Observed int64  `json:"observed"`
-		Capacity int64  `json:"capacity"`
-		Met      bool   `json:"met"`
-		State    string `json:"state"`
-		Error    string `json:"error"`
-	} `json:"signals"`
+	Time    time.Time      `json:"time"`
+	Signals []signalStatus `json:"signals"`
+}
+
+type signalStatus struct {
+	Signal   string `json:"signal"`
+	Kind     string `json:"kind"`
+	Observed int64  `json:"observed"`
+	Capacity int64  `json:"capacity"`
+	Met      bool   `json:"met"`
+	State    string `json:"state"`
+	Error    string `json:"error"`
+	// FillRate is consumption per second; SecondsToThreshold the prediction.
+	FillRate           *float64 `json:"fillRatePerSecond"`
+	SecondsToThreshold *float64 `json:"secondsToThreshold"`
+	Headroom           int64    `json:"headroom"`
 }
 
 type signalSample struct {
@@ -397,6 +497,16 @@ func parseStatusStream(t *testing.T, log string) []statusSample {
 		out = append(out, s)
 	}
 	return out
+}
+
+// hardSignal is the hard threshold of signal in a status snapshot.
+func hardSignal(s statusSample, signal string) (signalStatus, bool) {
+	for _, sig := range s.Signals {
+		if sig.Signal == signal && sig.Kind == "hard" {
+			return sig, true
+		}
+	}
+	return signalStatus{}, false
 }
 
 // nearest is the sample of signal (hard) closest in time to at.
@@ -464,4 +574,3 @@ func abs64(n int64) int64 {
 	}
 	return n
 }
-
