@@ -154,7 +154,7 @@ func TestMemoryAndPIDSignalsMatchKubelet(t *testing.T) {
 		const rate = 32 << 20
 		begin := time.Now()
 		hog := startMemoryHogRate(t, k.Dir, procs, 1<<30, rate)
-		defer hog.Stop(5 * time.Second)
+		defer func() { _ = hog.Stop(5 * time.Second) }()
 		// allocatableMemory.available: the pods cgroup holds only the hog, so its fill rate is
 		// the hog's. Wait for evictguard to see the threshold met.
 		var crossed time.Time
@@ -212,20 +212,20 @@ func TestMemoryAndPIDSignalsMatchKubelet(t *testing.T) {
 	below := d - 640<<20
 	t.Run(fmt.Sprintf("%d MiB in the pods cgroup: allocatable met, memory not", below>>20), func(t *testing.T) {
 		hog := startMemoryHog(t, k.Dir, procs, below)
-		defer hog.Stop(5 * time.Second)
+		defer func() { _ = hog.Stop(5 * time.Second) }()
 		compare(t, rounds(time.Now(), 1), map[string]bool{"allocatableMemory.available": true})
 	})
 	above := d + 640<<20
 	t.Run(fmt.Sprintf("%d MiB in the pods cgroup: both met", above>>20), func(t *testing.T) {
 		hog := startMemoryHog(t, k.Dir, procs, above)
-		defer hog.Stop(5 * time.Second)
+		defer func() { _ = hog.Stop(5 * time.Second) }()
 		compare(t, rounds(time.Now(), 1), map[string]bool{"allocatableMemory.available": true, "memory.available": true})
 	})
 	t.Run("2000 sleeping processes: pid.available met", func(t *testing.T) {
 		bb := harness.Binary(t, "busybox", "busybox-static")
 		forks := harness.Start(t, k.Dir, "forks", nil, bb, "sh", "-c",
 			"i=0; while [ $i -lt 2000 ]; do "+bb+" sleep 600 & i=$((i+1)); done; echo ready; wait")
-		defer forks.Stop(5 * time.Second)
+		defer func() { _ = forks.Stop(5 * time.Second) }()
 		waitLog(t, forks, "ready")
 		compare(t, rounds(time.Now(), 1), map[string]bool{"pid.available": true})
 	})
