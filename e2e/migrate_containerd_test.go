@@ -22,6 +22,12 @@ import (
 // for `ctr images import`.
 func ociBusyboxTar(t *testing.T, ref string) string {
 	t.Helper()
+	return ociBusyboxTarCmd(t, ref, []string{"/bin/sh"})
+}
+
+// ociBusyboxTarCmd is ociBusyboxTar with the image's command (a pause image sleeps).
+func ociBusyboxTarCmd(t *testing.T, ref string, cmd []string) string {
+	t.Helper()
 	layer, err := os.ReadFile(harness.BusyboxRootfsTar(t))
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +41,7 @@ func ociBusyboxTar(t *testing.T, ref string) string {
 	}
 	ld, ls := add(layer)
 	cfg, _ := json.Marshal(map[string]any{"architecture": "amd64", "os": "linux",
-		"config": map[string]any{"Cmd": []string{"/bin/sh"}}, "rootfs": map[string]any{"type": "layers", "diff_ids": []string{ld}}})
+		"config": map[string]any{"Cmd": cmd}, "rootfs": map[string]any{"type": "layers", "diff_ids": []string{ld}}})
 	cd, cs := add(cfg)
 	man, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
 		"config": map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},

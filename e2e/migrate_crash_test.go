@@ -111,3 +111,44 @@ func TestMigrateCrashRollback(t *testing.T) {
 	}
 	m.checkIntact(t, from)
 }
+
+// TestMigrateResumeKeepsPlanOptions: `migrate --keep-old --checksums` killed in the pre-copy,
+// then a bare `migrate --resume`: the options that change what the operation does are in its
+// journaled plan, so the resumed verification compares contents and the old root is kept.
+func TestMigrateResumeKeepsPlanOptions(t *testing.T) {
+	m := startDockerMigration(t, 96<<20, 96<<20)
+	from, to := filepath.Join(m.a, "docker"), filepath.Join(m.b, "docker")
+	digest, lines := dataDigestLines(t, from)
+	out, errOut, code := runEvictguardEnv(t, []string{"EVICTGUARD_TEST_CRASH_AFTER=" + remediate.MigStepPrecopy},
+		m.args("--to", to, "--keep-old", "--checksums")...)
+	if code != -1 || !strings.Contains(errOut, "TEST HOOK: killing evictguard") {
+		t.Fatalf("crash after precopy: exit %d, want killed\n%s\n%s", code, out, errOut)
+	}
+	out, errOut, code = runEvictguardEnv(t, nil, m.args("--resume")...)
+	if code != 0 {
+		t.Fatalf("resume: exit %d\n%s\n%s", code, out, errOut)
+	}
+	assertSameData(t, to, digest, lines)
+	ops := m.journalState(t)
+	op := ops[len(ops)-1]
+	if op.State != remediate.StateDone {
+		t.Fatalf("operation %s is %s", op.ID, op.State)
+	}
+	var verify, preverify string
+	for _, h := range op.History {
+		switch h.Step {
+		case remediate.MigStepVerify:
+			verify = h.Note
+		case remediate.MigStepPreverify:
+			preverify = h.Note
+		}
+	}
+	if !strings.Contains(verify, "checksums: true") {
+		t.Errorf("the resumed verification did not compare contents: %q", verify)
+	}
+	t.Logf("preverify: %s\nverify: %s", preverify, verify)
+	if backups, _ := filepath.Glob(from + ".evictguard-backup-*"); len(backups) != 1 {
+		t.Errorf("old root not kept after resume (--keep-old was in the plan): %v", backups)
+	}
+	removeBackups(t, from)
+}

@@ -13,7 +13,7 @@ mkdir -p "$CACHE"
 step() { echo "setup: $*"; }
 
 packages=(docker.io containerd runc etcd-server prometheus prometheus-alertmanager
-  prometheus-node-exporter busybox-static dbus systemd util-linux e2fsprogs)
+  prometheus-node-exporter busybox-static dbus systemd util-linux e2fsprogs xfsprogs rsync)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -35,12 +35,13 @@ EVICTGUARD_E2E_STRICT=1 go test -count=1 -timeout 60m ./... || rc=$?
 # Nothing the harness started or mounted may outlive the suite.
 leaks=$(grep -c ' /tmp/evictguard-e2e' /proc/self/mountinfo || true)
 procs=$(pgrep -f '/tmp/evictguard-e2e/' || true)
-if [[ "$leaks" != "0" || -n "$procs" ]]; then
-  echo "test: FAIL: left behind $leaks mounts and processes: $procs" >&2
+loops=$(losetup -l -n -O NAME,BACK-FILE | grep ' /tmp/evictguard-e2e' || true)
+if [[ "$leaks" != "0" || -n "$procs" || -n "$loops" ]]; then
+  echo "test: FAIL: left behind $leaks mounts, processes: $procs, loop devices: $loops" >&2
   grep ' /tmp/evictguard-e2e' /proc/self/mountinfo >&2 || true
   rc=1
 else
-  echo "test: no harness mounts or processes left"
+  echo "test: no harness mounts, processes or loop devices left"
 fi
 for p in "${host_paths[@]}"; do
   if [[ -e "$p" && ! " ${preexisting[*]} " =~ " $p " ]]; then

@@ -192,6 +192,11 @@ type MigrationPlan struct {
 	KubeletUnit        string        `json:"kubeletUnit"`
 	Drain              bool          `json:"drain"`
 	KeepOld            bool          `json:"keepOld"`
+	// Checksums and DrainTimeout are the options that change what the operation does; they are
+	// journaled with the plan so that a --resume (or the daemon finishing an operation at
+	// start) does what the interrupted invocation was asked to, whatever its own flags say.
+	Checksums    bool          `json:"checksums,omitempty"`
+	DrainTimeout time.Duration `json:"drainTimeout,omitempty"`
 	Refusals           []string      `json:"refusals,omitempty"`
 	Warnings           []string      `json:"warnings,omitempty"`
 }
@@ -209,7 +214,8 @@ func (p *MigrationPlan) refuse(format string, args ...any) {
 func PlanMigration(ctx context.Context, opts MigrateOptions) (*MigrationPlan, error) {
 	opts.defaults()
 	root := opts.Root
-	p := &MigrationPlan{Runtime: opts.Runtime, Units: knownUnits(ctx, opts.Systemd, opts.RuntimeUnits), KubeletUnit: opts.KubeletUnit, Drain: opts.Drain, KeepOld: opts.KeepOld}
+	p := &MigrationPlan{Runtime: opts.Runtime, Units: knownUnits(ctx, opts.Systemd, opts.RuntimeUnits), KubeletUnit: opts.KubeletUnit, Drain: opts.Drain, KeepOld: opts.KeepOld,
+		Checksums: opts.Checksums, DrainTimeout: opts.DrainTimeout}
 	switch opts.Runtime {
 	case RuntimeDocker:
 		p.Config, p.ConfigKey = opts.DockerConfig, "data-root"
@@ -238,6 +244,7 @@ func PlanMigration(ctx context.Context, opts MigrateOptions) (*MigrationPlan, er
 	if p.Facts == nil {
 		p.Warnings = append(p.Warnings, fmt.Sprintf("%s is not running: its images and containers cannot be counted before the move", opts.Runtime))
 	}
+	refuseSurvivors(p, opts)
 	fromHost := root.Path(p.From)
 	if st, err := os.Stat(fromHost); err != nil || !st.IsDir() {
 		p.refuse("the current data root %s (%s) is not a directory: %v", p.From, p.FromSource, err)
@@ -427,15 +434,7 @@ func currentRoot(ctx context.Context, o *MigrateOptions) (root, source, driver s
 		if driver == "" {
 			driver = "overlayfs"
 		}
-		if o.ContainerdSocket == "" {
-			if addr == "" {
-				addr = "/run/containerd/containerd.sock"
-			}
-			o.ContainerdSocket = o.Root.Path(addr)
-			if _, err := os.Stat(o.ContainerdSocket); err != nil {
-				o.ContainerdSocket = addr
-			}
-		}
+		setContainerdSocket(o, addr)
 		if f, ferr := criFacts(ctx, o.ContainerdSocket); ferr == nil {
 			if !within(filepath.Clean(f.Root), filepath.Clean(root)) {
 				return "", "", "", nil, fmt.Errorf("%s says the root is %s but the running containerd stores images at %s: refusing to guess", o.ContainerdConfig, root, f.Root)
@@ -446,6 +445,27 @@ func currentRoot(ctx context.Context, o *MigrateOptions) (root, source, driver s
 		}
 	}
 	return filepath.Clean(root), source, driver, facts, nil
+}
+
+// setContainerdSocket fills o.ContainerdSocket, unless given, from the config's grpc.address
+// (addr; "" reads it from o.ContainerdConfig), else containerd's default, under the host root
+// when it exists there.
+func setContainerdSocket(o *MigrateOptions, addr string) {
+	if o.ContainerdSocket != "" {
+		return
+	}
+	if addr == "" {
+		if cfg, err := os.ReadFile(o.Root.Path(o.ContainerdConfig)); err == nil {
+			_, addr, _, _ = parseContainerdConfig(cfg)
+		}
+	}
+	if addr == "" {
+		addr = "/run/containerd/containerd.sock"
+	}
+	o.ContainerdSocket = o.Root.Path(addr)
+	if _, err := os.Stat(o.ContainerdSocket); err != nil {
+		o.ContainerdSocket = addr
+	}
 }
 
 // migrationState is the operation's Data: everything resume and rollback need.
@@ -536,6 +556,33 @@ func Migrate(ctx context.Context, opts MigrateOptions, plan *MigrationPlan) (*Op
 	return op, m.forward(ctx, "")
 }
 
+// refuseSurvivors refuses a migration that would leave containers running from the old root
+// through the stop: dockerd's live-restore keeps them running while dockerd is stopped, so
+// their files would be copied while in use and deleted by the cleanup. evictguard does not
+// stop workloads behind the operator's back; it names them.
+func refuseSurvivors(p *MigrationPlan, opts MigrateOptions) {
+	if opts.Runtime != RuntimeDocker {
+		return
+	}
+	live := p.Facts != nil && p.Facts.LiveRestore
+	if !live {
+		if b, err := os.ReadFile(opts.Root.Path(opts.DockerConfig)); err == nil {
+			var cfg struct {
+				LiveRestore bool `json:"live-restore"`
+			}
+			live = json.Unmarshal(b, &cfg) == nil && cfg.LiveRestore
+		}
+	}
+	switch {
+	case !live:
+	case p.Facts != nil && len(p.Facts.Running) > 0:
+		p.refuse("dockerd runs with live-restore and %d container(s) are running (%s): they would keep running from %s while docker.service is stopped, be copied while in use and lose their files when the old root is removed; stop them (docker stop) or turn live-restore off, then migrate",
+			len(p.Facts.Running), strings.Join(p.Facts.Running, ", "), p.From)
+	default:
+		p.Warnings = append(p.Warnings, "dockerd runs with live-restore: containers started before the stop keep running from the old root; the stop step checks for them and rolls back if any")
+	}
+}
+
 // UnfinishedMigration returns the interrupted migration, or nil.
 func UnfinishedMigration(j *Journal) (*Operation, error) {
 	ops, err := j.Unfinished()
@@ -559,8 +606,17 @@ func ResumeMigration(ctx context.Context, opts MigrateOptions, op *Operation) er
 	}
 	opts.Runtime = s.Plan.Runtime
 	opts.RuntimeUnits, opts.KubeletUnit = s.Plan.Units, s.Plan.KubeletUnit
+	opts.Drain, opts.KeepOld = s.Plan.Drain, s.Plan.KeepOld
+	if opts.Runtime == RuntimeContainerd {
+		setContainerdSocket(&opts, "")
+	}
+	// A resuming invocation may ask for more verification, never for less.
+	opts.Checksums = opts.Checksums || s.Plan.Checksums
+	if s.Plan.DrainTimeout > 0 {
+		opts.DrainTimeout = s.Plan.DrainTimeout
+	}
 	m := &migration{o: opts, op: op, s: s}
-	opts.Log.Info("resuming migration", "op", op.ID, "after", op.Step)
+	opts.Log.Info("resuming migration", "op", op.ID, "after", op.Step, "checksums", opts.Checksums, "keepOld", opts.KeepOld)
 	return m.forward(ctx, op.Step)
 }
 
@@ -682,7 +738,23 @@ func (m *migration) run(ctx context.Context, step string) (string, error) {
 			}
 		}
 		s.StoppedAt = time.Now()
-		return "stopped " + strings.Join(m.stopOrder(), ", "), m.stopAll(ctx)
+		pods, err := m.stopAll(ctx)
+		if err != nil {
+			return "", err
+		}
+		// What outlived the stop (containers of a live-restore dockerd, containerd's shims)
+		// still runs from the old root: copying it would copy a moving tree, and the cleanup
+		// would delete files from under it. Fail, and roll back to the old root.
+		if pins, err := FindPins(o.Root, s.Plan.From); err != nil {
+			return "", fmt.Errorf("look for mounts that use %s: %w", s.Plan.From, err)
+		} else if len(pins) > 0 {
+			return "", fmt.Errorf("containers outlived stopping %s (live-restore, or a runtime's shims): %w", strings.Join(m.stopOrder(), ", "), pinnedError(s.Plan.From, pins))
+		}
+		note := "stopped " + strings.Join(m.stopOrder(), ", ")
+		if len(pods) > 0 {
+			note += fmt.Sprintf("; %d pod sandbox(es) stopped through CRI for the kubelet to create again (%s)", len(pods), strings.Join(pods, ", "))
+		}
+		return note, nil
 	case MigStepDelta:
 		if err := m.assertStopped(ctx); err != nil {
 			return "", err
@@ -712,8 +784,13 @@ func (m *migration) run(ctx context.Context, step string) (string, error) {
 			return "", err
 		}
 		s.Verify = &vs
-		return fmt.Sprintf("%d entries, %d files, %s, %d hard links, %d xattrs identical (checksums: %t; %d unchanged since the pre-verification compared by status)",
-			vs.Entries, vs.Files, HumanBytes(vs.Bytes), vs.HardLinks, vs.Xattrs, vs.Checksums, vs.StatOnly), nil
+		// Durable before the config step points the runtime at it.
+		syncStart := time.Now()
+		if err := syncFilesystem(m.host(s.Plan.To)); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%d entries, %d files, %s, %d hard links, %d xattrs identical (checksums: %t; %d unchanged since the pre-verification compared by status); %s synced to its device in %s",
+			vs.Entries, vs.Files, HumanBytes(vs.Bytes), vs.HardLinks, vs.Xattrs, vs.Checksums, vs.StatOnly, s.Plan.To, time.Since(syncStart).Round(time.Millisecond)), nil
 	case MigStepConfig:
 		cur, err := os.ReadFile(m.host(s.Plan.Config))
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -768,6 +845,13 @@ func (m *migration) run(ctx context.Context, step string) (string, error) {
 			}
 			return "old root kept at " + s.Backup, nil
 		}
+		// Never delete what a running container still uses (checked again: something may have
+		// started from the old root since the stop).
+		if pins, err := FindPins(o.Root, s.Plan.From); err != nil {
+			return "", fmt.Errorf("look for mounts that use %s: %w", s.Plan.From, err)
+		} else if len(pins) > 0 {
+			return "", fmt.Errorf("the old root is not removed: %w", pinnedError(s.Plan.From, pins))
+		}
 		s.OldRemoved = true
 		saveState(m.op, s)
 		if err := m.o.Journal.save(m.op); err != nil {
@@ -791,22 +875,55 @@ func (m *migration) run(ctx context.Context, step string) (string, error) {
 }
 
 // removeTree removes the contents of dir and dir itself; a mount point (the old root on a
-// filesystem of its own) is emptied and left.
+// filesystem of its own) is emptied and left. It never crosses into another filesystem: a
+// directory on another device below dir (something mounted there) stops the removal with an
+// error before anything in it is touched, unlike os.RemoveAll, which descends into mounts.
 func removeTree(dir string) error {
-	err := os.RemoveAll(dir)
-	if err != nil && (errors.Is(err, syscall.EBUSY) || errors.Is(err, os.ErrPermission)) {
-		ents, rerr := os.ReadDir(dir)
-		if rerr != nil {
-			return err
+	var st syscall.Stat_t
+	if err := syscall.Lstat(dir, &st); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
 		}
-		for _, e := range ents {
-			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+		return &os.PathError{Op: "lstat", Path: dir, Err: err}
+	}
+	if err := removeOneFS(dir, uint64(st.Dev)); err != nil {
+		return err
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, syscall.EBUSY) && !errors.Is(err, os.ErrPermission) {
+		return err
+	}
+	return nil
+}
+
+// removeOneFS removes what is inside dir, depth first, staying on device dev.
+func removeOneFS(dir string, dev uint64) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		if !e.IsDir() {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}
+			continue
 		}
-		return nil
+		var st syscall.Stat_t
+		if err := syscall.Lstat(p, &st); err != nil {
+			return &os.PathError{Op: "lstat", Path: p, Err: err}
+		}
+		if uint64(st.Dev) != dev {
+			return fmt.Errorf("%s is a mount point (another filesystem): refusing to remove across it", p)
+		}
+		if err := removeOneFS(p, dev); err != nil {
+			return err
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
 	}
-	return err
+	return nil
 }
 
 // withSocketUnits returns units with X.socket added before every X.service that lacks it.
@@ -895,13 +1012,23 @@ func (m *migration) assertStopped(ctx context.Context) error {
 	return nil
 }
 
-func (m *migration) stopAll(ctx context.Context) error {
+// stopAll stops the kubelet, then (containerd, with a kubelet) the pods' sandboxes through CRI,
+// then the runtime's units. It returns the pods stopped.
+func (m *migration) stopAll(ctx context.Context) ([]string, error) {
+	var pods []string
 	for _, u := range m.stopOrder() {
 		if err := m.o.Systemd.Stop(ctx, u, m.o.UnitTimeout); err != nil {
-			return err
+			return pods, err
+		}
+		if u == m.o.KubeletUnit && m.s.Plan.Runtime == RuntimeContainerd && m.o.ContainerdSocket != "" {
+			stopped, err := criStopPodSandboxes(ctx, m.o.ContainerdSocket, m.o.UnitTimeout)
+			pods = append(pods, stopped...)
+			if err != nil {
+				return pods, err
+			}
 		}
 	}
-	return nil
+	return pods, nil
 }
 
 // startRuntime starts the runtime's units in startOrder.
@@ -974,6 +1101,10 @@ func RollbackMigration(ctx context.Context, opts MigrateOptions, op *Operation) 
 	}
 	opts.Runtime = s.Plan.Runtime
 	opts.RuntimeUnits, opts.KubeletUnit = s.Plan.Units, s.Plan.KubeletUnit
+	opts.Drain, opts.KeepOld = s.Plan.Drain, s.Plan.KeepOld
+	if opts.Runtime == RuntimeContainerd {
+		setContainerdSocket(&opts, "")
+	}
 	if s.OldRemoved {
 		// Nothing was changed: the operation stays unfinished and --resume still finishes it.
 		return fmt.Errorf("operation %s already removed the old root %s: nothing to roll back to (the data is at %s; --resume to finish)", op.ID, s.Plan.From, s.Plan.To)
@@ -1002,7 +1133,7 @@ func (m *migration) rollback(ctx context.Context) error {
 	}
 	stopped := reached >= slices.Index(MigrateSteps, MigStepPreverify) // the stop may have begun
 	if stopped && s.Active != nil {
-		if err := m.stopAll(ctx); err != nil {
+		if _, err := m.stopAll(ctx); err != nil {
 			return err
 		}
 	}

@@ -24,6 +24,10 @@ type RuntimeFacts struct {
 	Containers int    `json:"containers"`          // all containers, running or not
 	Volumes    int    `json:"volumes,omitempty"`   // Docker named volumes
 	Sandboxes  int    `json:"sandboxes,omitempty"` // containerd: CRI pod sandboxes
+	// Running names the containers running now (Docker: names; CRI: pod/container).
+	Running []string `json:"running,omitempty"`
+	// LiveRestore: dockerd keeps containers running while it is stopped ("live-restore").
+	LiveRestore bool `json:"liveRestore,omitempty"`
 }
 
 func (f RuntimeFacts) String() string {
@@ -66,13 +70,18 @@ func dockerFacts(ctx context.Context, socket string) (RuntimeFacts, error) {
 		return nil
 	}
 	var info struct {
-		DockerRootDir string
-		Driver        string
+		DockerRootDir      string
+		Driver             string
+		LiveRestoreEnabled bool
 	}
 	if err := get("/info", &info); err != nil {
 		return RuntimeFacts{}, err
 	}
-	var images, containers []json.RawMessage
+	var images []json.RawMessage
+	var containers []struct {
+		Names []string
+		State string
+	}
 	var vols struct{ Volumes []json.RawMessage }
 	if err := get("/images/json?all=1", &images); err != nil {
 		return RuntimeFacts{}, err
@@ -83,7 +92,14 @@ func dockerFacts(ctx context.Context, socket string) (RuntimeFacts, error) {
 	if err := get("/volumes", &vols); err != nil {
 		return RuntimeFacts{}, err
 	}
-	return RuntimeFacts{Root: info.DockerRootDir, Driver: info.Driver, Images: len(images), Containers: len(containers), Volumes: len(vols.Volumes)}, nil
+	f := RuntimeFacts{Root: info.DockerRootDir, Driver: info.Driver, Images: len(images), Containers: len(containers), Volumes: len(vols.Volumes),
+		LiveRestore: info.LiveRestoreEnabled}
+	for _, c := range containers {
+		if c.State == "running" || c.State == "paused" || c.State == "restarting" {
+			f.Running = append(f.Running, strings.TrimPrefix(strings.Join(c.Names, ","), "/"))
+		}
+	}
+	return f, nil
 }
 
 // criFacts asks a CRI runtime (containerd) over its socket, as the kubelet does.
@@ -115,6 +131,11 @@ func criFacts(ctx context.Context, socket string) (RuntimeFacts, error) {
 		return RuntimeFacts{}, fmt.Errorf("CRI %s: ListContainers: %w", socket, err)
 	}
 	f.Containers = len(cs.GetContainers())
+	for _, c := range cs.GetContainers() {
+		if c.GetState() == runtimeapi.ContainerState_CONTAINER_RUNNING {
+			f.Running = append(f.Running, c.GetLabels()["io.kubernetes.pod.name"]+"/"+c.GetMetadata().GetName())
+		}
+	}
 	ps, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
 	if err != nil {
 		return RuntimeFacts{}, fmt.Errorf("CRI %s: ListPodSandbox: %w", socket, err)
@@ -126,4 +147,33 @@ func criFacts(ctx context.Context, socket string) (RuntimeFacts, error) {
 // within reports whether p is dir or below it (both cleaned, absolute).
 func within(p, dir string) bool {
 	return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
+}
+
+// criStopPodSandboxes stops every ready pod sandbox (and so its containers) through CRI, as
+// the kubelet does when it kills a pod. The migration does it after stopping the kubelet and
+// before stopping containerd: containerd's shims would otherwise keep the pods' containers
+// running from snapshots under the old root. The kubelet, started again on the new root,
+// creates the sandboxes anew. It returns the pods stopped ("namespace/name").
+func criStopPodSandboxes(ctx context.Context, socket string, timeout time.Duration) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("CRI %s: %w", socket, err)
+	}
+	defer conn.Close()
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	ready := &runtimeapi.PodSandboxFilter{State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}}
+	ps, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: ready})
+	if err != nil {
+		return nil, fmt.Errorf("CRI %s: ListPodSandbox: %w", socket, err)
+	}
+	var stopped []string
+	for _, p := range ps.GetItems() {
+		if _, err := rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.GetId()}); err != nil {
+			return stopped, fmt.Errorf("CRI %s: StopPodSandbox %s/%s: %w", socket, p.GetMetadata().GetNamespace(), p.GetMetadata().GetName(), err)
+		}
+		stopped = append(stopped, p.GetMetadata().GetNamespace()+"/"+p.GetMetadata().GetName())
+	}
+	return stopped, nil
 }

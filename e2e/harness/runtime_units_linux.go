@@ -24,6 +24,12 @@ type DockerUnitOptions struct {
 	DataRoot   string
 	// Unit is the unit name (default docker.service).
 	Unit string
+	// StorageDriver is dockerd's --storage-driver (default vfs; overlay2 needs a real disk,
+	// ext4 or xfs with ftype=1, under the data root).
+	StorageDriver string
+	// KillMode is the unit's (default mixed; Debian's docker.service has process, which
+	// leaves containerd-shims and so live-restored containers running).
+	KillMode string
 }
 
 // StartDockerUnit writes docker.service running dockerd with the harness's arguments (vfs, no
@@ -43,14 +49,22 @@ func StartDockerUnit(t testing.TB, sd *Systemd, opts DockerUnitOptions) *Docker 
 	if err := os.WriteFile(d.ConfigPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := fmt.Sprintf("--config-file %s --exec-root %s -H unix://%s --pidfile %s --bridge=none --iptables=false --ip6tables=false --storage-driver=vfs",
-		d.ConfigPath, d.ExecRoot, d.Socket, filepath.Join(dir, "docker.pid"))
+	driver := opts.StorageDriver
+	if driver == "" {
+		driver = "vfs"
+	}
+	args := fmt.Sprintf("--config-file %s --exec-root %s -H unix://%s --pidfile %s --bridge=none --iptables=false --ip6tables=false --storage-driver=%s",
+		d.ConfigPath, d.ExecRoot, d.Socket, filepath.Join(dir, "docker.pid"), driver)
 	if opts.DataRoot != "" {
 		args += " --data-root " + opts.DataRoot
 	}
 	unit := opts.Unit
 	if unit == "" {
 		unit = "docker.service"
+	}
+	killMode := opts.KillMode
+	if killMode == "" {
+		killMode = "mixed"
 	}
 	sd.WriteUnit(t, unit, fmt.Sprintf(`[Unit]
 Description=Docker (evictguard e2e)
@@ -60,8 +74,8 @@ ExecStart=%s %s
 StandardOutput=append:%s
 StandardError=inherit
 TimeoutStopSec=20
-KillMode=mixed
-`, bin, args, filepath.Join(dir, "dockerd.log")))
+KillMode=%s
+`, bin, args, filepath.Join(dir, "dockerd.log"), killMode))
 	d.HTTP = dockerHTTP(d.Socket)
 	StartUnit(t, sd, unit)
 	if err := d.waitPing(nil); err != nil {

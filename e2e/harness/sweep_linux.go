@@ -15,10 +15,12 @@ import (
 type Leftovers struct {
 	PIDs   []int
 	Mounts []string
+	// Loops are loop devices attached to images under the run directory (LoopDisk).
+	Loops []string
 }
 
 // Empty reports whether nothing was left behind.
-func (l Leftovers) Empty() bool { return len(l.PIDs) == 0 && len(l.Mounts) == 0 }
+func (l Leftovers) Empty() bool { return len(l.PIDs) == 0 && len(l.Mounts) == 0 && len(l.Loops) == 0 }
 
 func (l Leftovers) String() string {
 	var b strings.Builder
@@ -28,6 +30,9 @@ func (l Leftovers) String() string {
 	}
 	for _, m := range l.Mounts {
 		fmt.Fprintf(&b, "mount %s\n", m)
+	}
+	for _, d := range l.Loops {
+		fmt.Fprintf(&b, "loop device %s\n", d)
 	}
 	return b.String()
 }
@@ -66,6 +71,7 @@ func findUnder(dir string, tracked []int) (Leftovers, error) {
 			l.PIDs = append(l.PIDs, pid)
 		}
 	}
+	l.Loops = loopsUnder(dir)
 	l.Mounts, err = Mounts(dir)
 	return l, err
 }
@@ -111,6 +117,7 @@ func SweepStale() (Leftovers, error) {
 		l, err := sweepDir(filepath.Join(BaseDir, e.Name()))
 		all.PIDs = append(all.PIDs, l.PIDs...)
 		all.Mounts = append(all.Mounts, l.Mounts...)
+		all.Loops = append(all.Loops, l.Loops...)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -138,6 +145,11 @@ func sweepDir(dir string) (Leftovers, error) {
 	var errs []error
 	if err := UnmountBelow(dir); err != nil {
 		errs = append(errs, err)
+	}
+	for _, dev := range l.Loops {
+		if err := detachLoop(dev); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := os.RemoveAll(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))

@@ -1,0 +1,197 @@
+package e2e
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/evictguard/evictguard/e2e/harness"
+	"github.com/evictguard/evictguard/remediate"
+)
+
+// overlayNode is a node as it is in the field: dockerd with overlay2 on an ext4 disk (the
+// seed's "/"), a second xfs disk for /data, an image that looks pulled (LayeredImageTar), and
+// containers: one running with a restart policy and a volume, one running without, one
+// exited with changes in its writable layer.
+type overlayNode struct {
+	sd         *harness.Systemd
+	docker     *harness.Docker
+	root, data *harness.Disk
+	from, to   string
+	stateDir   string
+}
+
+func startOverlayNode(t *testing.T) *overlayNode {
+	t.Helper()
+	harness.RequireRoot(t)
+	n := &overlayNode{
+		root: harness.LoopDisk(t, harness.DiskOptions{Size: 768 << 20, FS: "ext4", Name: "root"}),
+		data: harness.LoopDisk(t, harness.DiskOptions{Size: 768 << 20, FS: "xfs", Name: "data"}),
+	}
+	n.from, n.to = filepath.Join(n.root.Mountpoint, "docker"), filepath.Join(n.data.Mountpoint, "docker")
+	n.stateDir = harness.TempDir(t, "evictguard-state")
+	n.sd = harness.StartSystemd(t)
+	n.docker = harness.StartDockerUnit(t, n.sd, harness.DockerUnitOptions{StorageDriver: "overlay2",
+		DaemonJSON: `{"data-root": "` + n.from + `", "log-driver": "json-file"}`})
+	d := n.docker
+	d.CLI(t, "load", "-i", harness.LayeredImageTar(t, "evictguard.local/layered:1"))
+	d.CLI(t, "volume", "create", "vol")
+	d.CLI(t, "run", "-d", "--name", "svc", "--restart", "always", "--network", "none", "-v", "vol:/vol", "evictguard.local/layered:1",
+		"sh", "-c", "[ -f /vol/first ] || date > /vol/first; echo svc started; echo changed > /data/changed; exec sleep 1000000")
+	d.CLI(t, "run", "-d", "--name", "plain", "--network", "none", "evictguard.local/layered:1",
+		"sh", "-c", "echo plain started; rm /data/added; exec sleep 1000000")
+	d.CLI(t, "run", "--name", "exited", "--network", "none", "evictguard.local/layered:1",
+		"sh", "-c", "echo exited ran; mkdir -p /data/new/deep; echo x > /data/new/deep/f; rm -rf /data/dir; ln /data/big /data/big2")
+	return n
+}
+
+func (n *overlayNode) args(extra ...string) []string {
+	return append([]string{"migrate", "--runtime", "docker", "--bus-address", n.sd.BusAddress, "--docker-socket", n.docker.Socket,
+		"--docker-config", n.docker.ConfigPath, "--runtime-units", "docker.service", "--state-dir", n.stateDir, "--yes"}, extra...)
+}
+
+// overlayState is what must not change across a migration, as the runtime reports it.
+type overlayState struct {
+	image, export, diff, logs, volume string
+}
+
+func (n *overlayNode) state(t *testing.T) overlayState {
+	t.Helper()
+	d := n.docker
+	sum := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("docker", append([]string{"-H", "unix://" + d.Socket}, args...)...)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("docker %v: %v", args, err)
+		}
+		s := sha256.Sum256(out)
+		return hex.EncodeToString(s[:8])
+	}
+	return overlayState{
+		image:  sum("save", "evictguard.local/layered:1"),
+		export: sum("export", "exited"),
+		diff:   d.CLI(t, "diff", "exited"),
+		logs:   d.CLI(t, "logs", "exited"),
+		volume: d.CLI(t, "run", "--rm", "--network", "none", "-v", "vol:/vol", "evictguard.local/layered:1", "cat", "/vol/first"),
+	}
+}
+
+// checkView asserts what a running container of the image sees, from inside and, for the
+// extended attribute, through its merged directory on the host.
+func (n *overlayNode) checkView(t *testing.T, name string) {
+	t.Helper()
+	d := n.docker
+	out := d.CLI(t, "exec", name, "sh", "-c", "ls /data/replace; [ -e /data/gone ] && echo gone-present; stat -c '%i' /data/hl1 /data/hl2; stat -c '%a %u' /data/suid /data/dir")
+	f := strings.Fields(out)
+	if len(f) != 7 || f[0] != "new" || f[1] == "gone-present" || f[1] != f[2] || f[3] != "4755" || f[5] != "750" || f[6] != "1000" {
+		t.Errorf("%s sees %q: want only replace/new, no gone, hl1 and hl2 one inode, suid 4755, dir 750 owned by 1000", name, out)
+	}
+	merged := strings.TrimSpace(d.CLI(t, "inspect", "-f", "{{.GraphDriver.Data.MergedDir}}", name))
+	buf := make([]byte, 64)
+	if sz, err := unix.Getxattr(filepath.Join(merged, "data/xattr"), "user.evictguard", buf); err != nil || string(buf[:sz]) != "layered" {
+		t.Errorf("%s: user.evictguard on /data/xattr = %q, %v", name, buf[:max(sz, 0)], err)
+	}
+}
+
+// TestMigrateOverlay2RealDisks moves dockerd's overlay2 data root from an ext4 disk to an xfs
+// disk on a node with running containers (no live-restore: stopping docker stops them). The
+// image, the exited container's export, diff and logs, and the volume are identical after;
+// the container with a restart policy runs again and sees exactly the layered view (whiteout,
+// opaque directory, hard links, setuid, xattr); the one without stays stopped, with its
+// writable layer intact; the old root is gone and nothing uses it.
+func TestMigrateOverlay2RealDisks(t *testing.T) {
+	n := startOverlayNode(t)
+	n.checkView(t, "svc")
+	before := n.state(t)
+	plainDiff := n.docker.CLI(t, "diff", "plain")
+
+	out, errOut, code := runEvictguardEnv(t, nil, n.args("--to", n.to)...)
+	if code != 0 {
+		t.Fatalf("migrate: exit %d\n%s\n%s", code, out, errOut)
+	}
+	t.Logf("migrate:\n%s", out)
+	if got := strings.TrimSpace(n.docker.CLI(t, "info", "--format", "{{.DockerRootDir}} {{.Driver}}")); got != n.to+" overlay2" {
+		t.Fatalf("docker info: %q, want %s overlay2", got, n.to)
+	}
+	if after := n.state(t); after != before {
+		t.Errorf("state changed:\nbefore %+v\nafter  %+v", before, after)
+	}
+	if st := strings.TrimSpace(n.docker.CLI(t, "inspect", "-f", "{{.State.Status}}", "svc")); st != "running" {
+		t.Errorf("svc (restart always) is %s after the migration", st)
+	}
+	n.checkView(t, "svc")
+	if st := strings.TrimSpace(n.docker.CLI(t, "inspect", "-f", "{{.State.Status}}", "plain")); st != "exited" {
+		t.Errorf("plain (no restart policy) is %s after the migration", st)
+	}
+	if got := n.docker.CLI(t, "diff", "plain"); got != plainDiff {
+		t.Errorf("plain's writable layer changed: %q, was %q", got, plainDiff)
+	}
+	if _, err := os.Stat(n.from); !os.IsNotExist(err) {
+		t.Errorf("old root %s still exists: %v", n.from, err)
+	}
+	if pins, err := remediate.FindPins("/", n.to); err != nil || len(pins) == 0 {
+		t.Logf("mounts using the new root (running containers): %d %v", len(pins), err)
+	}
+}
+
+// TestMigrateOverlay2CrashRealDisks kills evictguard (SIGKILL through the journaled test hook)
+// in the pre-copy, in the stopped window (after the delta copy) and after the config step, on
+// the overlay2 node with running containers; `--resume` and `--rollback` must each leave the
+// runtime's view identical: image, exited container, volume, and the layered view of the
+// restarted container.
+func TestMigrateOverlay2CrashRealDisks(t *testing.T) {
+	n := startOverlayNode(t)
+	before := n.state(t)
+	cur, other := n.from, n.to
+	for _, step := range []string{remediate.MigStepPrecopy, remediate.MigStepDelta, remediate.MigStepConfig} {
+		for _, finish := range []string{"--resume", "--rollback"} {
+			out, errOut, code := runEvictguardEnv(t, []string{"EVICTGUARD_TEST_CRASH_AFTER=" + step}, n.args("--to", other)...)
+			if code != -1 || !strings.Contains(errOut, "TEST HOOK: killing evictguard") {
+				t.Fatalf("crash after %s: exit %d, want killed\n%s\n%s", step, code, out, errOut)
+			}
+			out, errOut, code = runEvictguardEnv(t, nil, n.args(finish)...)
+			if code != 0 {
+				t.Fatalf("%s after a crash at %s: exit %d\n%s\n%s", finish, step, code, out, errOut)
+			}
+			want := cur
+			if finish == "--resume" {
+				want = other
+			}
+			// Containers with a restart policy come back when dockerd starts.
+			err := harness.WaitFor(t.Context(), 60*time.Second, nil, func() error {
+				if st := strings.TrimSpace(n.docker.CLI(t, "inspect", "-f", "{{.State.Status}}", "svc")); st != "running" {
+					return fmt.Errorf("svc is %s", st)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("%s after %s: %v", finish, step, err)
+			}
+			if got := strings.TrimSpace(n.docker.CLI(t, "info", "--format", "{{.DockerRootDir}}")); got != want {
+				t.Fatalf("%s after a crash at %s: docker runs on %s, want %s", finish, step, got, want)
+			}
+			if after := n.state(t); after != before {
+				t.Errorf("%s after a crash at %s changed the state:\nbefore %+v\nafter  %+v", finish, step, before, after)
+			}
+			n.checkView(t, "svc")
+			if pins, err := remediate.FindPins("/", other); finish == "--rollback" && (err != nil || len(pins) > 0) {
+				t.Errorf("after --rollback the abandoned copy %s is in use: %v %v", other, pins, err)
+			}
+			if finish == "--resume" {
+				cur, other = other, cur
+			} else if err := os.RemoveAll(other); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("crash after %-8s → %-10s ok (docker on %s)", step, finish, want)
+		}
+	}
+}
