@@ -133,9 +133,25 @@ spec:
 		"--kubelet-unit", "kubelet.service", "--healthz", k.HealthzURL(), "--stable-for", "3s", "--state-dir", stateDir, "--yes"}
 
 	t.Run("a container outside the kubelet keeps the old root in use: rolled back", func(t *testing.T) {
-		c.Ctr(t, "run", "-d", "--snapshotter", "native", "evictguard.local/busybox:1", "outsider", "/bin/sleep", "1000000")
+		// runc's state beside the test's containerd, not in the host's /run/containerd.
+		c.Ctr(t, "run", "-d", "--snapshotter", "native", "--runc-root", filepath.Join(c.Dir, "runc-outsider"),
+			"evictguard.local/busybox:1", "outsider", "/bin/sleep", "1000000")
 		defer c.Ctr(t, "task", "kill", "-s", "SIGKILL", "outsider")
-		digest, lines := containerdDigest(t, from)
+		// containerd rewrites its snapshot metadata and the kubelet its pods' snapshots across
+		// the restart of a rollback; the images' content must not change, and the running
+		// container's root filesystem must still be there.
+		contentDigest := func() (string, string) {
+			var lines strings.Builder
+			d, err := remediate.TreeDigest(ctx, from, remediate.DigestOptions{Mtime: true, Lines: &lines, Skip: func(rel string) bool {
+				top, _, _ := strings.Cut(rel, "/")
+				return top != "io.containerd.content.v1.content"
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d, lines.String()
+		}
+		digest, lines := contentDigest()
 		out, errOut, code := runEvictguardEnv(t, nil, args...)
 		if code == 0 || !strings.Contains(out+errOut, "still in use by mounts") || !strings.Contains(out+errOut, "rolled back") {
 			t.Fatalf("migrate with a container outside CRI: exit %d, want a rollback naming the mounts\n%s\n%s", code, out, errOut)
@@ -144,8 +160,26 @@ spec:
 		if tasks := c.Ctr(t, "task", "ls"); !strings.Contains(tasks, "outsider") || !strings.Contains(tasks, "RUNNING") {
 			t.Errorf("the outside container is not running after the rollback: %s", tasks)
 		}
-		if got, gotLines := containerdDigest(t, from); got != digest {
-			t.Errorf("the old root changed:\nbefore:\n%s\nafter:\n%s", lines, gotLines)
+		if got, gotLines := contentDigest(); got != digest {
+			t.Errorf("the image content in the old root changed:\nbefore:\n%s\nafter:\n%s", lines, gotLines)
+		}
+		// Its root filesystem is mounted in the namespace containerd runs in (the sandboxed
+		// systemd's): look through that process's root.
+		pins, err := remediate.FindPins("/", from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, p := range pins {
+			if strings.HasSuffix(p.Mountpoint, "/outsider/rootfs") {
+				found = true
+				if _, err := os.Stat(fmt.Sprintf("/proc/%d/root%s/bin/busybox", p.PID, p.Mountpoint)); err != nil {
+					t.Errorf("the running container lost its root filesystem: %v", err)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("the running container's root filesystem is not mounted from the old root after the rollback: %v", pins)
 		}
 		j, err := remediate.OpenJournal("/", stateDir, nil)
 		if err != nil {

@@ -1021,10 +1021,12 @@ func (m *migration) stopAll(ctx context.Context) ([]string, error) {
 			return pods, err
 		}
 		if u == m.o.KubeletUnit && m.s.Plan.Runtime == RuntimeContainerd && m.o.ContainerdSocket != "" {
+			// Not fatal: containerd may be down already (a rollback, a resumed stop). Whatever
+			// still runs from the old root is caught by the check for mounts after the stop.
 			stopped, err := criStopPodSandboxes(ctx, m.o.ContainerdSocket, m.o.UnitTimeout)
 			pods = append(pods, stopped...)
 			if err != nil {
-				return pods, err
+				m.o.Log.Warn("could not stop the pods' sandboxes through CRI", "err", err)
 			}
 		}
 	}
