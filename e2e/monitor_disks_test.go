@@ -107,6 +107,23 @@ func TestMonitorOnRealDisks(t *testing.T) {
 						t.Errorf("%s: evictguard met=%v, the kubelet's eviction manager met=%v, expected %v", sig, g.Met, r.met[sig], wantMet[sig])
 					}
 				}
+				// `thresholds` warns about exactly the thresholds already breached.
+				tout, terr, tcode := runEvictguard(t, "thresholds", "-o", "json", "--kubelet-cmdline", cmdline)
+				if tcode != 0 {
+					t.Fatalf("thresholds exited %d: %s", tcode, terr)
+				}
+				warnings := decodeThresholds(t, tout).Warnings
+				for _, sig := range []string{"nodefs.available", "nodefs.inodesFree", "imagefs.available", "imagefs.inodesFree"} {
+					warned := false
+					for _, w := range warnings {
+						if strings.HasPrefix(w, "hard "+sig+"<") && strings.Contains(w, "is already breached") {
+							warned = true
+						}
+					}
+					if warned != wantMet[sig] {
+						t.Errorf("thresholds warns %s already breached: %v, the kubelet finds it met: %v; warnings:\n%s", sig, warned, wantMet[sig], strings.Join(warnings, "\n"))
+					}
+				}
 				sum, err := kubeletFsSummary(k)
 				if err != nil {
 					t.Fatal(err)
