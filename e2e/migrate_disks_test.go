@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/evictguard/evictguard/e2e/harness"
 	"github.com/evictguard/evictguard/remediate"
@@ -212,5 +215,122 @@ func TestMigrateOverlay2CrashRealDisks(t *testing.T) {
 			}
 			t.Logf("crash after %-8s → %-10s ok (docker on %s)", step, finish, want)
 		}
+	}
+}
+
+// TestMigrateContainerdOverlayfsRealDisks moves containerd's root, overlayfs snapshotter, from
+// an ext4 disk to an xfs disk under a kubelet running a pod of the layered image. The pod's
+// sandbox is stopped through CRI, the kubelet creates the pod again on the new root, and its
+// container sees the same layered view; the image content is identical and complete.
+func TestMigrateContainerdOverlayfsRealDisks(t *testing.T) {
+	harness.RequireRoot(t)
+	ctx := t.Context()
+	root := harness.LoopDisk(t, harness.DiskOptions{Size: 512 << 20, FS: "ext4", Name: "root"})
+	data := harness.LoopDisk(t, harness.DiskOptions{Size: 512 << 20, FS: "xfs", Name: "data"})
+	from, to := filepath.Join(root.Mountpoint, "containerd"), filepath.Join(data.Mountpoint, "containerd")
+	stateDir := harness.TempDir(t, "evictguard-state")
+	sd := harness.StartSystemd(t)
+	c := harness.StartContainerdUnit(t, sd, harness.ContainerdOptions{Root: from, Snapshotter: "overlayfs"})
+	c.Ctr(t, "images", "import", "--snapshotter", "overlayfs", ociBusyboxTarCmd(t, "evictguard.local/pause:1", []string{"/bin/sleep", "1000000"}))
+	c.Ctr(t, "images", "import", "--snapshotter", "overlayfs", harness.LayeredImageTar(t, "evictguard.local/layered:1"))
+	k := harness.PrepareKubelet(t, harness.KubeletOptions{Containerd: c, RootDir: filepath.Join(root.Mountpoint, "kubelet"),
+		StaticPods: map[string]string{"layered.yaml": `apiVersion: v1
+kind: Pod
+metadata:
+  name: layered
+  namespace: default
+spec:
+  hostNetwork: true
+  containers:
+  - name: app
+    image: evictguard.local/layered:1
+    imagePullPolicy: Never
+`}})
+	sd.WriteUnit(t, "kubelet.service", "[Unit]\nDescription=kubelet (evictguard e2e)\n\n[Service]\nExecStart="+strings.Join(k.Args, " ")+
+		"\nRestart=always\nRestartSec=1\nStandardOutput=append:"+filepath.Join(k.Dir, "kubelet.log")+"\nStandardError=inherit\n")
+	harness.StartUnit(t, sd, "kubelet.service")
+	t.Cleanup(func() {
+		if err := harness.UnmountBelow(k.RootDir); err != nil {
+			t.Errorf("unmount kubelet root: %v", err)
+		}
+	})
+	conn, err := grpc.NewClient("unix://"+c.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	running := func() (string, error) {
+		resp, err := rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+		if err != nil {
+			return "", err
+		}
+		for _, ct := range resp.GetContainers() {
+			if ct.GetMetadata().GetName() == "app" && ct.GetState() == runtimeapi.ContainerState_CONTAINER_RUNNING {
+				return ct.GetId(), nil
+			}
+		}
+		return "", fmt.Errorf("no running app container among %d", len(resp.GetContainers()))
+	}
+	kubeletLog := func() string { b, _ := os.ReadFile(filepath.Join(k.Dir, "kubelet.log")); return string(b) }
+	view := func(id string) string {
+		t.Helper()
+		r, err := rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Timeout: 10,
+			Cmd: []string{"sh", "-c", "ls /data/replace; [ -e /data/gone ] && echo gone-present; stat -c '%i' /data/hl1 /data/hl2; stat -c '%a %u' /data/suid /data/dir"}})
+		if err != nil || r.GetExitCode() != 0 {
+			t.Fatalf("exec in %s: %v %s", id, err, r.GetStderr())
+		}
+		f := strings.Fields(string(r.GetStdout()))
+		if len(f) != 7 || f[0] != "new" || f[1] != f[2] || f[3] != "4755" || f[5] != "750" || f[6] != "1000" {
+			t.Errorf("the pod's container sees %q: want only replace/new, no gone, hl1 and hl2 one inode, suid 4755, dir 750 owned by 1000", r.GetStdout())
+		}
+		return string(r.GetStdout())
+	}
+	var before string
+	if err := harness.WaitFor(ctx, 120*time.Second, nil, func() (err error) { before, err = running(); return err }); err != nil {
+		t.Fatalf("the pod never ran: %v\n%s", err, tail(kubeletLog(), 3000))
+	}
+	view(before)
+	content := func(root string) string {
+		var lines strings.Builder
+		d, err := remediate.TreeDigest(ctx, root, remediate.DigestOptions{Mtime: true, Lines: &lines, Skip: func(rel string) bool {
+			top, _, _ := strings.Cut(rel, "/")
+			return top != "io.containerd.content.v1.content"
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	digest := content(from)
+
+	out, errOut, code := runEvictguardEnv(t, nil, "migrate", "--runtime", "containerd", "--to", to, "--bus-address", sd.BusAddress,
+		"--containerd-config", c.ConfigPath, "--containerd-socket", c.Address, "--runtime-units", "containerd.service",
+		"--kubelet-unit", "kubelet.service", "--healthz", k.HealthzURL(), "--stable-for", "3s", "--state-dir", stateDir, "--yes")
+	if code != 0 {
+		t.Fatalf("migrate: exit %d\n%s\n%s", code, out, errOut)
+	}
+	var after string
+	if err := harness.WaitFor(ctx, 120*time.Second, nil, func() (err error) { after, err = running(); return err }); err != nil {
+		t.Fatalf("the pod is not running again: %v\n%s", err, tail(kubeletLog(), 3000))
+	}
+	if after == before {
+		t.Errorf("the pod's container %s was not created again", after)
+	}
+	view(after)
+	if got := content(to); got != digest {
+		t.Errorf("the image content differs after the move")
+	}
+	check := strings.Split(strings.TrimSpace(c.Ctr(t, "images", "check")), "\n")
+	if len(check) < 3 {
+		t.Errorf("ctr images check lists %d lines, want the two images", len(check))
+	}
+	for _, l := range check[1:] {
+		if !strings.Contains(l, "complete") {
+			t.Errorf("ctr images check: %s", l)
+		}
+	}
+	if _, err := os.Stat(from); !os.IsNotExist(err) {
+		t.Errorf("old root %s still exists: %v", from, err)
 	}
 }
