@@ -46,6 +46,7 @@ type copier struct {
 	links        map[inoKey]string
 	buf          []byte
 	noCFR        bool // copy_file_range unsupported between these filesystems
+	prefetch     bool // the source is on a block device: read ahead of the walk (prefetch_linux.go)
 	warned       map[string]bool
 	euid, egid   uint32
 	umask        uint32 // the process's umask; umaskUnknown: always chmod
@@ -109,6 +110,10 @@ func CopyTree(ctx context.Context, src, dst string, opts CopyOptions) (CopyStats
 		return c.stats, fmt.Errorf("copy: source %s is not a directory", src)
 	}
 	c.rootDev = st.Dev
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(src, &sfs); err == nil {
+		c.prefetch = sfs.Type != unix.TMPFS_MAGIC && sfs.Type != unix.RAMFS_MAGIC
+	}
 	start := time.Now()
 	c.prog = startProgress(ctx, opts)
 	_, err := c.entry(src, dst, &st, false)
@@ -276,6 +281,11 @@ func (c *copier) dir(src, dst string, st *unix.Stat_t, fresh bool) (bool, error)
 		}
 		slices.Sort(names)
 		sfd := int(sdir.Fd())
+		var pf *prefetcher
+		if c.prefetch && len(names) > 1 {
+			pf = startPrefetch(sfd, names, childFresh)
+			defer pf.close() // before sdir.Close (deferred earlier)
+		}
 		// A directory the pass trusts lists the names it had when the last pass (which
 		// deleted what was gone) read it: nothing to delete.
 		if c.opts.Delete && exists && !trusted {
@@ -293,7 +303,10 @@ func (c *copier) dir(src, dst string, st *unix.Stat_t, fresh bool) (bool, error)
 				}
 			}
 		}
-		for _, n := range names {
+		for i, n := range names {
+			if pf != nil {
+				pf.at(i)
+			}
 			var cst unix.Stat_t
 			if err := unix.Fstatat(sfd, n, &cst, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				if errors.Is(err, unix.ENOENT) { // removed while we copy (pre-copy): the delta pass sees it
