@@ -313,7 +313,7 @@ func bdiStats(t *testing.T, device string) func() (dirty, writeback int64) {
 		}
 		t.Cleanup(func() { _ = unix.Unmount(dbg, 0) })
 	}
-	file := filepath.Join(dbg, "bdi", fmt.Sprintf("%d:%d", unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev))), "stats")
+	file := filepath.Join(dbg, "bdi", fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev)), "stats")
 	return func() (int64, int64) {
 		b, err := os.ReadFile(file)
 		if err != nil {
@@ -325,9 +325,9 @@ func bdiStats(t *testing.T, device string) func() (dirty, writeback int64) {
 			if len(f) >= 2 {
 				switch f[0] {
 				case "BdiDirty:", "BdiReclaimable:": // renamed in Linux 6.x
-					fmt.Sscan(f[1], &dirty)
+					_, _ = fmt.Sscan(f[1], &dirty)
 				case "BdiWriteback:":
-					fmt.Sscan(f[1], &wb)
+					_, _ = fmt.Sscan(f[1], &wb)
 				}
 			}
 		}

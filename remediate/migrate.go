@@ -197,8 +197,8 @@ type MigrationPlan struct {
 	// start) does what the interrupted invocation was asked to, whatever its own flags say.
 	Checksums    bool          `json:"checksums,omitempty"`
 	DrainTimeout time.Duration `json:"drainTimeout,omitempty"`
-	Refusals           []string      `json:"refusals,omitempty"`
-	Warnings           []string      `json:"warnings,omitempty"`
+	Refusals     []string      `json:"refusals,omitempty"`
+	Warnings     []string      `json:"warnings,omitempty"`
 }
 
 // OK reports whether nothing refuses the migration.
@@ -886,7 +886,7 @@ func removeTree(dir string) error {
 		}
 		return &os.PathError{Op: "lstat", Path: dir, Err: err}
 	}
-	if err := removeOneFS(dir, uint64(st.Dev)); err != nil {
+	if err := removeOneFS(dir, st.Dev); err != nil {
 		return err
 	}
 	if err := os.Remove(dir); err != nil && !errors.Is(err, syscall.EBUSY) && !errors.Is(err, os.ErrPermission) {
@@ -913,7 +913,7 @@ func removeOneFS(dir string, dev uint64) error {
 		if err := syscall.Lstat(p, &st); err != nil {
 			return &os.PathError{Op: "lstat", Path: p, Err: err}
 		}
-		if uint64(st.Dev) != dev {
+		if st.Dev != dev {
 			return fmt.Errorf("%s is a mount point (another filesystem): refusing to remove across it", p)
 		}
 		if err := removeOneFS(p, dev); err != nil {

@@ -12,4 +12,6 @@ import (
 type Pin struct{ Mountpoint, Why string }
 
 // FindPins needs /proc/<pid>/mountinfo.
-func FindPins(hostfs.Root, string) ([]Pin, error) { return nil, errors.New("mount namespaces are Linux-only") }
+func FindPins(hostfs.Root, string) ([]Pin, error) {
+	return nil, errors.New("mount namespaces are Linux-only")
+}

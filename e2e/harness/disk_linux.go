@@ -111,7 +111,7 @@ func (d *Disk) Sync(t testing.TB) {
 
 func detachLoop(dev string) error {
 	if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-		return fmt.Errorf("losetup -d %s: %v: %s", dev, err, out)
+		return fmt.Errorf("losetup -d %s: %w: %s", dev, err, out)
 	}
 	return nil
 }

@@ -45,7 +45,7 @@ func build(root string, size int64, entries int, seed uint64) error {
 		if err != nil {
 			return err
 		}
-		off := int(r.IntN(len(buf)))
+		off := r.IntN(len(buf))
 		for n > 0 {
 			chunk := min(n, int64(len(buf)-off))
 			if _, err := f.Write(buf[off : off+int(chunk)]); err != nil {
@@ -109,7 +109,7 @@ func build(root string, size int64, entries int, seed uint64) error {
 				return err
 			}
 		case i%400 == 11 && i >= len(small): // whiteout: a file deleted in an upper layer
-			if err := unix.Mknod(p, unix.S_IFCHR|0o000, 0); err != nil {
+			if err := unix.Mknod(p, unix.S_IFCHR, 0); err != nil {
 				return err
 			}
 		case i%1000 == 13: // an opaque directory replacing a lower one
@@ -120,7 +120,7 @@ func build(root string, size int64, entries int, seed uint64) error {
 				return err
 			}
 		default:
-			n := perFile/2 + int64(r.Int64N(perFile+1))
+			n := perFile/2 + r.Int64N(perFile+1)
 			mode := os.FileMode(0o644)
 			if i%2000 == 17 {
 				mode = 0o4755
