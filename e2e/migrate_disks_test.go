@@ -218,22 +218,30 @@ func TestMigrateOverlay2CrashRealDisks(t *testing.T) {
 	}
 }
 
-// TestMigrateContainerdOverlayfsRealDisks moves containerd's root, overlayfs snapshotter, from
-// an ext4 disk to an xfs disk under a kubelet running a pod of the layered image. The pod's
-// sandbox is stopped through CRI, the kubelet creates the pod again on the new root, and its
-// container sees the same layered view; the image content is identical and complete.
-func TestMigrateContainerdOverlayfsRealDisks(t *testing.T) {
+// containerdNode is the containerd counterpart of overlayNode: containerd with the overlayfs
+// snapshotter on an ext4 disk, a second xfs disk, and kubelet.service running a pod of the
+// layered image.
+type containerdNode struct {
+	c        *harness.Containerd
+	k        *harness.Kubelet
+	sd       *harness.Systemd
+	rt       runtimeapi.RuntimeServiceClient
+	img      runtimeapi.ImageServiceClient
+	from, to string
+	stateDir string
+}
+
+func startContainerdNode(t *testing.T) *containerdNode {
+	t.Helper()
 	harness.RequireRoot(t)
-	ctx := t.Context()
 	root := harness.LoopDisk(t, harness.DiskOptions{Size: 512 << 20, FS: "ext4", Name: "root"})
 	data := harness.LoopDisk(t, harness.DiskOptions{Size: 512 << 20, FS: "xfs", Name: "data"})
-	from, to := filepath.Join(root.Mountpoint, "containerd"), filepath.Join(data.Mountpoint, "containerd")
-	stateDir := harness.TempDir(t, "evictguard-state")
-	sd := harness.StartSystemd(t)
-	c := harness.StartContainerdUnit(t, sd, harness.ContainerdOptions{Root: from, Snapshotter: "overlayfs"})
-	c.Ctr(t, "images", "import", "--snapshotter", "overlayfs", ociBusyboxTarCmd(t, "evictguard.local/pause:1", []string{"/bin/sleep", "1000000"}))
-	c.Ctr(t, "images", "import", "--snapshotter", "overlayfs", harness.LayeredImageTar(t, "evictguard.local/layered:1"))
-	k := harness.PrepareKubelet(t, harness.KubeletOptions{Containerd: c, RootDir: filepath.Join(root.Mountpoint, "kubelet"),
+	n := &containerdNode{from: filepath.Join(root.Mountpoint, "containerd"), to: filepath.Join(data.Mountpoint, "containerd"),
+		stateDir: harness.TempDir(t, "evictguard-state"), sd: harness.StartSystemd(t)}
+	n.c = harness.StartContainerdUnit(t, n.sd, harness.ContainerdOptions{Root: n.from, Snapshotter: "overlayfs"})
+	n.c.Ctr(t, "images", "import", "--snapshotter", "overlayfs", ociBusyboxTarCmd(t, "evictguard.local/pause:1", []string{"/bin/sleep", "1000000"}))
+	n.c.Ctr(t, "images", "import", "--snapshotter", "overlayfs", harness.LayeredImageTar(t, "evictguard.local/layered:1"))
+	n.k = harness.PrepareKubelet(t, harness.KubeletOptions{Containerd: n.c, RootDir: filepath.Join(root.Mountpoint, "kubelet"),
 		StaticPods: map[string]string{"layered.yaml": `apiVersion: v1
 kind: Pod
 metadata:
@@ -246,82 +254,84 @@ spec:
     image: evictguard.local/layered:1
     imagePullPolicy: Never
 `}})
-	sd.WriteUnit(t, "kubelet.service", "[Unit]\nDescription=kubelet (evictguard e2e)\n\n[Service]\nExecStart="+strings.Join(k.Args, " ")+
-		"\nRestart=always\nRestartSec=1\nStandardOutput=append:"+filepath.Join(k.Dir, "kubelet.log")+"\nStandardError=inherit\n")
-	harness.StartUnit(t, sd, "kubelet.service")
+	n.sd.WriteUnit(t, "kubelet.service", "[Unit]\nDescription=kubelet (evictguard e2e)\n\n[Service]\nExecStart="+strings.Join(n.k.Args, " ")+
+		"\nRestart=always\nRestartSec=1\nStandardOutput=append:"+filepath.Join(n.k.Dir, "kubelet.log")+"\nStandardError=inherit\n")
+	harness.StartUnit(t, n.sd, "kubelet.service")
 	t.Cleanup(func() {
-		if err := harness.UnmountBelow(k.RootDir); err != nil {
+		if err := harness.UnmountBelow(n.k.RootDir); err != nil {
 			t.Errorf("unmount kubelet root: %v", err)
 		}
 	})
-	conn, err := grpc.NewClient("unix://"+c.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix://"+n.c.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	rt := runtimeapi.NewRuntimeServiceClient(conn)
-	running := func() (string, error) {
-		resp, err := rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+	t.Cleanup(func() { conn.Close() })
+	n.rt, n.img = runtimeapi.NewRuntimeServiceClient(conn), runtimeapi.NewImageServiceClient(conn)
+	return n
+}
+
+func (n *containerdNode) args(extra ...string) []string {
+	return append([]string{"migrate", "--runtime", "containerd", "--bus-address", n.sd.BusAddress,
+		"--containerd-config", n.c.ConfigPath, "--containerd-socket", n.c.Address, "--runtime-units", "containerd.service",
+		"--kubelet-unit", "kubelet.service", "--healthz", n.k.HealthzURL(), "--stable-for", "3s", "--state-dir", n.stateDir, "--yes"}, extra...)
+}
+
+// waitApp waits for the pod's container to run and returns its id.
+func (n *containerdNode) waitApp(t *testing.T) string {
+	t.Helper()
+	var id string
+	err := harness.WaitFor(t.Context(), 120*time.Second, nil, func() error {
+		resp, err := n.rt.ListContainers(t.Context(), &runtimeapi.ListContainersRequest{})
 		if err != nil {
-			return "", err
+			return err
 		}
 		for _, ct := range resp.GetContainers() {
 			if ct.GetMetadata().GetName() == "app" && ct.GetState() == runtimeapi.ContainerState_CONTAINER_RUNNING {
-				return ct.GetId(), nil
+				id = ct.GetId()
+				return nil
 			}
 		}
-		return "", fmt.Errorf("no running app container among %d", len(resp.GetContainers()))
+		return fmt.Errorf("no running app container among %d", len(resp.GetContainers()))
+	})
+	if err != nil {
+		b, _ := os.ReadFile(filepath.Join(n.k.Dir, "kubelet.log"))
+		t.Fatalf("the pod is not running: %v\n%s", err, tail(string(b), 3000))
 	}
-	kubeletLog := func() string { b, _ := os.ReadFile(filepath.Join(k.Dir, "kubelet.log")); return string(b) }
-	view := func(id string) string {
-		t.Helper()
-		r, err := rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Timeout: 10,
-			Cmd: []string{"sh", "-c", "ls /data/replace; [ -e /data/gone ] && echo gone-present; stat -c '%i' /data/hl1 /data/hl2; stat -c '%a %u' /data/suid /data/dir"}})
-		if err != nil || r.GetExitCode() != 0 {
-			t.Fatalf("exec in %s: %v %s", id, err, r.GetStderr())
-		}
-		f := strings.Fields(string(r.GetStdout()))
-		if len(f) != 7 || f[0] != "new" || f[1] != f[2] || f[3] != "4755" || f[5] != "750" || f[6] != "1000" {
-			t.Errorf("the pod's container sees %q: want only replace/new, no gone, hl1 and hl2 one inode, suid 4755, dir 750 owned by 1000", r.GetStdout())
-		}
-		return string(r.GetStdout())
-	}
-	var before string
-	if err := harness.WaitFor(ctx, 120*time.Second, nil, func() (err error) { before, err = running(); return err }); err != nil {
-		t.Fatalf("the pod never ran: %v\n%s", err, tail(kubeletLog(), 3000))
-	}
-	view(before)
-	content := func(root string) string {
-		var lines strings.Builder
-		d, err := remediate.TreeDigest(ctx, root, remediate.DigestOptions{Mtime: true, Lines: &lines, Skip: func(rel string) bool {
-			top, _, _ := strings.Cut(rel, "/")
-			return top != "io.containerd.content.v1.content"
-		}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
-	digest := content(from)
+	return id
+}
 
-	out, errOut, code := runEvictguardEnv(t, nil, "migrate", "--runtime", "containerd", "--to", to, "--bus-address", sd.BusAddress,
-		"--containerd-config", c.ConfigPath, "--containerd-socket", c.Address, "--runtime-units", "containerd.service",
-		"--kubelet-unit", "kubelet.service", "--healthz", k.HealthzURL(), "--stable-for", "3s", "--state-dir", stateDir, "--yes")
-	if code != 0 {
-		t.Fatalf("migrate: exit %d\n%s\n%s", code, out, errOut)
+// checkView asserts the layered view from inside the pod's container.
+func (n *containerdNode) checkView(t *testing.T, id string) {
+	t.Helper()
+	r, err := n.rt.ExecSync(t.Context(), &runtimeapi.ExecSyncRequest{ContainerId: id, Timeout: 10,
+		Cmd: []string{"sh", "-c", "ls /data/replace; [ -e /data/gone ] && echo gone-present; stat -c '%i' /data/hl1 /data/hl2; stat -c '%a %u' /data/suid /data/dir"}})
+	if err != nil || r.GetExitCode() != 0 {
+		t.Fatalf("exec in %s: %v %s", id, err, r.GetStderr())
 	}
-	var after string
-	if err := harness.WaitFor(ctx, 120*time.Second, nil, func() (err error) { after, err = running(); return err }); err != nil {
-		t.Fatalf("the pod is not running again: %v\n%s", err, tail(kubeletLog(), 3000))
+	f := strings.Fields(string(r.GetStdout()))
+	if len(f) != 7 || f[0] != "new" || f[1] != f[2] || f[3] != "4755" || f[5] != "750" || f[6] != "1000" {
+		t.Errorf("the pod's container sees %q: want only replace/new, no gone, hl1 and hl2 one inode, suid 4755, dir 750 owned by 1000", r.GetStdout())
 	}
-	if after == before {
-		t.Errorf("the pod's container %s was not created again", after)
+}
+
+// content digests the content store (the images' blobs) under root.
+func (n *containerdNode) content(t *testing.T, root string) string {
+	t.Helper()
+	d, err := remediate.TreeDigest(t.Context(), root, remediate.DigestOptions{Mtime: true, Skip: func(rel string) bool {
+		top, _, _ := strings.Cut(rel, "/")
+		return top != "io.containerd.content.v1.content"
+	}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	view(after)
-	if got := content(to); got != digest {
-		t.Errorf("the image content differs after the move")
-	}
-	check := strings.Split(strings.TrimSpace(c.Ctr(t, "images", "check")), "\n")
+	return d
+}
+
+// checkImages asserts that ctr finds every image complete.
+func (n *containerdNode) checkImages(t *testing.T) {
+	t.Helper()
+	check := strings.Split(strings.TrimSpace(n.c.Ctr(t, "images", "check")), "\n")
 	if len(check) < 3 {
 		t.Errorf("ctr images check lists %d lines, want the two images", len(check))
 	}
@@ -330,7 +340,84 @@ spec:
 			t.Errorf("ctr images check: %s", l)
 		}
 	}
-	if _, err := os.Stat(from); !os.IsNotExist(err) {
-		t.Errorf("old root %s still exists: %v", from, err)
+}
+
+// TestMigrateContainerdOverlayfsRealDisks moves containerd's root, overlayfs snapshotter, from
+// an ext4 disk to an xfs disk under a kubelet running a pod of the layered image. The pod's
+// sandbox is stopped through CRI, the kubelet creates the pod again on the new root, and its
+// container sees the same layered view; the image content is identical and complete.
+func TestMigrateContainerdOverlayfsRealDisks(t *testing.T) {
+	n := startContainerdNode(t)
+	before := n.waitApp(t)
+	n.checkView(t, before)
+	digest := n.content(t, n.from)
+	out, errOut, code := runEvictguardEnv(t, nil, n.args("--to", n.to)...)
+	if code != 0 {
+		t.Fatalf("migrate: exit %d\n%s\n%s", code, out, errOut)
+	}
+	after := n.waitApp(t)
+	if after == before {
+		t.Errorf("the pod's container %s was not created again", after)
+	}
+	n.checkView(t, after)
+	if got := n.content(t, n.to); got != digest {
+		t.Errorf("the image content differs after the move")
+	}
+	n.checkImages(t)
+	if _, err := os.Stat(n.from); !os.IsNotExist(err) {
+		t.Errorf("old root %s still exists: %v", n.from, err)
+	}
+}
+
+// TestMigrateContainerdOverlayfsCrashRealDisks: the same node, evictguard SIGKILLed in the
+// pre-copy, in the stopped window and after the config step; `--resume` and `--rollback`
+// each leave the images identical and complete and the pod running with the same view, on
+// the root they say.
+func TestMigrateContainerdOverlayfsCrashRealDisks(t *testing.T) {
+	n := startContainerdNode(t)
+	n.waitApp(t)
+	digest := n.content(t, n.from)
+	cur, other := n.from, n.to
+	for _, step := range []string{remediate.MigStepPrecopy, remediate.MigStepDelta, remediate.MigStepConfig} {
+		for _, finish := range []string{"--resume", "--rollback"} {
+			out, errOut, code := runEvictguardEnv(t, []string{"EVICTGUARD_TEST_CRASH_AFTER=" + step}, n.args("--to", other)...)
+			if code != -1 || !strings.Contains(errOut, "TEST HOOK: killing evictguard") {
+				t.Fatalf("crash after %s: exit %d, want killed\n%s\n%s", step, code, out, errOut)
+			}
+			out, errOut, code = runEvictguardEnv(t, nil, n.args(finish)...)
+			if code != 0 {
+				t.Fatalf("%s after a crash at %s: exit %d\n%s\n%s", finish, step, code, out, errOut)
+			}
+			want := cur
+			if finish == "--resume" {
+				want = other
+			}
+			n.checkView(t, n.waitApp(t))
+			fsi, err := n.img.ImageFsInfo(t.Context(), &runtimeapi.ImageFsInfoRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if mp := fsi.GetImageFilesystems()[0].GetFsId().GetMountpoint(); !strings.HasPrefix(mp, want+"/") {
+				t.Errorf("%s after a crash at %s: containerd's image filesystem is %s, want under %s", finish, step, mp, want)
+			}
+			if got := n.content(t, want); got != digest {
+				t.Errorf("%s after a crash at %s: the image content under %s differs", finish, step, want)
+			}
+			n.checkImages(t)
+			if finish == "--resume" {
+				if _, err := os.Stat(cur); !os.IsNotExist(err) {
+					t.Errorf("after --resume the old root %s still exists: %v", cur, err)
+				}
+				cur, other = other, cur
+			} else {
+				if pins, err := remediate.FindPins("/", other); err != nil || len(pins) > 0 {
+					t.Errorf("after --rollback the abandoned copy %s is in use: %v %v", other, pins, err)
+				}
+				if err := os.RemoveAll(other); err != nil {
+					t.Fatal(err)
+				}
+			}
+			t.Logf("crash after %-8s → %-10s ok (containerd on %s)", step, finish, want)
+		}
 	}
 }
