@@ -1,17 +1,12 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/evictguard/evictguard/e2e/harness"
 )
@@ -114,23 +109,7 @@ func TestOldKubelet(t *testing.T) {
 		if st := state(s, "imagefs.available"); st == "breached" || st == "unknown" {
 			t.Errorf("imagefs.available is %s on the dedicated image filesystem", st)
 		}
-		ctx := context.Background()
-		err := harness.WaitFor(ctx, 120*time.Second, k.Proc, func() error {
-			n, err := api.Client.CoreV1().Nodes().Get(ctx, "old-node", metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			for _, cond := range n.Status.Conditions {
-				if cond.Type == corev1.NodeDiskPressure {
-					if cond.Status == corev1.ConditionTrue {
-						return nil
-					}
-					return fmt.Errorf("DiskPressure=%s (%s)", cond.Status, cond.Message)
-				}
-			}
-			return errors.New("no DiskPressure condition yet")
-		})
-		if err != nil {
+		if err := waitNodeCondition(api, k, "old-node", corev1.NodeDiskPressure); err != nil {
 			t.Fatalf("kubelet %s never set DiskPressure: %v\n%s", version, err, k.Proc.LogTail(3000))
 		}
 		// The kubelet's own verdict, round by round, agrees with evictguard's.

@@ -164,11 +164,7 @@ func TestMigrateContainerd(t *testing.T) {
 	if err := harness.WaitFor(context.Background(), 30*time.Second, nil, healthz); err != nil {
 		t.Errorf("kubelet unhealthy after the migration: %v", err)
 	}
-	j, err := remediate.OpenJournal("/", stateDir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ops, _ := j.List()
+	ops := journalOps(t, stateDir)
 	if len(ops) != 1 || ops[0].State != remediate.StateDone {
 		t.Fatalf("journal: %+v", ops)
 	}

@@ -20,15 +20,7 @@ func (m *dockerMigration) crashAt(t *testing.T, step, to string) {
 
 func (m *dockerMigration) journalState(t *testing.T) []*remediate.Operation {
 	t.Helper()
-	j, err := remediate.OpenJournal("/", m.stateDir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ops, err := j.List()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ops
+	return journalOps(t, m.stateDir)
 }
 
 // removeBackups deletes the old roots kept by --keep-old next to root.

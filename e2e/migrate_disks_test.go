@@ -173,47 +173,65 @@ func TestMigrateOverlay2RealDisks(t *testing.T) {
 func TestMigrateOverlay2CrashRealDisks(t *testing.T) {
 	n := startOverlayNode(t)
 	before := n.state(t)
-	cur, other := n.from, n.to
+	crashMatrix(t, n.args, n.from, n.to, func(step, finish, root string) {
+		// Containers with a restart policy come back when dockerd starts.
+		err := harness.WaitFor(t.Context(), 60*time.Second, nil, func() error {
+			if st := strings.TrimSpace(n.docker.CLI(t, "inspect", "-f", "{{.State.Status}}", "svc")); st != "running" {
+				return fmt.Errorf("svc is %s", st)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%s after %s: %v", finish, step, err)
+		}
+		if got := strings.TrimSpace(n.docker.CLI(t, "info", "--format", "{{.DockerRootDir}}")); got != root {
+			t.Fatalf("%s after a crash at %s: docker runs on %s, want %s", finish, step, got, root)
+		}
+		if after := n.state(t); after != before {
+			t.Errorf("%s after a crash at %s changed the state:\nbefore %+v\nafter  %+v", finish, step, before, after)
+		}
+		n.checkView(t, "svc")
+	})
+}
+
+// crashMatrix kills evictguard (SIGKILL through the journaled test hook) after the pre-copy,
+// after the delta pass (in the stopped window) and after the config step, and finishes each
+// interrupted migration once with --resume and once with --rollback; check then asserts
+// that the runtime's view is intact on root, the root it must run on. After a resume the old
+// root must be gone; after a rollback the abandoned copy must be unused, and is removed for
+// the next round. The migrations alternate between from and to.
+func crashMatrix(t *testing.T, args func(extra ...string) []string, from, to string, check func(step, finish, root string)) {
+	t.Helper()
+	cur, other := from, to
 	for _, step := range []string{remediate.MigStepPrecopy, remediate.MigStepDelta, remediate.MigStepConfig} {
 		for _, finish := range []string{"--resume", "--rollback"} {
-			out, errOut, code := runEvictguardEnv(t, []string{"EVICTGUARD_TEST_CRASH_AFTER=" + step}, n.args("--to", other)...)
+			out, errOut, code := runEvictguardEnv(t, []string{"EVICTGUARD_TEST_CRASH_AFTER=" + step}, args("--to", other)...)
 			if code != -1 || !strings.Contains(errOut, "TEST HOOK: killing evictguard") {
 				t.Fatalf("crash after %s: exit %d, want killed\n%s\n%s", step, code, out, errOut)
 			}
-			out, errOut, code = runEvictguardEnv(t, nil, n.args(finish)...)
+			out, errOut, code = runEvictguardEnv(t, nil, args(finish)...)
 			if code != 0 {
 				t.Fatalf("%s after a crash at %s: exit %d\n%s\n%s", finish, step, code, out, errOut)
 			}
-			want := cur
+			root := cur
 			if finish == "--resume" {
-				want = other
+				root = other
 			}
-			// Containers with a restart policy come back when dockerd starts.
-			err := harness.WaitFor(t.Context(), 60*time.Second, nil, func() error {
-				if st := strings.TrimSpace(n.docker.CLI(t, "inspect", "-f", "{{.State.Status}}", "svc")); st != "running" {
-					return fmt.Errorf("svc is %s", st)
+			check(step, finish, root)
+			if finish == "--resume" {
+				if _, err := os.Stat(cur); !os.IsNotExist(err) {
+					t.Errorf("after --resume the old root %s still exists: %v", cur, err)
 				}
-				return nil
-			})
-			if err != nil {
-				t.Fatalf("%s after %s: %v", finish, step, err)
-			}
-			if got := strings.TrimSpace(n.docker.CLI(t, "info", "--format", "{{.DockerRootDir}}")); got != want {
-				t.Fatalf("%s after a crash at %s: docker runs on %s, want %s", finish, step, got, want)
-			}
-			if after := n.state(t); after != before {
-				t.Errorf("%s after a crash at %s changed the state:\nbefore %+v\nafter  %+v", finish, step, before, after)
-			}
-			n.checkView(t, "svc")
-			if pins, err := remediate.FindPins("/", other); finish == "--rollback" && (err != nil || len(pins) > 0) {
-				t.Errorf("after --rollback the abandoned copy %s is in use: %v %v", other, pins, err)
-			}
-			if finish == "--resume" {
 				cur, other = other, cur
-			} else if err := os.RemoveAll(other); err != nil {
-				t.Fatal(err)
+			} else {
+				if pins, err := remediate.FindPins("/", other); err != nil || len(pins) > 0 {
+					t.Errorf("after --rollback the abandoned copy %s is in use: %v %v", other, pins, err)
+				}
+				if err := os.RemoveAll(other); err != nil {
+					t.Fatal(err)
+				}
 			}
-			t.Logf("crash after %-8s → %-10s ok (docker on %s)", step, finish, want)
+			t.Logf("crash after %-8s → %-10s ok (runtime on %s)", step, finish, root)
 		}
 	}
 }
@@ -377,47 +395,18 @@ func TestMigrateContainerdOverlayfsCrashRealDisks(t *testing.T) {
 	n := startContainerdNode(t)
 	n.waitApp(t)
 	digest := n.content(t, n.from)
-	cur, other := n.from, n.to
-	for _, step := range []string{remediate.MigStepPrecopy, remediate.MigStepDelta, remediate.MigStepConfig} {
-		for _, finish := range []string{"--resume", "--rollback"} {
-			out, errOut, code := runEvictguardEnv(t, []string{"EVICTGUARD_TEST_CRASH_AFTER=" + step}, n.args("--to", other)...)
-			if code != -1 || !strings.Contains(errOut, "TEST HOOK: killing evictguard") {
-				t.Fatalf("crash after %s: exit %d, want killed\n%s\n%s", step, code, out, errOut)
-			}
-			out, errOut, code = runEvictguardEnv(t, nil, n.args(finish)...)
-			if code != 0 {
-				t.Fatalf("%s after a crash at %s: exit %d\n%s\n%s", finish, step, code, out, errOut)
-			}
-			want := cur
-			if finish == "--resume" {
-				want = other
-			}
-			n.checkView(t, n.waitApp(t))
-			fsi, err := n.img.ImageFsInfo(t.Context(), &runtimeapi.ImageFsInfoRequest{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if mp := fsi.GetImageFilesystems()[0].GetFsId().GetMountpoint(); !strings.HasPrefix(mp, want+"/") {
-				t.Errorf("%s after a crash at %s: containerd's image filesystem is %s, want under %s", finish, step, mp, want)
-			}
-			if got := n.content(t, want); got != digest {
-				t.Errorf("%s after a crash at %s: the image content under %s differs", finish, step, want)
-			}
-			n.checkImages(t)
-			if finish == "--resume" {
-				if _, err := os.Stat(cur); !os.IsNotExist(err) {
-					t.Errorf("after --resume the old root %s still exists: %v", cur, err)
-				}
-				cur, other = other, cur
-			} else {
-				if pins, err := remediate.FindPins("/", other); err != nil || len(pins) > 0 {
-					t.Errorf("after --rollback the abandoned copy %s is in use: %v %v", other, pins, err)
-				}
-				if err := os.RemoveAll(other); err != nil {
-					t.Fatal(err)
-				}
-			}
-			t.Logf("crash after %-8s → %-10s ok (containerd on %s)", step, finish, want)
+	crashMatrix(t, n.args, n.from, n.to, func(step, finish, root string) {
+		n.checkView(t, n.waitApp(t))
+		fsi, err := n.img.ImageFsInfo(t.Context(), &runtimeapi.ImageFsInfoRequest{})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		if mp := fsi.GetImageFilesystems()[0].GetFsId().GetMountpoint(); !strings.HasPrefix(mp, root+"/") {
+			t.Errorf("%s after a crash at %s: containerd's image filesystem is %s, want under %s", finish, step, mp, root)
+		}
+		if got := n.content(t, root); got != digest {
+			t.Errorf("%s after a crash at %s: the image content under %s differs", finish, step, root)
+		}
+		n.checkImages(t)
+	})
 }

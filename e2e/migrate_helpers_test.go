@@ -182,3 +182,17 @@ func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+// journalOps lists the operations journaled under stateDir.
+func journalOps(t *testing.T, stateDir string) []*remediate.Operation {
+	t.Helper()
+	j, err := remediate.OpenJournal("/", stateDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, err := j.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ops
+}

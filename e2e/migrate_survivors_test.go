@@ -181,11 +181,7 @@ spec:
 		if !found {
 			t.Errorf("the running container's root filesystem is not mounted from the old root after the rollback: %v", pins)
 		}
-		j, err := remediate.OpenJournal("/", stateDir, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ops, _ := j.List()
+		ops := journalOps(t, stateDir)
 		if len(ops) != 1 || ops[0].State != remediate.StateRolledBack {
 			t.Fatalf("journal: %+v", ops)
 		}
@@ -218,11 +214,7 @@ spec:
 		if pins, err := remediate.FindPins("/", from); err != nil || len(pins) != 0 {
 			t.Errorf("the old root is still used: %v %v", pins, err)
 		}
-		j, err := remediate.OpenJournal("/", stateDir, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ops, _ := j.List()
+		ops := journalOps(t, stateDir)
 		last := ops[len(ops)-1]
 		if last.State != remediate.StateDone {
 			t.Fatalf("journal: %+v", last)

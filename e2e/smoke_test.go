@@ -154,23 +154,7 @@ func TestSmokeKubeletDiskPressure(t *testing.T) {
 	if hard["nodefs.available"] != "10%" || hard["memory.available"] != "100Mi" || len(hard) != 5 {
 		t.Errorf("configz evictionHard = %v, want the five 1.30+ Linux defaults", hard)
 	}
-	ctx := context.Background()
-	err = harness.WaitFor(ctx, 120*time.Second, k.Proc, func() error {
-		n, err := api.Client.CoreV1().Nodes().Get(ctx, "node-3", metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		for _, cond := range n.Status.Conditions {
-			if cond.Type == corev1.NodeDiskPressure {
-				if cond.Status == corev1.ConditionTrue {
-					return nil
-				}
-				return fmt.Errorf("DiskPressure=%s (%s)", cond.Status, cond.Message)
-			}
-		}
-		return errors.New("no DiskPressure condition yet")
-	})
-	if err != nil {
+	if err := waitNodeCondition(api, k, "node-3", corev1.NodeDiskPressure); err != nil {
 		t.Fatalf("node never got DiskPressure: %v", err)
 	}
 	if log := k.Proc.Log(); !strings.Contains(log, "NodeHasDiskPressure") {
@@ -209,4 +193,24 @@ func httpGet(url string) ([]byte, error) {
 		return b, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return b, nil
+}
+
+// waitNodeCondition waits (2 minutes, while the kubelet runs) until the Node has cond True.
+func waitNodeCondition(api *harness.APIServer, k *harness.Kubelet, node string, cond corev1.NodeConditionType) error {
+	ctx := context.Background()
+	return harness.WaitFor(ctx, 120*time.Second, k.Proc, func() error {
+		n, err := api.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == cond {
+				if c.Status == corev1.ConditionTrue {
+					return nil
+				}
+				return fmt.Errorf("%s=%s (%s)", cond, c.Status, c.Message)
+			}
+		}
+		return fmt.Errorf("no %s condition yet", cond)
+	})
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -191,28 +190,5 @@ func fillToAvailable(t *testing.T, dir string, frac float64) {
 	fill(t, f.Name(), n)
 }
 
-type summary struct {
-	Node struct {
-		Fs struct {
-			CapacityBytes int64 `json:"capacityBytes"`
-		} `json:"fs"`
-		Runtime struct {
-			ImageFs struct {
-				CapacityBytes int64 `json:"capacityBytes"`
-			} `json:"imageFs"`
-		} `json:"runtime"`
-	} `json:"node"`
-}
-
 // kubeletSummary reads the kubelet's /stats/summary (anonymous, AlwaysAllow in the harness).
-func kubeletSummary(k *harness.Kubelet) (*summary, error) {
-	b, err := k.Get("/stats/summary")
-	if err != nil {
-		return nil, err
-	}
-	var s summary
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("/stats/summary: %w", err)
-	}
-	return &s, nil
-}
+func kubeletSummary(k *harness.Kubelet) (*fsSummaryDoc, error) { return kubeletFsSummary(k) }
