@@ -48,7 +48,7 @@ type memoryObserver struct {
 	root hostfs.Root
 	// pods is the kubelet's pods cgroup inside a hierarchy ("/kubepods"); "" when unknown.
 	pods string
-	// v2 is decided on first use: 1 = cgroup v1 (or hybrid), 2 = unified.
+	// version is decided on first use: 1 = cgroup v1 (or hybrid), 2 = unified.
 	version int
 }
 

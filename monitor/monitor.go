@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -43,6 +44,9 @@ type Config struct {
 	Now func() time.Time
 }
 
+// sysSignals are the signals that are not filesystems: memory and PIDs.
+var sysSignals = [...]string{kubeletcfg.SignalMemoryAvailable, kubeletcfg.SignalAllocatableMemoryAvailable, kubeletcfg.SignalPIDAvailable}
+
 // fsGroup is one distinct filesystem (by st_dev): statfs runs once per group and a single
 // predictor pair serves every role on it.
 type fsGroup struct {
@@ -74,8 +78,8 @@ type Monitor struct {
 	procBuf []byte // scratch for /proc reads; Step is serialised by stepMu
 	pidMax  pidMaxCache
 	memory  memoryObserver
-	// Fill-rate history of the signals that are not filesystems, by signal name.
-	sysPredict map[string]*Predictor
+	// Fill-rate history of the signals that are not filesystems, in sysSignals' order.
+	sysPredict [len(sysSignals)]*Predictor
 
 	stepMu sync.Mutex
 	mu     sync.RWMutex
@@ -102,9 +106,8 @@ func New(cfg Config) (*Monitor, error) {
 	if m.memory.root == "" {
 		m.memory.root = "/"
 	}
-	m.sysPredict = map[string]*Predictor{}
-	for _, s := range []string{kubeletcfg.SignalMemoryAvailable, kubeletcfg.SignalAllocatableMemoryAvailable, kubeletcfg.SignalPIDAvailable} {
-		m.sysPredict[s] = NewPredictor(cfg.Predict)
+	for i := range m.sysPredict {
+		m.sysPredict[i] = NewPredictor(cfg.Predict)
 	}
 	m.build(cfg.Layout, nil, nil)
 	return m, nil
@@ -248,10 +251,14 @@ func (m *Monitor) Step(ctx context.Context) (*Snapshot, error) {
 
 	// Each non-filesystem signal is read once per Step, however many thresholds use it, and
 	// its reading feeds that signal's predictor.
-	sys := map[string]*Observation{}
+	var sys [len(sysSignals)]*Observation
 	snap.Signals = m.eval.Evaluate(now, m.thresholds, func(signal string) (Observation, bool) {
-		if o, ok := sys[signal]; ok {
-			return *o, true
+		i := slices.Index(sysSignals[:], signal)
+		if i < 0 {
+			return m.observeFs(signal)
+		}
+		if sys[i] != nil {
+			return *sys[i], true
 		}
 		var a, c int64
 		var err error
@@ -262,15 +269,13 @@ func (m *Monitor) Step(ctx context.Context) (*Snapshot, error) {
 			a, c, err = m.memory.allocatableAvailable(&m.procBuf)
 		case kubeletcfg.SignalPIDAvailable:
 			a, c, err = pidAvailable(m.cfg.HostRoot, &m.procBuf, &m.pidMax, now)
-		default:
-			return m.observeFs(signal)
 		}
 		o := &Observation{Available: a, Capacity: c, Err: err}
-		if p := m.sysPredict[signal]; p != nil && err == nil {
-			p.Add(now, float64(a))
-			o.Rate, o.RateOK = p.Rate()
+		if err == nil {
+			m.sysPredict[i].Add(now, float64(a))
+			o.Rate, o.RateOK = m.sysPredict[i].Rate()
 		}
-		sys[signal] = o
+		sys[i] = o
 		return *o, true
 	})
 	m.logTransitions(snap)

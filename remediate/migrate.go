@@ -604,20 +604,27 @@ func ResumeMigration(ctx context.Context, opts MigrateOptions, op *Operation) er
 	if err != nil {
 		return err
 	}
-	opts.Runtime = s.Plan.Runtime
-	opts.RuntimeUnits, opts.KubeletUnit = s.Plan.Units, s.Plan.KubeletUnit
-	opts.Drain, opts.KeepOld = s.Plan.Drain, s.Plan.KeepOld
-	if opts.Runtime == RuntimeContainerd {
-		setContainerdSocket(&opts, "")
-	}
-	// A resuming invocation may ask for more verification, never for less.
-	opts.Checksums = opts.Checksums || s.Plan.Checksums
-	if s.Plan.DrainTimeout > 0 {
-		opts.DrainTimeout = s.Plan.DrainTimeout
-	}
+	opts.fromPlan(&s.Plan)
 	m := &migration{o: opts, op: op, s: s}
 	opts.Log.Info("resuming migration", "op", op.ID, "after", op.Step, "checksums", opts.Checksums, "keepOld", opts.KeepOld)
 	return m.forward(ctx, op.Step)
+}
+
+// fromPlan takes what the interrupted invocation was asked to do from its journaled plan, for
+// --resume and --rollback, whatever their own flags say: the runtime and its units, draining,
+// keeping the old root, the drain timeout. A resuming invocation may ask for more
+// verification (--checksums), never for less.
+func (o *MigrateOptions) fromPlan(p *MigrationPlan) {
+	o.Runtime = p.Runtime
+	o.RuntimeUnits, o.KubeletUnit = p.Units, p.KubeletUnit
+	o.Drain, o.KeepOld = p.Drain, p.KeepOld
+	o.Checksums = o.Checksums || p.Checksums
+	if p.DrainTimeout > 0 {
+		o.DrainTimeout = p.DrainTimeout
+	}
+	if o.Runtime == RuntimeContainerd {
+		setContainerdSocket(o, "")
+	}
 }
 
 func (m *migration) step(step, note string) error {
@@ -745,10 +752,8 @@ func (m *migration) run(ctx context.Context, step string) (string, error) {
 		// What outlived the stop (containers of a live-restore dockerd, containerd's shims)
 		// still runs from the old root: copying it would copy a moving tree, and the cleanup
 		// would delete files from under it. Fail, and roll back to the old root.
-		if pins, err := FindPins(o.Root, s.Plan.From); err != nil {
-			return "", fmt.Errorf("look for mounts that use %s: %w", s.Plan.From, err)
-		} else if len(pins) > 0 {
-			return "", fmt.Errorf("containers outlived stopping %s (live-restore, or a runtime's shims): %w", strings.Join(m.stopOrder(), ", "), pinnedError(s.Plan.From, pins))
+		if err := m.assertUnpinned(); err != nil {
+			return "", fmt.Errorf("containers outlived stopping %s (live-restore, or a runtime's shims): %w", strings.Join(m.stopOrder(), ", "), err)
 		}
 		note := "stopped " + strings.Join(m.stopOrder(), ", ")
 		if len(pods) > 0 {
@@ -847,10 +852,8 @@ func (m *migration) run(ctx context.Context, step string) (string, error) {
 		}
 		// Never delete what a running container still uses (checked again: something may have
 		// started from the old root since the stop).
-		if pins, err := FindPins(o.Root, s.Plan.From); err != nil {
-			return "", fmt.Errorf("look for mounts that use %s: %w", s.Plan.From, err)
-		} else if len(pins) > 0 {
-			return "", fmt.Errorf("the old root is not removed: %w", pinnedError(s.Plan.From, pins))
+		if err := m.assertUnpinned(); err != nil {
+			return "", fmt.Errorf("the old root is not removed: %w", err)
 		}
 		s.OldRemoved = true
 		saveState(m.op, s)
@@ -1012,6 +1015,19 @@ func (m *migration) assertStopped(ctx context.Context) error {
 	return nil
 }
 
+// assertUnpinned fails when a mount in any namespace still uses the old root (FindPins).
+func (m *migration) assertUnpinned() error {
+	from := m.s.Plan.From
+	pins, err := FindPins(m.o.Root, from)
+	if err != nil {
+		return fmt.Errorf("look for mounts that use %s: %w", from, err)
+	}
+	if len(pins) > 0 {
+		return pinnedError(from, pins)
+	}
+	return nil
+}
+
 // stopAll stops the kubelet, then (containerd, with a kubelet) the pods' sandboxes through CRI,
 // then the runtime's units. It returns the pods stopped.
 func (m *migration) stopAll(ctx context.Context) ([]string, error) {
@@ -1101,12 +1117,7 @@ func RollbackMigration(ctx context.Context, opts MigrateOptions, op *Operation) 
 	if err != nil {
 		return err
 	}
-	opts.Runtime = s.Plan.Runtime
-	opts.RuntimeUnits, opts.KubeletUnit = s.Plan.Units, s.Plan.KubeletUnit
-	opts.Drain, opts.KeepOld = s.Plan.Drain, s.Plan.KeepOld
-	if opts.Runtime == RuntimeContainerd {
-		setContainerdSocket(&opts, "")
-	}
+	opts.fromPlan(&s.Plan)
 	if s.OldRemoved {
 		// Nothing was changed: the operation stays unfinished and --resume still finishes it.
 		return fmt.Errorf("operation %s already removed the old root %s: nothing to roll back to (the data is at %s; --resume to finish)", op.ID, s.Plan.From, s.Plan.To)

@@ -103,7 +103,7 @@ func FindPins(root hostfs.Root, dir string) ([]Pin, error) {
 			continue // the process exited
 		}
 		hostNS := st.Ino == refNS.Ino && st.Dev == refNS.Dev
-		comm, _ := os.ReadFile(root.Path(fmt.Sprintf("/proc/%d/comm", pid)))
+		var comm []byte // read only for a namespace with pins
 		for _, m := range mounts {
 			why := ""
 			switch {
@@ -124,6 +124,9 @@ func FindPins(root hostfs.Root, dir string) ([]Pin, error) {
 				}
 			}
 			if why != "" {
+				if comm == nil {
+					comm, _ = os.ReadFile(root.Path(fmt.Sprintf("/proc/%d/comm", pid)))
+				}
 				pins = append(pins, Pin{PID: pid, Comm: strings.TrimSpace(string(comm)), Mountpoint: m.Mountpoint, FSType: m.FSType, Why: why})
 			}
 		}
