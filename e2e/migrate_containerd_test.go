@@ -111,14 +111,7 @@ func TestMigrateContainerd(t *testing.T) {
 	cfgBefore, _ := os.ReadFile(c.ConfigPath)
 
 	k := harness.PrepareKubelet(t, harness.KubeletOptions{Containerd: c})
-	sd.WriteUnit(t, "kubelet.service", "[Unit]\nDescription=kubelet (evictguard e2e)\n\n[Service]\nExecStart="+strings.Join(k.Args, " ")+
-		"\nRestart=always\nRestartSec=1\nStandardOutput=append:"+filepath.Join(k.Dir, "kubelet.log")+"\nStandardError=inherit\n")
-	harness.StartUnit(t, sd, "kubelet.service")
-	t.Cleanup(func() {
-		if err := harness.UnmountBelow(k.RootDir); err != nil {
-			t.Errorf("unmount kubelet root: %v", err)
-		}
-	})
+	startKubeletService(t, sd, k)
 	healthz := func() error {
 		resp, err := http.Get(k.HealthzURL())
 		if err != nil {
@@ -135,9 +128,7 @@ func TestMigrateContainerd(t *testing.T) {
 	}
 	digest, lines := containerdDigest(t, from)
 
-	out, errOut, code := runEvictguardEnv(t, nil, "migrate", "--runtime", "containerd", "--to", to, "--bus-address", sd.BusAddress,
-		"--containerd-config", c.ConfigPath, "--containerd-socket", c.Address, "--runtime-units", "containerd.service",
-		"--kubelet-unit", "kubelet.service", "--healthz", k.HealthzURL(), "--stable-for", "3s", "--state-dir", stateDir, "--yes")
+	out, errOut, code := runEvictguardEnv(t, nil, containerdMigrateArgs(sd, c, k, stateDir, "--to", to)...)
 	if code != 0 {
 		t.Fatalf("migrate: exit %d\n%s\n%s", code, out, errOut)
 	}

@@ -272,14 +272,7 @@ spec:
     image: evictguard.local/layered:1
     imagePullPolicy: Never
 `}})
-	n.sd.WriteUnit(t, "kubelet.service", "[Unit]\nDescription=kubelet (evictguard e2e)\n\n[Service]\nExecStart="+strings.Join(n.k.Args, " ")+
-		"\nRestart=always\nRestartSec=1\nStandardOutput=append:"+filepath.Join(n.k.Dir, "kubelet.log")+"\nStandardError=inherit\n")
-	harness.StartUnit(t, n.sd, "kubelet.service")
-	t.Cleanup(func() {
-		if err := harness.UnmountBelow(n.k.RootDir); err != nil {
-			t.Errorf("unmount kubelet root: %v", err)
-		}
-	})
+	startKubeletService(t, n.sd, n.k)
 	conn, err := grpc.NewClient("unix://"+n.c.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -290,33 +283,13 @@ spec:
 }
 
 func (n *containerdNode) args(extra ...string) []string {
-	return append([]string{"migrate", "--runtime", "containerd", "--bus-address", n.sd.BusAddress,
-		"--containerd-config", n.c.ConfigPath, "--containerd-socket", n.c.Address, "--runtime-units", "containerd.service",
-		"--kubelet-unit", "kubelet.service", "--healthz", n.k.HealthzURL(), "--stable-for", "3s", "--state-dir", n.stateDir, "--yes"}, extra...)
+	return containerdMigrateArgs(n.sd, n.c, n.k, n.stateDir, extra...)
 }
 
 // waitApp waits for the pod's container to run and returns its id.
 func (n *containerdNode) waitApp(t *testing.T) string {
 	t.Helper()
-	var id string
-	err := harness.WaitFor(t.Context(), 120*time.Second, nil, func() error {
-		resp, err := n.rt.ListContainers(t.Context(), &runtimeapi.ListContainersRequest{})
-		if err != nil {
-			return err
-		}
-		for _, ct := range resp.GetContainers() {
-			if ct.GetMetadata().GetName() == "app" && ct.GetState() == runtimeapi.ContainerState_CONTAINER_RUNNING {
-				id = ct.GetId()
-				return nil
-			}
-		}
-		return fmt.Errorf("no running app container among %d", len(resp.GetContainers()))
-	})
-	if err != nil {
-		b, _ := os.ReadFile(filepath.Join(n.k.Dir, "kubelet.log"))
-		t.Fatalf("the pod is not running: %v\n%s", err, tail(string(b), 3000))
-	}
-	return id
+	return waitRunningContainer(t, n.rt, n.k, "app")
 }
 
 // checkView asserts the layered view from inside the pod's container.

@@ -3,10 +3,14 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/evictguard/evictguard/e2e/harness"
 	"github.com/evictguard/evictguard/remediate"
@@ -195,4 +199,51 @@ func journalOps(t *testing.T, stateDir string) []*remediate.Operation {
 		t.Fatal(err)
 	}
 	return ops
+}
+
+// startKubeletService runs k (prepared, not started) as kubelet.service under sd, restarted
+// by systemd, its log in k.Dir/kubelet.log; its root dir is unmounted at cleanup.
+func startKubeletService(t *testing.T, sd *harness.Systemd, k *harness.Kubelet) {
+	t.Helper()
+	sd.WriteUnit(t, "kubelet.service", "[Unit]\nDescription=kubelet (evictguard e2e)\n\n[Service]\nExecStart="+strings.Join(k.Args, " ")+
+		"\nRestart=always\nRestartSec=1\nStandardOutput=append:"+filepath.Join(k.Dir, "kubelet.log")+"\nStandardError=inherit\n")
+	harness.StartUnit(t, sd, "kubelet.service")
+	t.Cleanup(func() {
+		if err := harness.UnmountBelow(k.RootDir); err != nil {
+			t.Errorf("unmount kubelet root: %v", err)
+		}
+	})
+}
+
+// containerdMigrateArgs is `evictguard migrate` of containerd c (containerd.service under sd)
+// with k as kubelet.service, journaling under stateDir.
+func containerdMigrateArgs(sd *harness.Systemd, c *harness.Containerd, k *harness.Kubelet, stateDir string, extra ...string) []string {
+	return append([]string{"migrate", "--runtime", "containerd", "--bus-address", sd.BusAddress,
+		"--containerd-config", c.ConfigPath, "--containerd-socket", c.Address, "--runtime-units", "containerd.service",
+		"--kubelet-unit", "kubelet.service", "--healthz", k.HealthzURL(), "--stable-for", "3s", "--state-dir", stateDir, "--yes"}, extra...)
+}
+
+// waitRunningContainer waits until the CRI runtime has a running container named name and
+// returns its id; it fails the test with the tail of kubelet.service's log (startKubeletService).
+func waitRunningContainer(t *testing.T, rt runtimeapi.RuntimeServiceClient, k *harness.Kubelet, name string) string {
+	t.Helper()
+	var id string
+	err := harness.WaitFor(t.Context(), 120*time.Second, nil, func() error {
+		resp, err := rt.ListContainers(t.Context(), &runtimeapi.ListContainersRequest{})
+		if err != nil {
+			return err
+		}
+		for _, ct := range resp.GetContainers() {
+			if ct.GetMetadata().GetName() == name && ct.GetState() == runtimeapi.ContainerState_CONTAINER_RUNNING {
+				id = ct.GetId()
+				return nil
+			}
+		}
+		return fmt.Errorf("no running %s container among %d", name, len(resp.GetContainers()))
+	})
+	if err != nil {
+		b, _ := os.ReadFile(filepath.Join(k.Dir, "kubelet.log"))
+		t.Fatalf("the pod is not running: %v\n%s", err, tail(string(b), 3000))
+	}
+	return id
 }

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
@@ -96,41 +95,15 @@ spec:
     imagePullPolicy: Never
     command: ["/bin/sleep", "1000000"]
 `}})
-	sd.WriteUnit(t, "kubelet.service", "[Unit]\nDescription=kubelet (evictguard e2e)\n\n[Service]\nExecStart="+strings.Join(k.Args, " ")+
-		"\nRestart=always\nRestartSec=1\nStandardOutput=append:"+filepath.Join(k.Dir, "kubelet.log")+"\nStandardError=inherit\n")
-	harness.StartUnit(t, sd, "kubelet.service")
-	t.Cleanup(func() {
-		if err := harness.UnmountBelow(k.RootDir); err != nil {
-			t.Errorf("unmount kubelet root: %v", err)
-		}
-	})
+	startKubeletService(t, sd, k)
 	conn, err := grpc.NewClient("unix://"+c.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	rt := runtimeapi.NewRuntimeServiceClient(conn)
-	// appRunning returns the running app container's id.
-	appRunning := func() (string, error) {
-		resp, err := rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
-		if err != nil {
-			return "", err
-		}
-		for _, ct := range resp.GetContainers() {
-			if ct.GetMetadata().GetName() == "app" && ct.GetState() == runtimeapi.ContainerState_CONTAINER_RUNNING {
-				return ct.GetId(), nil
-			}
-		}
-		return "", fmt.Errorf("no running app container among %d", len(resp.GetContainers()))
-	}
-	kubeletLog := func() string { b, _ := os.ReadFile(filepath.Join(k.Dir, "kubelet.log")); return string(b) }
-	var before string
-	if err := harness.WaitFor(ctx, 120*time.Second, nil, func() (err error) { before, err = appRunning(); return err }); err != nil {
-		t.Fatalf("the static pod never ran: %v\n%s", err, tail(kubeletLog(), 3000))
-	}
-	args := []string{"migrate", "--runtime", "containerd", "--to", to, "--bus-address", sd.BusAddress,
-		"--containerd-config", c.ConfigPath, "--containerd-socket", c.Address, "--runtime-units", "containerd.service",
-		"--kubelet-unit", "kubelet.service", "--healthz", k.HealthzURL(), "--stable-for", "3s", "--state-dir", stateDir, "--yes"}
+	before := waitRunningContainer(t, rt, k, "app")
+	args := containerdMigrateArgs(sd, c, k, stateDir, "--to", to)
 
 	t.Run("a container outside the kubelet keeps the old root in use: rolled back", func(t *testing.T) {
 		// runc's state beside the test's containerd, not in the host's /run/containerd.
@@ -185,9 +158,7 @@ spec:
 		if len(ops) != 1 || ops[0].State != remediate.StateRolledBack {
 			t.Fatalf("journal: %+v", ops)
 		}
-		if err := harness.WaitFor(ctx, 90*time.Second, nil, func() error { _, err := appRunning(); return err }); err != nil {
-			t.Errorf("the kubelet's pod is not running after the rollback: %v", err)
-		}
+		waitRunningContainer(t, rt, k, "app") // the kubelet's pod runs again after the rollback
 	})
 	c.Ctr(t, "task", "delete", "-f", "outsider")
 	c.Ctr(t, "containers", "rm", "outsider")
@@ -197,10 +168,7 @@ spec:
 		if code != 0 {
 			t.Fatalf("migrate: exit %d\n%s\n%s", code, out, errOut)
 		}
-		var after string
-		if err := harness.WaitFor(ctx, 120*time.Second, nil, func() (err error) { after, err = appRunning(); return err }); err != nil {
-			t.Fatalf("the static pod is not running again: %v\n%s", err, tail(kubeletLog(), 3000))
-		}
+		after := waitRunningContainer(t, rt, k, "app")
 		if after == before {
 			t.Errorf("the app container %s was not recreated", after)
 		}
