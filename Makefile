@@ -5,12 +5,22 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 CACHE ?= /var/cache/evictguard
 GOLANGCI_LINT_VERSION ?= v2.15.0
 
-.PHONY: all build status test test-short lint bench bench-migrate setup clean
+.PHONY: all build image status test test-short lint bench bench-migrate setup clean
 
 all: build
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/evictguard
+
+# The container image as an OCI archive (bin/evictguard-image.tar; `ctr -n k8s.io images
+# import` and `docker load` read it), named by deploy/image. Reproducible: a static binary
+# built with -trimpath and no build id, and every timestamp the commit's time.
+IMAGE ?= $(shell cat deploy/image)
+image:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -buildid= -X main.version=$(VERSION)" -o bin/evictguard-static ./cmd/evictguard
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0) $(GO) run ./hack/image \
+		--binary bin/evictguard-static --out bin/evictguard-image.tar --ref $(IMAGE) \
+		--revision $$(git rev-parse HEAD 2>/dev/null)
 
 # The main job: a one-shot report of this machine.
 status: build

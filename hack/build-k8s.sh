@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Builds kubelet and kube-apiserver at one pinned Kubernetes version from the Go module proxy
+# Builds the Kubernetes programs the e2e tests run at one pinned Kubernetes version from the Go module proxy
 # into a cache directory outside the repository. Idempotent: reuses the binaries when present.
 # K8S_VERSION overrides the version (default hack/k8s-version); K8S_BINARIES the programs
-# (default "kubelet kube-apiserver"; the second, older kubelet of hack/k8s-version-old is built
+# (default: kubelet, kube-apiserver, and for the DaemonSet-as-pods tests the cluster around a node — kube-controller-manager, kube-scheduler, kube-proxy; the second, older kubelet of hack/k8s-version-old is built
 # alone).
 #
 # Why a throwaway module: k8s.io/kubernetes cannot be `go install`ed directly because its go.mod
@@ -12,7 +12,7 @@ set -euo pipefail
 K8S_VERSION="${K8S_VERSION:-$(cat "$(dirname "$0")/k8s-version")}"
 CACHE="${EVICTGUARD_CACHE:-/var/cache/evictguard}"
 OUT="$CACHE/k8s-$K8S_VERSION"
-read -r -a binaries <<<"${K8S_BINARIES:-kubelet kube-apiserver}"
+read -r -a binaries <<<"${K8S_BINARIES:-kubelet kube-apiserver kube-controller-manager kube-scheduler kube-proxy}"
 
 # The cache is valid for this exact recipe: a change to this script rebuilds (relinks, when
 # only flags changed, since the Go build cache keeps the compiled packages).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite runs for real, idempotently and quietly:
 #  - Debian packages for the node components (only the missing ones; apt-get update only then),
-#  - kubelet and kube-apiserver at the pinned version, built into the cache (hack/build-k8s.sh),
+#  - the Kubernetes programs at the pinned version, built into the cache (hack/build-k8s.sh),
 #  - golangci-lint, built from the Go module proxy into the cache.
 # Needs root for apt-get. Prints one line per step with its duration.
 set -euo pipefail
@@ -13,7 +13,8 @@ mkdir -p "$CACHE"
 step() { echo "setup: $*"; }
 
 packages=(docker.io containerd runc etcd-server prometheus prometheus-alertmanager
-  prometheus-node-exporter busybox-static dbus systemd util-linux e2fsprogs xfsprogs rsync)
+  prometheus-node-exporter busybox-static dbus systemd util-linux e2fsprogs xfsprogs rsync
+  containernetworking-plugins iptables conntrack)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -46,3 +46,19 @@ func findKubeletProcesses(root hostfs.Root) []kubeletProcess {
 	slices.SortFunc(out, func(a, b kubeletProcess) int { return a.pid - b.pid })
 	return out
 }
+
+// hostnameOverride is the value of --hostname-override in a kubelet's arguments, "" if none
+// (the flag has no KubeletConfiguration field).
+func hostnameOverride(args []string) string {
+	v := ""
+	for i, a := range args {
+		a = strings.TrimPrefix(a, "-")
+		switch {
+		case strings.HasPrefix(a, "-hostname-override="):
+			v = strings.TrimPrefix(a, "-hostname-override=")
+		case a == "-hostname-override" && i+1 < len(args):
+			v = args[i+1]
+		}
+	}
+	return v
+}

@@ -36,7 +36,11 @@ type Options struct {
 	// ConfigzAPIServer, when set, reads /configz through the API server's node proxy
 	// instead of ConfigzURL.
 	ConfigzAPIServer *APIServerConfigz
-	Logger           *slog.Logger
+	// NodeName is this node's name ($NODE_NAME in the DaemonSet). When several kubelet
+	// processes are visible (a leftover, kubelets of nested clusters such as kind's), the
+	// one registered under this name (--hostname-override) is the node's.
+	NodeName string
+	Logger   *slog.Logger
 }
 
 // Effective is the kubelet's effective eviction configuration.
@@ -283,6 +287,13 @@ func (r *resolver) commandLine(opts Options) (argv0 string, args []word, exe, cw
 	}
 	procs := findKubeletProcesses(r.root)
 	u, uerr := readUnit(r.root)
+	if len(procs) > 1 && opts.NodeName != "" {
+		if named := slices.DeleteFunc(slices.Clone(procs), func(p kubeletProcess) bool {
+			return hostnameOverride(p.argv[1:]) != opts.NodeName
+		}); len(named) > 0 {
+			procs = named
+		}
+	}
 	if len(procs) > 0 {
 		p := procs[0]
 		if len(procs) > 1 {

@@ -57,3 +57,41 @@ func TestDiscoverPicksTheUnitsKubelet(t *testing.T) {
 		})
 	}
 }
+
+// TestDiscoverPicksTheNodesKubelet: with several kubelet processes and no unit to tell them
+// apart (kubelets of nested clusters, a test's), the one registered under this node's name
+// (--hostname-override, either spelling) is the node's, whatever its PID.
+func TestDiscoverPicksTheNodesKubelet(t *testing.T) {
+	tests := []struct {
+		name, node, wantRoot string
+	}{
+		{name: "node named with =", node: "node-b", wantRoot: "/tmp/b/root"},
+		{name: "node named with a separate word", node: "node-c", wantRoot: "/tmp/c/root"},
+		{name: "no kubelet of that name: the lowest PID", node: "node-x", wantRoot: "/tmp/a/root"},
+		{name: "no node name: the lowest PID", wantRoot: "/tmp/a/root"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			for pid, argv := range map[string]string{
+				"11": "/usr/bin/kubelet\x00--root-dir=/tmp/a/root\x00--hostname-override=node-a\x00",
+				"12": "/usr/bin/kubelet\x00--root-dir=/tmp/b/root\x00--hostname-override=node-b\x00",
+				"13": "/usr/bin/kubelet\x00--root-dir=/tmp/c/root\x00--hostname-override\x00node-c\x00",
+			} {
+				if err := os.MkdirAll(filepath.Join(root, "proc", pid), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(root, "proc", pid, "cmdline"), []byte(argv), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			eff, err := Discover(context.Background(), Options{HostRoot: hostfs.Root(root), Version: "1.37", NodeName: tc.node})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if eff.RootDir != tc.wantRoot {
+				t.Errorf("RootDir %q, want %q (sources %q)", eff.RootDir, tc.wantRoot, eff.Sources)
+			}
+		})
+	}
+}

@@ -226,7 +226,7 @@ func (o *applyOptions) verifier(g *globalOptions, r *remediation, version string
 }
 
 func (o *applyOptions) verifyOnce(ctx context.Context, g *globalOptions, r *remediation, version string, want map[string]string) error {
-	eff, err := kubeletcfg.Discover(ctx, kubeletcfg.Options{HostRoot: g.root(), Version: version, Logger: g.logger})
+	eff, err := kubeletcfg.Discover(ctx, kubeletcfg.Options{HostRoot: g.root(), Version: version, NodeName: os.Getenv("NODE_NAME"), Logger: g.logger})
 	if err != nil {
 		return fmt.Errorf("discover: %w", err)
 	}

@@ -310,7 +310,7 @@ func (c *configzState) checked() bool { c.mu.Lock(); defer c.mu.Unlock(); return
 func (c *configzState) get() []string { c.mu.Lock(); defer c.mu.Unlock(); return c.mismatches }
 
 func (c *configzState) refresh(ctx context.Context, g *globalOptions, o *runOptions) error {
-	opts := kubeletcfg.Options{HostRoot: g.root(), Version: o.kubeletVersion, ConfigzURL: o.configz, Logger: g.logger}
+	opts := kubeletcfg.Options{HostRoot: g.root(), Version: o.kubeletVersion, ConfigzURL: o.configz, NodeName: o.nodeName, Logger: g.logger}
 	if o.kubeletCmdline != "" {
 		words, err := kubeletcfg.SplitCommandLine(o.kubeletCmdline)
 		if err != nil {

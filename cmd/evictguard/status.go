@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -107,7 +108,7 @@ func newSetup(ctx context.Context, g *globalOptions, f *monitorFlags, cfg monito
 	if err := f.validate(); err != nil {
 		return nil, usageErr(err)
 	}
-	opts := kubeletcfg.Options{HostRoot: g.root(), Version: f.kubeletVersion, Logger: g.logger}
+	opts := kubeletcfg.Options{HostRoot: g.root(), Version: f.kubeletVersion, NodeName: os.Getenv("NODE_NAME"), Logger: g.logger}
 	if f.kubeletCmdline != "" {
 		words, err := kubeletcfg.SplitCommandLine(f.kubeletCmdline)
 		if err != nil {

@@ -89,7 +89,7 @@ Exit code 1 when the computed settings differ from the kubelet's /configz, 2 on 
 }
 
 func runThresholds(cmd *cobra.Command, g *globalOptions, o *thresholdsOptions) error {
-	opts := kubeletcfg.Options{HostRoot: g.root(), Version: o.version, Logger: g.logger}
+	opts := kubeletcfg.Options{HostRoot: g.root(), Version: o.version, NodeName: o.nodeName, Logger: g.logger}
 	if o.cmdline != "" {
 		words, err := kubeletcfg.SplitCommandLine(o.cmdline)
 		if err != nil {

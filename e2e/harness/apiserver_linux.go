@@ -70,27 +70,41 @@ type APIServer struct {
 }
 
 // StartAPIServer starts etcd and the pinned kube-apiserver with token auth, RBAC and a
-// service-account key pair, and waits for /readyz.
+// service-account key pair on loopback, and waits for /readyz.
 func StartAPIServer(t testing.TB) *APIServer {
+	t.Helper()
+	return StartAPIServerOn(t, "")
+}
+
+// StartAPIServerOn is StartAPIServer serving on address (a node address that pods reach),
+// or on loopback when address is "". On a node address the server keeps the endpoints of
+// Service default/kubernetes (the lease reconciler, as in a cluster), so that pods reach it
+// at the Service's cluster IP 10.96.0.1 through kube-proxy, with the in-cluster config.
+func StartAPIServerOn(t testing.TB, address string) *APIServer {
 	t.Helper()
 	RequireRoot(t)
 	bin := K8sBinary(t, "kube-apiserver")
 	etcd := StartEtcd(t)
 	dir := TempDir(t, "apiserver")
 	port := FreePort(t)
-	a := &APIServer{Dir: dir, URL: fmt.Sprintf("https://127.0.0.1:%d", port), AdminToken: randomToken(t), Etcd: etcd}
+	reconciler := []string{"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+		// 1.37 refuses a loopback advertise address with the default lease reconciler
+		// ("cannot use public IP 127.0.0.1 with endpoint reconciler"); a one-node test server
+		// needs no kubernetes.default endpoints.
+		"--endpoint-reconciler-type", "none"}
+	host := "127.0.0.1"
+	if address != "" {
+		host = address
+		reconciler = []string{"--bind-address", address, "--advertise-address", address}
+	}
+	a := &APIServer{Dir: dir, URL: fmt.Sprintf("https://%s:%d", host, port), AdminToken: randomToken(t), Etcd: etcd}
 	tokens := fmt.Sprintf("%s,admin,admin-uid,\"system:masters\"\n", a.AdminToken)
 	mustWrite(t, filepath.Join(dir, "tokens.csv"), tokens, 0o600)
 	key, pub := rsaKeyPair(t)
 	mustWrite(t, filepath.Join(dir, "sa.key"), key, 0o600)
 	mustWrite(t, filepath.Join(dir, "sa.pub"), pub, 0o644)
-	a.Proc = Start(t, dir, "kube-apiserver", nil, bin,
+	a.Proc = Start(t, dir, "kube-apiserver", nil, bin, append(reconciler,
 		"--etcd-servers", etcd.ClientURL,
-		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
-		// 1.37 refuses a loopback advertise address with the default lease reconciler
-		// ("cannot use public IP 127.0.0.1 with endpoint reconciler"); a one-node test server
-		// needs no kubernetes.default endpoints.
-		"--endpoint-reconciler-type", "none",
 		// As kubeadm sets it: the remediation DaemonSet is privileged.
 		"--allow-privileged=true",
 		"--secure-port", fmt.Sprint(port), "--cert-dir", filepath.Join(dir, "certs"),
@@ -101,7 +115,7 @@ func StartAPIServer(t testing.TB) *APIServer {
 		"--service-account-signing-key-file", filepath.Join(dir, "sa.key"),
 		"--service-cluster-ip-range", "10.96.0.0/24",
 		"--enable-priority-and-fairness=false",
-		"--profiling=false", "--v=1")
+		"--profiling=false", "--v=1")...)
 	a.Config = &rest.Config{Host: a.URL, BearerToken: a.AdminToken, TLSClientConfig: rest.TLSClientConfig{Insecure: true},
 		QPS: 50, Burst: 100}
 	var err error

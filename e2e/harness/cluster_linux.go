@@ -1,0 +1,172 @@
+package harness
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The cluster around one node, for the tests that run evictguard as DaemonSet pods: what a
+// kubeadm control plane and a node's networking provide, from the real programs.
+//
+//   - the node's address: a dummy interface with one /32, so the API server, the kubelet and
+//     the pods' Service traffic use a node address as they would on a real node (loopback is
+//     refused by the API server's endpoint reconciler and never proxied to);
+//   - kube-controller-manager with the controllers a DaemonSet, its Service and its pods'
+//     ServiceAccount tokens need (daemonset, endpointslice, garbagecollector,
+//     root-ca-cert-publisher, serviceaccount);
+//   - kube-scheduler, which binds DaemonSet pods to their node;
+//   - kube-proxy in iptables mode, which maps Service default/kubernetes (10.96.0.1:443) to
+//     the API server, so pods use the in-cluster config unchanged;
+//   - a CNI configuration for the node's containerd: Debian's containernetworking-plugins
+//     bridge, host-local and loopback, so pods get their own network namespace and IP.
+const (
+	// ClusterNodeIP is the node address on ClusterNodeLink; ClusterPodCIDR its pods' range.
+	ClusterNodeIP   = "172.30.77.1"
+	ClusterNodeLink = "egnode0"
+	ClusterPodCIDR  = "10.244.77.0/24"
+	clusterBridge   = "egcni0"
+	cniPluginDir    = "/usr/lib/cni"
+)
+
+// NodeAddress adds ClusterNodeIP on a dummy interface and removes it at cleanup.
+func NodeAddress(t testing.TB) string {
+	t.Helper()
+	RequireRoot(t)
+	_ = exec.Command("ip", "link", "del", ClusterNodeLink).Run() // left by a killed run
+	for _, args := range [][]string{
+		{"link", "add", ClusterNodeLink, "type", "dummy"},
+		{"addr", "add", ClusterNodeIP + "/32", "dev", ClusterNodeLink},
+		{"link", "set", ClusterNodeLink, "up"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "link", "del", ClusterNodeLink).CombinedOutput(); err != nil {
+			t.Errorf("ip link del %s: %v: %s", ClusterNodeLink, err, out)
+		}
+	})
+	return ClusterNodeIP
+}
+
+// ClusterCNI writes the pod network's configuration into containerd c's CNI directories:
+// the plugins of containernetworking-plugins linked into its bin dir, and a bridge network
+// over ClusterPodCIDR whose host-local leases live under c's directory. At cleanup (after
+// the pods are gone) it deletes the bridge.
+func ClusterCNI(t testing.TB, c *Containerd) {
+	t.Helper()
+	bin, conf := filepath.Join(c.Dir, "cni", "bin"), filepath.Join(c.Dir, "cni", "conf")
+	for _, p := range []string{"bridge", "host-local", "loopback", "portmap"} {
+		src := filepath.Join(cniPluginDir, p)
+		if _, err := os.Stat(src); err != nil {
+			t.Skipf("CNI plugin %s missing (Debian package containernetworking-plugins; hack/setup.sh installs it): %v", p, err)
+		}
+		if err := os.Symlink(src, filepath.Join(bin, p)); err != nil && !os.IsExist(err) {
+			t.Fatal(err)
+		}
+	}
+	gw := strings.TrimSuffix(ClusterPodCIDR, "0/24") + "1"
+	mustWrite(t, filepath.Join(conf, "10-evictguard-e2e.conflist"), fmt.Sprintf(`{
+  "cniVersion": "0.4.0",
+  "name": "evictguard-e2e",
+  "plugins": [
+    {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": true, "hairpinMode": true,
+     "ipam": {"type": "host-local", "dataDir": %q, "ranges": [[{"subnet": %q, "gateway": %q}]],
+              "routes": [{"dst": "0.0.0.0/0"}]}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+`, clusterBridge, filepath.Join(c.Dir, "cni", "ipam"), ClusterPodCIDR, gw), 0o644)
+	_ = exec.Command("ip", "link", "del", clusterBridge).Run()
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", clusterBridge).Run() })
+}
+
+// StartControllerManager runs kube-controller-manager against a (as its admin) with the
+// controllers a DaemonSet needs, and waits for its /healthz.
+func StartControllerManager(t testing.TB, a *APIServer) *Process {
+	t.Helper()
+	bin := K8sBinary(t, "kube-controller-manager")
+	dir := TempDir(t, "kube-controller-manager")
+	port := FreePort(t)
+	p := Start(t, dir, "kube-controller-manager", nil, bin,
+		"--kubeconfig", a.Kubeconfig,
+		"--controllers", "daemonset,endpointslice,garbagecollector,root-ca-cert-publisher,serviceaccount",
+		// Published as ConfigMap kube-root-ca.crt in every namespace: the pods' in-cluster
+		// config trusts the API server's self-signed certificate through it.
+		"--root-ca-file", filepath.Join(a.Dir, "certs", "apiserver.crt"),
+		"--leader-elect=false", "--use-service-account-credentials=false",
+		"--bind-address", "127.0.0.1", "--secure-port", fmt.Sprint(port),
+		"--authentication-kubeconfig", a.Kubeconfig, "--authorization-kubeconfig", a.Kubeconfig,
+		"--v=1")
+	waitHealthz(t, p, fmt.Sprintf("https://127.0.0.1:%d/healthz", port))
+	return p
+}
+
+// StartScheduler runs kube-scheduler against a and waits for its /healthz.
+func StartScheduler(t testing.TB, a *APIServer) *Process {
+	t.Helper()
+	bin := K8sBinary(t, "kube-scheduler")
+	dir := TempDir(t, "kube-scheduler")
+	port := FreePort(t)
+	p := Start(t, dir, "kube-scheduler", nil, bin,
+		"--kubeconfig", a.Kubeconfig, "--leader-elect=false",
+		"--bind-address", "127.0.0.1", "--secure-port", fmt.Sprint(port),
+		"--authentication-kubeconfig", a.Kubeconfig, "--authorization-kubeconfig", a.Kubeconfig,
+		"--v=1")
+	waitHealthz(t, p, fmt.Sprintf("https://127.0.0.1:%d/healthz", port))
+	return p
+}
+
+// StartKubeProxy runs kube-proxy for node in iptables mode and waits until it has synced
+// its rules once. At cleanup, after it stops, `kube-proxy --cleanup` removes its rules.
+func StartKubeProxy(t testing.TB, a *APIServer, node string) *Process {
+	t.Helper()
+	bin := K8sBinary(t, "kube-proxy")
+	Binary(t, "iptables", "iptables")
+	dir := TempDir(t, "kube-proxy")
+	healthz := FreePort(t)
+	t.Cleanup(func() {
+		if out, err := exec.Command(bin, "--cleanup").CombinedOutput(); err != nil {
+			t.Logf("kube-proxy --cleanup: %v: %s", err, out)
+		}
+	})
+	p := Start(t, dir, "kube-proxy", nil, bin,
+		"--kubeconfig", a.Kubeconfig, "--hostname-override", node,
+		"--proxy-mode", "iptables", "--cluster-cidr", ClusterPodCIDR,
+		"--healthz-bind-address", fmt.Sprintf("127.0.0.1:%d", healthz),
+		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
+		// Leave the machine's conntrack table size alone.
+		"--conntrack-max-per-core=0",
+		"--v=1")
+	waitHealthz(t, p, fmt.Sprintf("http://127.0.0.1:%d/healthz", healthz))
+	return p
+}
+
+// waitHealthz waits until url answers 200 (any TLS certificate), failing with p's log.
+func waitHealthz(t testing.TB, p *Process, url string) {
+	t.Helper()
+	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // loopback test component with a self-signed cert
+	err := WaitFor(context.Background(), 90*time.Second, p, func() error {
+		resp, err := hc.Get(url)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s", url, resp.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s did not become healthy: %v\n%s", p.Name, err, p.LogTail(3000))
+	}
+}
