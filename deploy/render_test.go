@@ -2,10 +2,13 @@ package deploy
 
 import (
 	"encoding/json"
+	"os"
 	"reflect"
 	"sort"
 	"strings"
 	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/evictguard/evictguard/internal/config"
 )
@@ -208,5 +211,53 @@ func TestRemediationOverlay(t *testing.T) {
 				t.Errorf("%s: mount %s is writable in the monitor-only base", tt.dir, m.MountPath)
 			}
 		}
+	}
+}
+
+// TestImageReference: the image `make image` builds (deploy/image) is the one every rendered
+// DaemonSet runs — the kustomize base and overlay (images:) and the chart (values.yaml) —
+// and the chart's appVersion is its tag.
+func TestImageReference(t *testing.T) {
+	b, err := os.ReadFile("image")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.TrimSpace(string(b))
+	renders := map[string]func() ([]Object, error){
+		"kustomize base":        func() ([]Object, error) { return Kustomize("kubernetes/base") },
+		"kustomize remediation": func() ([]Object, error) { return Kustomize("kubernetes/overlays/remediation") },
+		"helm default values":   func() ([]Object, error) { return Helm("helm/evictguard", "evictguard", "evictguard", nil) },
+		"helm remediation values": func() ([]Object, error) {
+			return Helm("helm/evictguard", "evictguard", "evictguard", map[string]any{"remediation": map[string]any{"enabled": true}})
+		},
+	}
+	for name, render := range renders {
+		t.Run(name, func(t *testing.T) {
+			objs, err := render()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var images []string
+			for _, o := range objs {
+				if o["kind"] != "DaemonSet" {
+					continue
+				}
+				cs, _, _ := unstructured.NestedSlice(o, "spec", "template", "spec", "containers")
+				for _, c := range cs {
+					images = append(images, c.(map[string]any)["image"].(string))
+				}
+			}
+			if len(images) != 1 || images[0] != want {
+				t.Errorf("DaemonSet images %v, want [%s] (deploy/image)", images, want)
+			}
+		})
+	}
+	chart, err := os.ReadFile("helm/evictguard/Chart.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag := want[strings.LastIndex(want, ":")+1:]
+	if !strings.Contains(string(chart), "appVersion: \""+tag+"\"") {
+		t.Errorf("Chart.yaml's appVersion is not %q", tag)
 	}
 }

@@ -37,6 +37,13 @@ func newFillScenario(t *testing.T, toThreshold time.Duration, rate int64) *fillS
 	if err := os.WriteFile(cfg, []byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nevictionHard:\n  nodefs.available: \"10%\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return fillScenarioOn(t, root, cfg, toThreshold, rate)
+}
+
+// fillScenarioOn is the scenario on an existing nodefs root (a scenarioSize tmpfs) whose
+// kubelet configuration cfg has evictionHard nodefs.available<10%.
+func fillScenarioOn(t *testing.T, root, cfg string, toThreshold time.Duration, rate int64) *fillScenario {
+	t.Helper()
 	s := &fillScenario{RootDir: root, ConfigFile: cfg, Rate: rate}
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(root, &st); err != nil {
@@ -73,12 +80,18 @@ func (s *fillScenario) Args(listen string, extra ...string) []string {
 // StartWriter appends to a file at Rate until the returned stop is called (stop waits).
 func (s *fillScenario) StartWriter(t *testing.T) (stop func()) {
 	t.Helper()
+	return s.StartWriterAt(t, s.Rate)
+}
+
+// StartWriterAt is StartWriter at another rate (bytes per second).
+func (s *fillScenario) StartWriterAt(t *testing.T, rate int64) (stop func()) {
+	t.Helper()
 	f, err := os.OpenFile(filepath.Join(s.RootDir, "writer"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const ticks = 20
-	chunk := make([]byte, s.Rate/ticks)
+	chunk := make([]byte, rate/ticks)
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)

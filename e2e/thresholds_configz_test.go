@@ -165,6 +165,22 @@ func assertMatchesConfigz(t *testing.T, k *harness.Kubelet, wantHard map[string]
 	if code != 0 {
 		t.Fatalf("evictguard %v exited %d\nstdout: %s\nstderr: %s", args, code, stdout, stderr)
 	}
+	sources := compareWithConfigz(t, cz, raw, stdout)
+	for key, sub := range sourceOf {
+		if !strings.Contains(sources[key], sub) {
+			t.Errorf("source of %s = %q, want it to contain %q", key, sources[key], sub)
+		}
+	}
+	got := decodeThresholds(t, stdout)
+	if warning != "" && !containsAny(got.Warnings, warning) {
+		t.Errorf("no warning mentions %q; warnings: %v", warning, got.Warnings)
+	}
+}
+
+// compareWithConfigz checks `evictguard thresholds -o json` output against the kubelet's
+// /configz (cz, decoded from raw) and returns each threshold's source by signal/kind.
+func compareWithConfigz(t *testing.T, cz configzEviction, raw []byte, stdout string) map[string]string {
+	t.Helper()
 	got := decodeThresholds(t, stdout)
 	if len(got.Mismatches) > 0 {
 		t.Errorf("evictguard reported mismatches: %v", got.Mismatches)
@@ -195,17 +211,10 @@ func assertMatchesConfigz(t *testing.T, k *harness.Kubelet, wantHard map[string]
 			t.Errorf("%s: evictguard %v, kubelet /configz %v", kind, maps[kind], want[kind])
 		}
 	}
-	for key, sub := range sourceOf {
-		if !strings.Contains(sources[key], sub) {
-			t.Errorf("source of %s = %q, want it to contain %q", key, sources[key], sub)
-		}
-	}
-	if warning != "" && !containsAny(got.Warnings, warning) {
-		t.Errorf("no warning mentions %q; warnings: %v", warning, got.Warnings)
-	}
 	if t.Failed() {
 		t.Logf("evictguard output:\n%s\nconfigz: %s", stdout, raw)
 	}
+	return sources
 }
 
 // enabled drops the values the kubelet ignores ("0%" and "100%" disable a signal).

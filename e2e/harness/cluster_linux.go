@@ -16,11 +16,11 @@ import (
 // The cluster around one node, for the tests that run evictguard as DaemonSet pods: what a
 // kubeadm control plane and a node's networking provide, from the real programs.
 //
-//   - the node's address: a dummy interface with one /32, so the API server, the kubelet and
-//     the pods' Service traffic use a node address as they would on a real node (loopback is
-//     refused by the API server's endpoint reconciler and never proxied to);
+//   - the node's address: one /32 added to lo, so the API server, the kubelet and the pods'
+//     Service traffic use a node address as they would on a real node (a loopback address
+//     is refused by the API server's endpoint reconciler and never proxied to);
 //   - kube-controller-manager with the controllers a DaemonSet, its Service and its pods'
-//     ServiceAccount tokens need (daemonset, endpointslice, garbagecollector,
+//     ServiceAccount tokens need (daemonset, endpointslice, garbagecollector, nodelifecycle,
 //     root-ca-cert-publisher, serviceaccount);
 //   - kube-scheduler, which binds DaemonSet pods to their node;
 //   - kube-proxy in iptables mode, which maps Service default/kubernetes (10.96.0.1:443) to
@@ -28,31 +28,25 @@ import (
 //   - a CNI configuration for the node's containerd: Debian's containernetworking-plugins
 //     bridge, host-local and loopback, so pods get their own network namespace and IP.
 const (
-	// ClusterNodeIP is the node address on ClusterNodeLink; ClusterPodCIDR its pods' range.
-	ClusterNodeIP   = "172.30.77.1"
-	ClusterNodeLink = "egnode0"
-	ClusterPodCIDR  = "10.244.77.0/24"
-	clusterBridge   = "egcni0"
-	cniPluginDir    = "/usr/lib/cni"
+	// ClusterNodeIP is the node's address; ClusterPodCIDR its pods' range.
+	ClusterNodeIP  = "172.30.77.1"
+	ClusterPodCIDR = "10.244.77.0/24"
+	clusterBridge  = "egcni0"
+	cniPluginDir   = "/usr/lib/cni"
 )
 
-// NodeAddress adds ClusterNodeIP on a dummy interface and removes it at cleanup.
+// NodeAddress adds ClusterNodeIP to lo and removes it at cleanup (after the components that
+// use it stopped: cleanups run last-in first-out).
 func NodeAddress(t testing.TB) string {
 	t.Helper()
 	RequireRoot(t)
-	_ = exec.Command("ip", "link", "del", ClusterNodeLink).Run() // left by a killed run
-	for _, args := range [][]string{
-		{"link", "add", ClusterNodeLink, "type", "dummy"},
-		{"addr", "add", ClusterNodeIP + "/32", "dev", ClusterNodeLink},
-		{"link", "set", ClusterNodeLink, "up"},
-	} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
+	_ = exec.Command("ip", "addr", "del", ClusterNodeIP+"/32", "dev", "lo").Run() // left by a killed run
+	if out, err := exec.Command("ip", "addr", "add", ClusterNodeIP+"/32", "dev", "lo").CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add %s/32 dev lo: %v: %s", ClusterNodeIP, err, out)
 	}
 	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "link", "del", ClusterNodeLink).CombinedOutput(); err != nil {
-			t.Errorf("ip link del %s: %v: %s", ClusterNodeLink, err, out)
+		if out, err := exec.Command("ip", "addr", "del", ClusterNodeIP+"/32", "dev", "lo").CombinedOutput(); err != nil {
+			t.Errorf("ip addr del %s/32 dev lo: %v: %s", ClusterNodeIP, err, out)
 		}
 	})
 	return ClusterNodeIP
@@ -99,7 +93,9 @@ func StartControllerManager(t testing.TB, a *APIServer) *Process {
 	port := FreePort(t)
 	p := Start(t, dir, "kube-controller-manager", nil, bin,
 		"--kubeconfig", a.Kubeconfig,
-		"--controllers", "daemonset,endpointslice,garbagecollector,root-ca-cert-publisher,serviceaccount",
+		// nodelifecycle: the kubelet registers its Node tainted not-ready:NoSchedule, and this
+		// controller lifts the taint once the Node is Ready.
+		"--controllers", "daemonset,endpointslice,garbagecollector,nodelifecycle,root-ca-cert-publisher,serviceaccount",
 		// Published as ConfigMap kube-root-ca.crt in every namespace: the pods' in-cluster
 		// config trusts the API server's self-signed certificate through it.
 		"--root-ca-file", filepath.Join(a.Dir, "certs", "apiserver.crt"),
@@ -144,8 +140,10 @@ func StartKubeProxy(t testing.TB, a *APIServer, node string) *Process {
 		"--proxy-mode", "iptables", "--cluster-cidr", ClusterPodCIDR,
 		"--healthz-bind-address", fmt.Sprintf("127.0.0.1:%d", healthz),
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
-		// Leave the machine's conntrack table size alone.
-		"--conntrack-max-per-core=0",
+		// Leave the machine's sysctls alone: conntrack table size and timeouts, and
+		// route_localnet (NodePorts on 127.0.0.1, which no test uses).
+		"--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0", "--conntrack-tcp-timeout-close-wait=0",
+		"--iptables-localhost-nodeports=false",
 		"--v=1")
 	waitHealthz(t, p, fmt.Sprintf("http://127.0.0.1:%d/healthz", healthz))
 	return p

@@ -46,6 +46,7 @@ type Systemd struct {
 	Proc       *Process
 
 	hierarchies []sdCgroupHierarchy
+	opts        SystemdOptions
 }
 
 // SandboxTarget is the unit the sandboxed manager starts instead of default.target, so that
@@ -57,6 +58,20 @@ const SandboxTarget = "evictguard-sandbox.target"
 // its units, then every process left in its cgroups is killed, the cgroups are removed and the
 // namespace (with its tmpfs) goes away with its last process.
 func StartSystemd(t testing.TB) *Systemd {
+	t.Helper()
+	return StartSystemdWith(t, SystemdOptions{})
+}
+
+// SystemdOptions tunes StartSystemdWith.
+type SystemdOptions struct {
+	// SharedRoot makes every mount of the sandbox's namespace shared (`mount --make-rshared
+	// /` inside it), as systemd does as PID 1 on a node. Pods' HostToContainer (rslave)
+	// mounts of the node's / need it; the namespace stays private to the host.
+	SharedRoot bool
+}
+
+// StartSystemdWith is StartSystemd with options.
+func StartSystemdWith(t testing.TB, opts SystemdOptions) *Systemd {
 	t.Helper()
 	RequireRoot(t)
 	unshare := Binary(t, "unshare", "util-linux")
@@ -79,6 +94,7 @@ func StartSystemd(t testing.TB) *Systemd {
 		RuntimeDir: filepath.Join(dir, "run"),
 		ConfigHome: filepath.Join(dir, "config"),
 		Home:       filepath.Join(dir, "home"),
+		opts:       opts,
 	}
 	s.UnitDir = filepath.Join(s.ConfigHome, "systemd", "user")
 	s.BusAddress = "unix:path=" + filepath.Join(s.RuntimeDir, "bus")
@@ -189,6 +205,9 @@ func (s *Systemd) wrapperScript(manager string) string {
 	b.WriteString("# Join the sandbox cgroup in every hierarchy systemd uses, before systemd starts.\n")
 	for _, h := range s.hierarchies {
 		fmt.Fprintf(&b, "echo $$ > %s\n", sdShQuote(filepath.Join(h.mount, s.Cgroup, "cgroup.procs")))
+	}
+	if s.opts.SharedRoot {
+		b.WriteString("mount --make-rshared /\n")
 	}
 	b.WriteString("[ -d /run/systemd ] || mkdir -p /run/systemd\n")
 	b.WriteString("mount -t tmpfs -o mode=0755,size=16m evictguard-e2e-systemd /run/systemd\n")
