@@ -182,8 +182,10 @@ func assertMatchesConfigz(t *testing.T, k *harness.Kubelet, wantHard map[string]
 func compareWithConfigz(t *testing.T, cz configzEviction, raw []byte, stdout string) map[string]string {
 	t.Helper()
 	got := decodeThresholds(t, stdout)
+	differs := false
 	if len(got.Mismatches) > 0 {
 		t.Errorf("evictguard reported mismatches: %v", got.Mismatches)
+		differs = true
 	}
 	maps := map[string]map[string]string{"hard": {}, "soft": {}, "grace": {}, "reclaim": {}}
 	sources := map[string]string{}
@@ -209,9 +211,10 @@ func compareWithConfigz(t *testing.T, cz configzEviction, raw []byte, stdout str
 	for _, kind := range []string{"hard", "soft", "grace", "reclaim"} {
 		if !reflect.DeepEqual(maps[kind], want[kind]) {
 			t.Errorf("%s: evictguard %v, kubelet /configz %v", kind, maps[kind], want[kind])
+			differs = true
 		}
 	}
-	if t.Failed() {
+	if differs {
 		t.Logf("evictguard output:\n%s\nconfigz: %s", stdout, raw)
 	}
 	return sources

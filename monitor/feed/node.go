@@ -90,6 +90,7 @@ type NodeReporter struct {
 	condAt  time.Time
 	firing  map[string]Alert
 	started bool
+	kept    bool // a True condition found on the Node is kept while warming up
 }
 
 // NewNodeReporter returns a reporter; call Run in a goroutine.
@@ -238,7 +239,7 @@ func (r *NodeReporter) sync(ctx context.Context, snap *monitor.Snapshot) error {
 		}
 	}
 	r.firing = firing
-	if err := r.setCondition(ctx, now, firing); err != nil {
+	if err := r.setCondition(ctx, now, firing, warming(snap)); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -284,11 +285,42 @@ func (r *NodeReporter) condition(firing map[string]Alert, now time.Time) corev1.
 	return c
 }
 
+// warming reports whether some signal's fill rate is not known yet: the daemon has just
+// started and its predictor has too few samples to say when a threshold is reached.
+func warming(snap *monitor.Snapshot) bool {
+	for _, s := range snap.Signals {
+		if s.FillRate == nil && s.Error == "" && s.State != monitor.StateBreached {
+			return true
+		}
+	}
+	return false
+}
+
 // setCondition patches the condition when its status, reason or message class changes, and
 // as a heartbeat; the message of a True condition (its predicted time) is refreshed at most
 // every EventInterval/5 to keep writes low.
-func (r *NodeReporter) setCondition(ctx context.Context, now time.Time, firing map[string]Alert) error {
+//
+// A True condition found on the Node is not cleared by a daemon that has not written one yet
+// while its fill rates are still warming up: after an upgrade or a restart the new process
+// knows nothing of the fill the old one predicted, and a False for the minute it takes to
+// learn the rate again would be a false all-clear (and a flap for whatever watches it).
+func (r *NodeReporter) setCondition(ctx context.Context, now time.Time, firing map[string]Alert, warmingUp bool) error {
 	want := r.condition(firing, now)
+	if r.cond == nil && warmingUp && want.Status == corev1.ConditionFalse {
+		node, err := r.cfg.Client.GetNode(ctx, r.cfg.Node)
+		if err != nil {
+			return fmt.Errorf("get node %s: %w", r.cfg.Node, err)
+		}
+		for _, c := range node.Status.Conditions {
+			if c.Type == ConditionType && c.Status == corev1.ConditionTrue {
+				if !r.kept {
+					r.log.Info("keeping the node condition found while the fill rates are learnt", "type", ConditionType, "reason", c.Reason, "message", c.Message)
+					r.kept = true
+				}
+				return nil
+			}
+		}
+	}
 	if prev := r.cond; prev != nil && prev.Status == want.Status && prev.Reason == want.Reason {
 		refresh := r.cfg.Heartbeat
 		if want.Status == corev1.ConditionTrue {
