@@ -39,6 +39,7 @@ type runOptions struct {
 	breachHold time.Duration
 
 	listen                    string
+	historyFile               string // node path of the fill-rate history (run_history.go)
 	alertmanagerURLs          []string
 	alertmanagerResend        time.Duration
 	alertFor, criticalHorizon time.Duration
@@ -81,6 +82,7 @@ remediation build on this loop.`,
 	cmd.Flags().DurationVar(&o.interval, "interval", time.Second, "monitoring interval")
 	fl := cmd.Flags()
 	addConfigFlag(fl, o)
+	fl.StringVar(&o.historyFile, "history-file", "", "node path of a file that keeps the fill-rate history across restarts and upgrades (empty: not kept)")
 	fl.StringVar(&o.listen, "listen", "127.0.0.1:9847", "address for /metrics, /healthz and /readyz (empty: no HTTP server)")
 	fl.StringArrayVar(&o.alertmanagerURLs, "alertmanager.url", nil, "Alertmanager base URL to post alerts to directly (repeatable; for clusters without Prometheus)")
 	fl.DurationVar(&o.alertmanagerResend, "alertmanager.resend", 30*time.Second, "re-post active alerts this often")
@@ -134,6 +136,8 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions) error {
 	o.remediation.start(ctx, g, o, outputs)
 	outputs.goRun(func() { follow.run(ctx) })
 
+	hist := newHistoryKeeper(g.root(), o.historyFile, s.monitor, log)
+	hist.restore(time.Now())
 	t := time.NewTicker(o.interval)
 	defer t.Stop()
 	for {
@@ -143,6 +147,7 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions) error {
 			log.Error("monitoring cycle failed", "err", err)
 		} else if snap != nil {
 			outputs.notify(snap)
+			hist.save(time.Now(), false)
 		}
 		o.control.Stepped(snap != nil)
 		if d := time.Since(start); d > o.interval {
@@ -151,6 +156,7 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions) error {
 		select {
 		case <-ctx.Done():
 			log.Info("stopping")
+			hist.save(time.Now(), true)
 			return nil
 		case <-t.C:
 		case <-o.control.Reload():

@@ -78,6 +78,9 @@ type Monitor struct {
 	// root moved outside the daemon (`evictguard migrate`, by hand) is followed without a
 	// restart (--rediscover-interval, 1m; "0s": only after a migration in the journal).
 	RediscoverInterval Duration `json:"rediscoverInterval" yaml:"rediscoverInterval"`
+	// HistoryFile is the node path of a file keeping the fill-rate history across restarts
+	// and upgrades (--history-file); "" keeps none.
+	HistoryFile string `json:"historyFile,omitempty" yaml:"historyFile,omitempty"`
 	// LogDirs are extra log-pipeline directories to account for, as node paths (--log-dir).
 	LogDirs []string `json:"logDirs,omitempty" yaml:"logDirs,omitempty"`
 	// Runtime overrides detection: docker, containerd or crio (--runtime).
@@ -346,6 +349,9 @@ func (c *Configuration) Validate() error {
 	}
 	if m.RediscoverInterval.Duration < 0 {
 		bad("monitor.rediscoverInterval", "must not be negative (0s: only after a migration in the journal), not %v", m.RediscoverInterval.Duration)
+	}
+	if m.HistoryFile != "" && !strings.HasPrefix(m.HistoryFile, "/") {
+		bad("monitor.historyFile", "must be an absolute node path, not %q", m.HistoryFile)
 	}
 	for i, d := range m.LogDirs {
 		if !strings.HasPrefix(d, "/") {
