@@ -519,7 +519,7 @@ func TestDaemonSetPods(t *testing.T) {
 	// A rolling update to a new tag while the condition is set, at a slower fill.
 	stop()
 	stop = n.fill.StartWriterAt(t, 16<<10)
-	pod = n.rollingUpdate(t, pod, strings.TrimSuffix(ref, ":v0.1.0")+":v0.1.1-e2e")
+	pod = n.rollingUpdate(t, pod, strings.TrimSuffix(ref, ":v0.1.0")+":v0.1.1-e2e", am)
 	n.checkThresholdsFromPod(t, pod)
 	waitScraped(t, prom, pod.Name)
 
@@ -602,11 +602,12 @@ func (n *podNode) checkWriterIsServiceAccount(t *testing.T) {
 }
 
 // rollingUpdate tags the image as newRef, sets it on the DaemonSet and follows the rollout
-// every 200 ms until the only pod runs newRef and is Ready. Throughout, a Ready evictguard
-// pod must not be missing from the node for longer than the readiness probe's period, and the
-// node's condition must stay True (the new pod takes it over, it does not start from "no
-// prediction").
-func (n *podNode) rollingUpdate(t *testing.T, old *corev1.Pod, newRef string) *corev1.Pod {
+// until the only pod runs newRef, is Ready and has written the node's condition itself.
+// Throughout, a Ready evictguard pod must not be missing from the node for longer than the
+// readiness probe's period, the node's condition must stay True and EvictionImminent must stay
+// active in Alertmanager: the new pod restores the fill-rate history from the node's state
+// dir and predicts from its first sample.
+func (n *podNode) rollingUpdate(t *testing.T, old *corev1.Pod, newRef string, am *harness.Alertmanager) *corev1.Pod {
 	t.Helper()
 	ctx := t.Context()
 	n.c.Ctr(t, "images", "tag", "--force", old.Spec.Containers[0].Image, newRef)
@@ -624,6 +625,8 @@ func (n *podNode) rollingUpdate(t *testing.T, old *corev1.Pod, newRef string) *c
 	var worst time.Duration
 	var condStates []string
 	var done *corev1.Pod
+	var doneAt time.Time
+	alertGaps := 0
 	err = harness.WaitFor(ctx, 120*time.Second, nil, func() error {
 		pods, err := n.daemonPods(ctx)
 		if err != nil {
@@ -636,17 +639,27 @@ func (n *podNode) rollingUpdate(t *testing.T, old *corev1.Pod, newRef string) *c
 		} else if gap := now.Sub(lastReady); gap > worst {
 			worst = gap
 		}
-		if c, err := n.condition(ctx); err == nil {
-			s := string(c.Status) + " " + c.Reason
-			if len(condStates) == 0 || condStates[len(condStates)-1] != s {
-				condStates = append(condStates, s)
-			}
+		c, err := n.condition(ctx)
+		if err != nil {
+			return err
 		}
-		if len(pods) == 1 && pods[0].Spec.Containers[0].Image == newRef && podReady(&pods[0]) {
-			done = &pods[0]
-			return nil
+		s := string(c.Status) + " " + c.Reason
+		if len(condStates) == 0 || condStates[len(condStates)-1] != s {
+			condStates = append(condStates, s)
 		}
-		return fmt.Errorf("%d pods, rollout not done", len(pods))
+		if as, err := activeAlerts(am, "EvictionImminent", "nodefs.available"); err == nil && len(as) == 0 {
+			alertGaps++
+		}
+		if done == nil && len(pods) == 1 && pods[0].Spec.Containers[0].Image == newRef && podReady(&pods[0]) {
+			done, doneAt = &pods[0], now
+		}
+		if done == nil {
+			return fmt.Errorf("%d pods, rollout not done", len(pods))
+		}
+		if !c.LastHeartbeatTime.After(doneAt.Add(-time.Second)) {
+			return errors.New("the new pod has not written the condition yet")
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatalf("rolling update: %v", err)
@@ -661,6 +674,12 @@ func (n *podNode) rollingUpdate(t *testing.T, old *corev1.Pod, newRef string) *c
 	}
 	if ev, _ := n.events(ctx); len(ev["EvictionNoLongerImminent"]) != 0 {
 		t.Errorf("EvictionNoLongerImminent posted during the rollout: %v", ev["EvictionNoLongerImminent"])
+	}
+	if alertGaps > 0 {
+		t.Errorf("EvictionImminent was not active in Alertmanager at %d polls during the rollout", alertGaps)
+	}
+	if log := n.podLog(t); !strings.Contains(log, "fill-rate history restored") {
+		t.Errorf("the new pod did not restore the fill-rate history:\n%s", log)
 	}
 	return done
 }

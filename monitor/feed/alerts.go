@@ -128,6 +128,18 @@ func (t *Tracker) SetPolicy(p Policy) {
 	t.policy = p.withDefaults()
 }
 
+// Pending reports whether some alert's condition holds but has not held for `for:` yet.
+func (t *Tracker) Pending() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k := range t.pending {
+		if !t.firing[k] {
+			return true
+		}
+	}
+	return false
+}
+
 // Update evaluates snap (taken at now) and returns the firing alerts, sorted by key.
 // mismatches are the differences between computed thresholds and /configz.
 func (t *Tracker) Update(now time.Time, snap *monitor.Snapshot, mismatches []string) []Alert {

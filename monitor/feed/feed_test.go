@@ -307,24 +307,26 @@ func TestNodeReporterKeepsConditionWhileWarming(t *testing.T) {
 	ctx := context.Background()
 	trueCond := corev1.NodeCondition{Type: ConditionType, Status: corev1.ConditionTrue, Reason: ReasonEvictionImminent, Message: "nodefs.available (hard) reaches its eviction threshold in 5m0s"}
 	tests := []struct {
-		name     string
-		existing []corev1.NodeCondition
-		rate     *float64
-		want     corev1.ConditionStatus
+		name        string
+		existing    []corev1.NodeCondition
+		rate        *float64
+		toThreshold *float64
+		want        corev1.ConditionStatus
 	}{
 		{name: "warming, True on the node: kept", existing: []corev1.NodeCondition{trueCond}, want: corev1.ConditionTrue},
 		{name: "warm, nothing predicted: cleared", existing: []corev1.NodeCondition{trueCond}, rate: secs(0), want: corev1.ConditionFalse},
 		{name: "warming, no condition on the node: False written", want: corev1.ConditionFalse},
+		{name: "warm, predicted but pending for: kept", existing: []corev1.NodeCondition{trueCond}, rate: secs(1), toThreshold: secs(300), want: corev1.ConditionTrue},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", UID: "uid-1"}, Status: corev1.NodeStatus{Conditions: tc.existing}}
 			client := fake.NewClientset(node)
-			r, err := NewNodeReporter(NodeConfig{Client: kubetest.New(client), Node: "n1", Policy: Policy{For: -1}, QPS: 1000})
+			r, err := NewNodeReporter(NodeConfig{Client: kubetest.New(client), Node: "n1", Policy: Policy{For: time.Minute}, QPS: 1000})
 			if err != nil {
 				t.Fatal(err)
 			}
-			snap := &monitor.Snapshot{Signals: []monitor.SignalStatus{{Signal: "nodefs.available", Kind: "hard", Threshold: "10%", State: monitor.StateOK, FillRate: tc.rate}}}
+			snap := &monitor.Snapshot{Signals: []monitor.SignalStatus{{Signal: "nodefs.available", Kind: "hard", Threshold: "10%", State: monitor.StateOK, FillRate: tc.rate, SecondsToThreshold: tc.toThreshold}}}
 			if err := r.sync(ctx, snap); err != nil {
 				t.Fatal(err)
 			}

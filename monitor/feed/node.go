@@ -239,7 +239,7 @@ func (r *NodeReporter) sync(ctx context.Context, snap *monitor.Snapshot) error {
 		}
 	}
 	r.firing = firing
-	if err := r.setCondition(ctx, now, firing, warming(snap)); err != nil {
+	if err := r.setCondition(ctx, now, firing, warming(snap) || r.tracker.Pending()); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -301,9 +301,10 @@ func warming(snap *monitor.Snapshot) bool {
 // every EventInterval/5 to keep writes low.
 //
 // A True condition found on the Node is not cleared by a daemon that has not written one yet
-// while its fill rates are still warming up: after an upgrade or a restart the new process
-// knows nothing of the fill the old one predicted, and a False for the minute it takes to
-// learn the rate again would be a false all-clear (and a flap for whatever watches it).
+// while its own verdict is not settled — fill rates still warming up, or predictions waiting
+// out `for:`: after an upgrade or a restart the new process has to learn (or reload) the fill
+// the old one predicted and hold it for `for:` again, and a False meanwhile would be a false
+// all-clear (and a flap for whatever watches it).
 func (r *NodeReporter) setCondition(ctx context.Context, now time.Time, firing map[string]Alert, warmingUp bool) error {
 	want := r.condition(firing, now)
 	if r.cond == nil && warmingUp && want.Status == corev1.ConditionFalse {
@@ -314,7 +315,7 @@ func (r *NodeReporter) setCondition(ctx context.Context, now time.Time, firing m
 		for _, c := range node.Status.Conditions {
 			if c.Type == ConditionType && c.Status == corev1.ConditionTrue {
 				if !r.kept {
-					r.log.Info("keeping the node condition found while the fill rates are learnt", "type", ConditionType, "reason", c.Reason, "message", c.Message)
+					r.log.Info("keeping the node condition found until this daemon's predictions settle", "type", ConditionType, "reason", c.Reason, "message", c.Message)
 					r.kept = true
 				}
 				return nil
