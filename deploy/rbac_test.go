@@ -47,7 +47,7 @@ func TestRBACLeastPrivilege(t *testing.T) {
 		}
 	}
 	want := map[string][]string{
-		"ClusterRole///nodes":        {"get"},
+		"ClusterRole///nodes":        {"get", "patch"}, // the log budget annotation, only that (admission.yaml)
 		"ClusterRole///nodes/status": {"patch"},
 		"Role/default//events":       {"create", "get", "patch"},
 	}

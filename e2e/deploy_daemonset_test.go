@@ -14,6 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/evictguard/evictguard/deploy"
 	"github.com/evictguard/evictguard/e2e/harness"
@@ -153,5 +155,30 @@ func TestDeployDaemonSetPodSpec(t *testing.T) {
 	// The file's settings are in force (10s interval from the ConfigMap), the flag's listen won.
 	if !strings.Contains(p.Log(), "interval=10s") {
 		t.Errorf("the ConfigMap's monitor.interval (10s) is not in force:\n%s", p.LogTail(3000))
+	}
+
+	// What the ServiceAccount may patch on a Node: its own node's evictguard.dev/ annotations
+	// (the log budget), nothing else of it, nothing of another node.
+	if _, err := a.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-b"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := kubernetes.NewForConfig(a.TokenConfig(tr.Status.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, node, patch string
+		allowed           bool
+	}{
+		{"own node, evictguard annotation", node, `{"metadata":{"annotations":{"evictguard.dev/log-budget-bytes":"123"}}}`, true},
+		{"own node, another annotation", node, `{"metadata":{"annotations":{"example.com/x":"1"}}}`, false},
+		{"own node, a label", node, `{"metadata":{"labels":{"example.com/x":"1"}}}`, false},
+		{"own node, the spec", node, `{"spec":{"unschedulable":true}}`, false},
+		{"another node, evictguard annotation", "node-b", `{"metadata":{"annotations":{"evictguard.dev/log-budget-bytes":"123"}}}`, false},
+	} {
+		_, err := sa.CoreV1().Nodes().Patch(ctx, tc.node, types.MergePatchType, []byte(tc.patch), metav1.PatchOptions{})
+		if (err == nil) != tc.allowed {
+			t.Errorf("%s: patch %s: err = %v, want allowed=%v", tc.name, tc.patch, err, tc.allowed)
+		}
 	}
 }
