@@ -183,6 +183,12 @@ func (n *podNode) waitReadyPod(t *testing.T, image string, timeout time.Duration
 	return ready
 }
 
+// podLogOf is the whole log of pod's evictguard container (its n-th run).
+func (n *podNode) podLogOf(pod *corev1.Pod, run int) string {
+	b, _ := os.ReadFile(filepath.Join(n.k.Dir, "pod-logs", fmt.Sprintf("evictguard_%s_%s", pod.Name, pod.UID), "evictguard", fmt.Sprintf("%d.log", run)))
+	return string(b)
+}
+
 // podLog is the tail of the evictguard containers' logs on the node (the kubelet's pod
 // logs directory).
 func (n *podNode) podLog(t *testing.T) string {
@@ -626,7 +632,7 @@ func (n *podNode) rollingUpdate(t *testing.T, old *corev1.Pod, newRef string, am
 	var condStates []string
 	var done *corev1.Pod
 	var doneAt time.Time
-	alertGaps := 0
+	alertGaps, firstGap := 0, ""
 	err = harness.WaitFor(ctx, 120*time.Second, nil, func() error {
 		pods, err := n.daemonPods(ctx)
 		if err != nil {
@@ -648,7 +654,9 @@ func (n *podNode) rollingUpdate(t *testing.T, old *corev1.Pod, newRef string, am
 			condStates = append(condStates, s)
 		}
 		if as, err := activeAlerts(am, "EvictionImminent", "nodefs.available"); err == nil && len(as) == 0 {
-			alertGaps++
+			if alertGaps++; alertGaps == 1 {
+				firstGap = fmt.Sprintf("%s after the patch", now.Sub(began).Round(100*time.Millisecond))
+			}
 		}
 		if done == nil && len(pods) == 1 && pods[0].Spec.Containers[0].Image == newRef && podReady(&pods[0]) {
 			done, doneAt = &pods[0], now
@@ -676,10 +684,10 @@ func (n *podNode) rollingUpdate(t *testing.T, old *corev1.Pod, newRef string, am
 		t.Errorf("EvictionNoLongerImminent posted during the rollout: %v", ev["EvictionNoLongerImminent"])
 	}
 	if alertGaps > 0 {
-		t.Errorf("EvictionImminent was not active in Alertmanager at %d polls during the rollout", alertGaps)
+		t.Errorf("EvictionImminent was not active in Alertmanager at %d polls during the rollout, first %s", alertGaps, firstGap)
 	}
-	if log := n.podLog(t); !strings.Contains(log, "fill-rate history restored") {
-		t.Errorf("the new pod did not restore the fill-rate history:\n%s", log)
+	if log := n.podLogOf(done, 0); !strings.Contains(log, "fill-rate history restored") {
+		t.Errorf("the new pod did not restore the fill-rate history:\n%s", tail(log, 3000))
 	}
 	return done
 }

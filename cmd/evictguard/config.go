@@ -104,6 +104,9 @@ func applyConfig(o *runOptions, c *config.Configuration, fs *pflag.FlagSet) {
 	str("configz-token-file", &o.configzTokenFile, m.Configz.TokenFile)
 	dur("configz-interval", &o.configzInterval, m.Configz.Interval)
 	str("listen", &o.listen, c.Metrics.Listen)
+	str("metrics-auth", &o.metricsAuth, c.Metrics.Auth)
+	str("tls-cert-file", &o.tlsCertFile, c.Metrics.TLS.CertFile)
+	str("tls-private-key-file", &o.tlsKeyFile, c.Metrics.TLS.KeyFile)
 	str("history-file", &o.historyFile, m.HistoryFile)
 	if !set("alertmanager.url") {
 		o.alertmanagerURLs = c.Alerts.AlertmanagerURLs
@@ -491,7 +494,7 @@ var keyFlags = map[string]string{
 	"monitor.statfsTimeout": "statfs-timeout", "monitor.rediscoverInterval": "rediscover-interval", "monitor.runtime": "runtime", "monitor.criEndpoint": "cri-endpoint",
 	"monitor.dockerSocket": "docker-socket", "monitor.kubeletCmdline": "kubelet-cmdline", "monitor.kubeletVersion": "kubelet-version",
 	"monitor.configz.url": "configz", "monitor.configz.tokenFile": "configz-token-file", "monitor.configz.interval": "configz-interval",
-	"metrics.listen": "listen", "monitor.historyFile": "history-file", "alerts.resend": "alertmanager.resend", "alerts.for": "alert-for",
+	"metrics.listen": "listen", "metrics.auth": "metrics-auth", "metrics.tls.certFile": "tls-cert-file", "metrics.tls.keyFile": "tls-private-key-file", "monitor.historyFile": "history-file", "alerts.resend": "alertmanager.resend", "alerts.for": "alert-for",
 	"alerts.criticalHorizon": "critical-horizon", "kubernetes.kubeconfig": "kubeconfig", "kubernetes.nodeName": "node-name",
 	"actions.stateDir": "state-dir", "actions.kubeletUnit": "unit", "actions.systemdBus": "bus-address", "actions.healthz": "healthz",
 	"monitor.logDirs": "log-dir", "alerts.alertmanagerURLs": "alertmanager.url",

@@ -40,6 +40,8 @@ type runOptions struct {
 
 	listen                    string
 	historyFile               string // node path of the fill-rate history (run_history.go)
+	metricsAuth               string // --metrics-auth (run_metrics.go)
+	tlsCertFile, tlsKeyFile   string
 	alertmanagerURLs          []string
 	alertmanagerResend        time.Duration
 	alertFor, criticalHorizon time.Duration
@@ -83,6 +85,9 @@ remediation build on this loop.`,
 	fl := cmd.Flags()
 	addConfigFlag(fl, o)
 	fl.StringVar(&o.historyFile, "history-file", "", "node path of a file that keeps the fill-rate history across restarts and upgrades (empty: not kept)")
+	fl.StringVar(&o.metricsAuth, "metrics-auth", "none", "protect --listen: none, or kubernetes (HTTPS; a bearer token the API server authenticates, allowed to get the path; /healthz and /readyz stay open)")
+	fl.StringVar(&o.tlsCertFile, "tls-cert-file", "", "certificate for --listen over HTTPS (with --metrics-auth kubernetes and none given: self-signed at start)")
+	fl.StringVar(&o.tlsKeyFile, "tls-private-key-file", "", "private key of --tls-cert-file")
 	fl.StringVar(&o.listen, "listen", "127.0.0.1:9847", "address for /metrics, /healthz and /readyz (empty: no HTTP server)")
 	fl.StringArrayVar(&o.alertmanagerURLs, "alertmanager.url", nil, "Alertmanager base URL to post alerts to directly (repeatable; for clusters without Prometheus)")
 	fl.DurationVar(&o.alertmanagerResend, "alertmanager.resend", 30*time.Second, "re-post active alerts this often")
@@ -241,11 +246,12 @@ func startOutputs(ctx context.Context, g *globalOptions, o *runOptions, s *setup
 		if err != nil {
 			return nil, usageErr(fmt.Errorf("--listen: %w", err))
 		}
-		srv := &http.Server{
-			Handler:           monitor.NewHandler(reg, s.monitor, monitor.HandlerOptions{MaxAge: max(5*o.interval, 30*time.Second)}),
-			ReadHeaderTimeout: 10 * time.Second,
+		h, ln, err := o.secureMetrics(monitor.NewHandler(reg, s.monitor, monitor.HandlerOptions{MaxAge: max(5*o.interval, 30*time.Second)}), ln, node, log)
+		if err != nil {
+			return nil, err
 		}
-		log.Info("serving metrics", "address", ln.Addr().String())
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		log.Info("serving metrics", "address", ln.Addr().String(), "auth", o.metricsAuth)
 		out.goRun(func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("HTTP server failed", "err", err)

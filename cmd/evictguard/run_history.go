@@ -19,12 +19,12 @@ import (
 // historyEvery and when the daemon stops. A missing, unreadable or foreign file is logged and
 // ignored: the history is an optimisation, never a reason not to run.
 type historyKeeper struct {
-	path    string // on this machine (under --host-root)
-	node    string // as given, for logs
-	m       *monitor.Monitor
-	log     *slog.Logger
-	last    time.Time
-	warned  bool
+	path   string // on this machine (under --host-root)
+	node   string // as given, for logs
+	m      *monitor.Monitor
+	log    *slog.Logger
+	last   time.Time
+	warned bool
 }
 
 // historyEvery bounds the writes: the pods of a rolling update overlap for seconds, and a

@@ -119,7 +119,26 @@ type Configz struct {
 type Metrics struct {
 	// Listen address (--listen, default 127.0.0.1:9847); "" disables the server.
 	Listen string `json:"listen" yaml:"listen"`
+	// Auth protects the endpoint (--metrics-auth): "" or "none", or "kubernetes" — HTTPS, and
+	// every path but /healthz and /readyz needs a bearer token whose user the API server
+	// allows to get that path (TokenReview and SubjectAccessReview, as kube-rbac-proxy does).
+	Auth string `json:"auth,omitempty" yaml:"auth,omitempty"`
+	// TLS is the serving certificate; with auth "kubernetes" and no files, a self-signed one
+	// is made at start.
+	TLS MetricsTLS `json:"tls,omitempty" yaml:"tls,omitempty"`
 }
+
+// MetricsTLS is the metrics endpoint's certificate (--tls-cert-file, --tls-private-key-file).
+type MetricsTLS struct {
+	CertFile string `json:"certFile,omitempty" yaml:"certFile,omitempty"`
+	KeyFile  string `json:"keyFile,omitempty" yaml:"keyFile,omitempty"`
+}
+
+// Values of Metrics.Auth.
+const (
+	MetricsAuthNone       = "none"
+	MetricsAuthKubernetes = "kubernetes"
+)
 
 // Alerts are the direct Alertmanager feed and the timing shared with Node Events.
 type Alerts struct {
@@ -377,6 +396,14 @@ func (c *Configuration) Validate() error {
 	}
 	if m.Hysteresis.BreachHold.Duration < 0 {
 		bad("monitor.hysteresis.breachHold", "must not be negative")
+	}
+	switch c.Metrics.Auth {
+	case "", MetricsAuthNone, MetricsAuthKubernetes:
+	default:
+		bad("metrics.auth", "%q is not one of none, kubernetes", c.Metrics.Auth)
+	}
+	if (c.Metrics.TLS.CertFile == "") != (c.Metrics.TLS.KeyFile == "") {
+		bad("metrics.tls", "certFile and keyFile go together")
 	}
 	if c.Metrics.Listen != "" {
 		if _, port, err := splitHostPort(c.Metrics.Listen); err != nil {

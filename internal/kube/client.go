@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -52,6 +54,11 @@ type Interface interface {
 	GetLease(ctx context.Context, namespace, name string) (*coordinationv1.Lease, error)
 	CreateLease(ctx context.Context, l *coordinationv1.Lease) (*coordinationv1.Lease, error)
 	UpdateLease(ctx context.Context, l *coordinationv1.Lease) (*coordinationv1.Lease, error)
+
+	// CreateTokenReview and CreateSubjectAccessReview ask the API server who a bearer token
+	// is and what a user may do (the metrics endpoint's delegated auth).
+	CreateTokenReview(ctx context.Context, tr *authenticationv1.TokenReview) (*authenticationv1.TokenReview, error)
+	CreateSubjectAccessReview(ctx context.Context, sar *authorizationv1.SubjectAccessReview) (*authorizationv1.SubjectAccessReview, error)
 }
 
 // scheme holds only the types Interface sends and receives (plus meta/v1's Status, options
@@ -66,13 +73,16 @@ func init() {
 	utilruntime.Must(corev1.AddToScheme(scheme))
 	utilruntime.Must(policyv1.AddToScheme(scheme))
 	utilruntime.Must(coordinationv1.AddToScheme(scheme))
+	utilruntime.Must(authenticationv1.AddToScheme(scheme))
+	utilruntime.Must(authorizationv1.AddToScheme(scheme))
 	metav1.AddToGroupVersion(scheme, schema.GroupVersion{Version: "v1"})
 }
 
 // Client implements Interface with one REST client per API group-version, sharing one HTTP
 // client (connection pool) and one rate limiter, as the typed clientset does.
 type Client struct {
-	core, policy, coordination *rest.RESTClient
+	core, policy, coordination    *rest.RESTClient
+	authentication, authorization *rest.RESTClient
 }
 
 var _ Interface = (*Client)(nil)
@@ -103,6 +113,8 @@ func NewClient(cfg *rest.Config) (*Client, error) {
 		{&out.core, "/api", corev1.SchemeGroupVersion},
 		{&out.policy, "/apis", policyv1.SchemeGroupVersion},
 		{&out.coordination, "/apis", coordinationv1.SchemeGroupVersion},
+		{&out.authentication, "/apis", authenticationv1.SchemeGroupVersion},
+		{&out.authorization, "/apis", authorizationv1.SchemeGroupVersion},
 	} {
 		*g.into, err = restClient(&c, hc, g.apiPath, g.gv)
 		if err != nil {
@@ -197,5 +209,19 @@ func (c *Client) CreateLease(ctx context.Context, l *coordinationv1.Lease) (*coo
 func (c *Client) UpdateLease(ctx context.Context, l *coordinationv1.Lease) (*coordinationv1.Lease, error) {
 	out := &coordinationv1.Lease{}
 	err := c.coordination.Put().Namespace(l.Namespace).Resource("leases").Name(l.Name).Body(l).Do(ctx).Into(out)
+	return out, err
+}
+
+// CreateTokenReview implements Interface.
+func (c *Client) CreateTokenReview(ctx context.Context, tr *authenticationv1.TokenReview) (*authenticationv1.TokenReview, error) {
+	out := &authenticationv1.TokenReview{}
+	err := c.authentication.Post().Resource("tokenreviews").Body(tr).Do(ctx).Into(out)
+	return out, err
+}
+
+// CreateSubjectAccessReview implements Interface.
+func (c *Client) CreateSubjectAccessReview(ctx context.Context, sar *authorizationv1.SubjectAccessReview) (*authorizationv1.SubjectAccessReview, error) {
+	out := &authorizationv1.SubjectAccessReview{}
+	err := c.authorization.Post().Resource("subjectaccessreviews").Body(sar).Do(ctx).Into(out)
 	return out, err
 }

@@ -11,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/evictguard/evictguard/internal/kube/kubetest"
 )
 
 // TestWrap: the status of each request and how many reviews reach the API server, with the
@@ -38,7 +40,7 @@ func TestWrap(t *testing.T) {
 		sar.Status.Allowed = sar.Spec.User == "system:serviceaccount:monitoring:prometheus" && na != nil && na.Path == "/metrics" && na.Verb == "get"
 		return true, sar, nil
 	})
-	a, err := New(Config{TokenReviews: client.AuthenticationV1().TokenReviews(), SubjectAccessReviews: client.AuthorizationV1().SubjectAccessReviews(),
+	a, err := New(Config{Reviews: kubetest.New(client),
 		Public: []string{"/healthz", "/readyz"}, now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,8 @@ package kubetest
 import (
 	"context"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -79,4 +81,14 @@ func (a Adapter) CreateLease(ctx context.Context, l *coordinationv1.Lease) (*coo
 // UpdateLease implements kube.Interface.
 func (a Adapter) UpdateLease(ctx context.Context, l *coordinationv1.Lease) (*coordinationv1.Lease, error) {
 	return a.C.CoordinationV1().Leases(l.Namespace).Update(ctx, l, metav1.UpdateOptions{})
+}
+
+// CreateTokenReview implements kube.Interface.
+func (a Adapter) CreateTokenReview(ctx context.Context, tr *authenticationv1.TokenReview) (*authenticationv1.TokenReview, error) {
+	return a.C.AuthenticationV1().TokenReviews().Create(ctx, tr, metav1.CreateOptions{})
+}
+
+// CreateSubjectAccessReview implements kube.Interface.
+func (a Adapter) CreateSubjectAccessReview(ctx context.Context, sar *authorizationv1.SubjectAccessReview) (*authorizationv1.SubjectAccessReview, error) {
+	return a.C.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
 }
