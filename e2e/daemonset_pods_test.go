@@ -479,6 +479,23 @@ func TestDaemonSetPods(t *testing.T) {
 		t.Fatalf("the pod's condition and Events: %v", err)
 	}
 	n.checkWriterIsServiceAccount(t)
+	// The log budget annotation too, through the shipped RBAC and admission policy.
+	err = harness.WaitFor(ctx, 60*time.Second, nil, func() error {
+		node, err := n.a.Client.CoreV1().Nodes().Get(ctx, podNodeName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if _, ok := node.Annotations["evictguard.dev/log-budget-bytes"]; !ok {
+			return errors.New("no evictguard.dev/log-budget-bytes annotation on the node")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("%v\npod log:\n%s", err, n.podLog(t))
+	}
+	if log := n.podLogOf(pod, 0); strings.Contains(log, "forbidden") {
+		t.Errorf("the pod was refused something by the API server:\n%s", tail(log, 3000))
+	}
 
 	prom, am := n.prometheusFor(t)
 	waitScraped(t, prom, pod.Name)
@@ -535,7 +552,9 @@ func TestDaemonSetPods(t *testing.T) {
 	stop()
 	n.fill.Free(t)
 	freed := time.Now()
-	err = harness.WaitFor(ctx, 180*time.Second, prom.Proc, func() error {
+	// The fit drops a rate only once the flat samples outweigh the falling ones (about half
+	// the 5 minute window), so resolving takes a few minutes.
+	err = harness.WaitFor(ctx, 300*time.Second, prom.Proc, func() error {
 		as, err := activeAlerts(am, "EvictionImminent", "nodefs.available")
 		if err != nil {
 			return err
