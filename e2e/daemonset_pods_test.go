@@ -258,6 +258,9 @@ func (n *podNode) checkThresholdsFromPod(t *testing.T, pod *corev1.Pod) {
 	}
 	compareWithConfigz(t, doc.KubeletConfig, raw, stdout)
 	got := decodeThresholds(t, stdout)
+	if got.Kubelet.Version != "1.37.2" {
+		t.Errorf("from the pod, the kubelet's version is %q, want 1.37.2 (warnings: %v)", got.Kubelet.Version, got.Warnings)
+	}
 	if got.Kubelet.ConfigFile != n.k.ConfigPath {
 		t.Errorf("from the pod, the kubelet's config file is %q, want %q (the node path)", got.Kubelet.ConfigFile, n.k.ConfigPath)
 	}

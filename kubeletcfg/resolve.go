@@ -387,7 +387,9 @@ func (r *resolver) version(ctx context.Context, opts Options, argv0, exe string)
 	why := "no kubelet found"
 	if r.eff.KubeletFound {
 		bin := exe
-		if bin == "" && argv0 != "" {
+		if _, err := os.Stat(bin); (bin == "" || err != nil) && argv0 != "" {
+			// /proc/PID/exe needs ptrace access to the kubelet, which a container without
+			// CAP_SYS_PTRACE lacks: the path it was started as, under the host root, then.
 			bin = r.findBinary(argv0)
 		}
 		if bin != "" {
@@ -397,6 +399,11 @@ func (r *resolver) version(ctx context.Context, opts Options, argv0, exe string)
 					return v, nil
 				}
 				why = err.Error()
+				// A binary that cannot run here (a container without the host's libc, its
+				// loader missing) still carries its version in its Go build information.
+				if v, berr := kubeletVersionFromBuildInfo(bin); berr == nil {
+					return v, nil
+				}
 			} else {
 				why = fmt.Sprintf("%s not found", argv0)
 			}

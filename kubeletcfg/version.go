@@ -2,6 +2,7 @@ package kubeletcfg
 
 import (
 	"context"
+	"debug/buildinfo"
 	"fmt"
 	"os/exec"
 	"regexp"
@@ -64,8 +65,8 @@ func (v Version) short() string { return fmt.Sprintf("%d.%d", v.Major, v.Minor) 
 func (v Version) AtLeast(minor int) bool { return v.Major > 1 || (v.Major == 1 && v.Minor >= minor) }
 
 // kubeletVersionOf runs "BINARY --version". There is no API or file that carries the
-// kubelet's version (/configz does not include it, and reading the binary's build info would
-// need the exact module layout), so this is the one place the package starts a process.
+// kubelet's version (/configz does not include it), so this is the one place the package
+// starts a process; kubeletVersionFromBuildInfo is the fallback for a binary that cannot run.
 // bin is a path on this machine (already mapped under the host root).
 func kubeletVersionOf(ctx context.Context, bin string) (Version, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -75,4 +76,33 @@ func kubeletVersionOf(ctx context.Context, bin string) (Version, error) {
 		return Version{}, fmt.Errorf("run %s --version: %w", bin, err)
 	}
 	return ParseVersion(string(out))
+}
+
+// gitVersionFlag is how Kubernetes' build stamps the version (hack/lib/version.sh).
+var gitVersionFlag = regexp.MustCompile(`k8s\.io/component-base/version\.gitVersion=(v[0-9]+\.[0-9]+\.[0-9]+)`)
+
+// kubeletVersionFromBuildInfo reads the version from the binary's Go build information
+// without running it: the -X gitVersion of Kubernetes' own build (recorded with -ldflags), or
+// the k8s.io/kubernetes module it was built from (a build outside the Kubernetes tree).
+func kubeletVersionFromBuildInfo(bin string) (Version, error) {
+	bi, err := buildinfo.ReadFile(bin)
+	if err != nil {
+		return Version{}, fmt.Errorf("build info of %s: %w", bin, err)
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "-ldflags" {
+			if m := gitVersionFlag.FindStringSubmatch(s.Value); m != nil {
+				return ParseVersion(m[1])
+			}
+		}
+	}
+	if bi.Main.Path == "k8s.io/kubernetes" && strings.HasPrefix(bi.Main.Version, "v1.") {
+		return ParseVersion(bi.Main.Version)
+	}
+	for _, d := range bi.Deps {
+		if d.Path == "k8s.io/kubernetes" && strings.HasPrefix(d.Version, "v1.") {
+			return ParseVersion(d.Version)
+		}
+	}
+	return Version{}, fmt.Errorf("build info of %s names no Kubernetes version", bin)
 }
