@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
-	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -243,20 +243,11 @@ func (n *podNode) exec(t *testing.T, pod *corev1.Pod, argv ...string) string {
 func (n *podNode) checkThresholdsFromPod(t *testing.T, pod *corev1.Pod) {
 	t.Helper()
 	stdout := n.exec(t, pod, "/usr/local/bin/evictguard", "thresholds", "-o", "json", "--host-root", "/host")
-	raw, err := n.k.ConfigzRaw()
-	if err != nil {
-		t.Fatal(err)
+	cz, raw := kubeletConfigz(t, n.k)
+	if cz.EvictionHard["nodefs.available"] != "10%" {
+		t.Fatalf("the kubelet's /configz evictionHard = %v (the test's kubelet is wrong)", cz.EvictionHard)
 	}
-	var doc struct {
-		KubeletConfig configzEviction `json:"kubeletconfig"`
-	}
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		t.Fatal(err)
-	}
-	if doc.KubeletConfig.EvictionHard["nodefs.available"] != "10%" {
-		t.Fatalf("the kubelet's /configz evictionHard = %v (the test's kubelet is wrong)", doc.KubeletConfig.EvictionHard)
-	}
-	compareWithConfigz(t, doc.KubeletConfig, raw, stdout)
+	compareWithConfigz(t, cz, raw, stdout)
 	got := decodeThresholds(t, stdout)
 	if got.Kubelet.Version != "1.37.2" {
 		t.Errorf("from the pod, the kubelet's version is %q, want 1.37.2 (warnings: %v)", got.Kubelet.Version, got.Warnings)

@@ -98,6 +98,25 @@ func (ap *applier) apply(ctx context.Context, o map[string]any, dryRun bool) err
 	return err
 }
 
+// applyIdentity applies the identity objects of rendered manifests — Namespace,
+// ServiceAccount, RBAC and the admission policy — and returns the others, unapplied.
+func (ap *applier) applyIdentity(t *testing.T, objs []deploy.Object) []deploy.Object {
+	t.Helper()
+	var rest []deploy.Object
+	for _, o := range objs {
+		switch o["kind"] {
+		case "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+			"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding":
+			if err := ap.apply(t.Context(), o, false); err != nil {
+				t.Fatalf("apply %s: %v", deploy.Key(o), err)
+			}
+		default:
+			rest = append(rest, o)
+		}
+	}
+	return rest
+}
+
 // remediationValues switch the chart to the remediation variant (the overlay's objects).
 var remediationValues = map[string]any{"remediation": map[string]any{"enabled": true}}
 

@@ -43,13 +43,8 @@ func TestDeployDaemonSetPodSpec(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ds, cm *unstructured.Unstructured
-	for _, o := range objs {
+	for _, o := range ap.applyIdentity(t, objs) {
 		switch o["kind"] {
-		case "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-			"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding":
-			if err := ap.apply(ctx, o, false); err != nil {
-				t.Fatalf("apply %s: %v", deploy.Key(o), err)
-			}
 		case "DaemonSet":
 			ds = &unstructured.Unstructured{Object: o}
 		case "ConfigMap":
@@ -163,6 +158,17 @@ func TestDeployDaemonSetPodSpec(t *testing.T) {
 		t.Fatal(err)
 	}
 	sa, err := kubernetes.NewForConfig(a.TokenConfig(tr.Status.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The API server enforces a new policy once it has loaded and compiled it.
+	err = harness.WaitFor(ctx, 30*time.Second, nil, func() error {
+		_, err := sa.CoreV1().Nodes().Patch(ctx, "node-b", types.MergePatchType, []byte(`{"metadata":{"annotations":{"evictguard.dev/probe":"1"}}}`), metav1.PatchOptions{})
+		if err == nil {
+			return errors.New("the admission policy is not enforced yet")
+		}
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,13 +38,8 @@ func TestMetricsAuthAgainstAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	var auth string
-	for _, o := range objs {
-		switch o["kind"] {
-		case "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding":
-			if err := ap.apply(ctx, o, false); err != nil {
-				t.Fatalf("apply %s: %v", deploy.Key(o), err)
-			}
-		case "ConfigMap":
+	for _, o := range ap.applyIdentity(t, objs) {
+		if o["kind"] == "ConfigMap" {
 			cfg, _ := o["data"].(map[string]any)["config.yaml"].(string)
 			if strings.Contains(cfg, "auth: kubernetes") {
 				auth = "kubernetes"

@@ -145,17 +145,7 @@ func TestThresholdsMatchConfigz(t *testing.T) {
 // compares its result with the kubelet's /configz independently of evictguard's own check.
 func assertMatchesConfigz(t *testing.T, k *harness.Kubelet, wantHard map[string]string, sourceOf map[string]string, warning string, extra ...string) {
 	t.Helper()
-	raw, err := k.ConfigzRaw()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc struct {
-		KubeletConfig configzEviction `json:"kubeletconfig"`
-	}
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		t.Fatal(err)
-	}
-	cz := doc.KubeletConfig
+	cz, raw := kubeletConfigz(t, k)
 	if !reflect.DeepEqual(nonNil(cz.EvictionHard), wantHard) {
 		t.Fatalf("the kubelet's /configz evictionHard = %v, want %v (the test case is wrong)", cz.EvictionHard, wantHard)
 	}
@@ -175,6 +165,22 @@ func assertMatchesConfigz(t *testing.T, k *harness.Kubelet, wantHard map[string]
 	if warning != "" && !containsAny(got.Warnings, warning) {
 		t.Errorf("no warning mentions %q; warnings: %v", warning, got.Warnings)
 	}
+}
+
+// kubeletConfigz reads the kubelet's /configz: its eviction settings and the raw answer.
+func kubeletConfigz(t *testing.T, k *harness.Kubelet) (configzEviction, []byte) {
+	t.Helper()
+	raw, err := k.ConfigzRaw()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		KubeletConfig configzEviction `json:"kubeletconfig"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	return doc.KubeletConfig, raw
 }
 
 // compareWithConfigz checks `evictguard thresholds -o json` output against the kubelet's

@@ -1,10 +1,7 @@
 package harness
 
 import (
-	"context"
-	"crypto/tls"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -103,7 +100,7 @@ func StartControllerManager(t testing.TB, a *APIServer) *Process {
 		"--bind-address", "127.0.0.1", "--secure-port", fmt.Sprint(port),
 		"--authentication-kubeconfig", a.Kubeconfig, "--authorization-kubeconfig", a.Kubeconfig,
 		"--v=1")
-	waitHealthz(t, p, fmt.Sprintf("https://127.0.0.1:%d/healthz", port))
+	waitHTTP200(t, p, fmt.Sprintf("https://127.0.0.1:%d/healthz", port), 90*time.Second)
 	return p
 }
 
@@ -118,7 +115,7 @@ func StartScheduler(t testing.TB, a *APIServer) *Process {
 		"--bind-address", "127.0.0.1", "--secure-port", fmt.Sprint(port),
 		"--authentication-kubeconfig", a.Kubeconfig, "--authorization-kubeconfig", a.Kubeconfig,
 		"--v=1")
-	waitHealthz(t, p, fmt.Sprintf("https://127.0.0.1:%d/healthz", port))
+	waitHTTP200(t, p, fmt.Sprintf("https://127.0.0.1:%d/healthz", port), 90*time.Second)
 	return p
 }
 
@@ -145,26 +142,6 @@ func StartKubeProxy(t testing.TB, a *APIServer, node string) *Process {
 		"--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0", "--conntrack-tcp-timeout-close-wait=0",
 		"--iptables-localhost-nodeports=false",
 		"--v=1")
-	waitHealthz(t, p, fmt.Sprintf("http://127.0.0.1:%d/healthz", healthz))
+	waitHTTP200(t, p, fmt.Sprintf("http://127.0.0.1:%d/healthz", healthz), 90*time.Second)
 	return p
-}
-
-// waitHealthz waits until url answers 200 (any TLS certificate), failing with p's log.
-func waitHealthz(t testing.TB, p *Process, url string) {
-	t.Helper()
-	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // loopback test component with a self-signed cert
-	err := WaitFor(context.Background(), 90*time.Second, p, func() error {
-		resp, err := hc.Get(url)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: %s", url, resp.Status)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("%s did not become healthy: %v\n%s", p.Name, err, p.LogTail(3000))
-	}
 }

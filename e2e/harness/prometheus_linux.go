@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -85,10 +86,13 @@ func StartAlertmanager(t testing.TB, config string) *Alertmanager {
 	return a
 }
 
+// waitHTTP200 waits until url answers 200 (over HTTPS, with any certificate: the components'
+// self-signed ones), failing with p's log.
 func waitHTTP200(t testing.TB, p *Process, url string, timeout time.Duration) {
 	t.Helper()
+	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // loopback test components with self-signed certificates
 	err := WaitFor(context.Background(), timeout, p, func() error {
-		resp, err := http.Get(url)
+		resp, err := hc.Get(url)
 		if err != nil {
 			return err
 		}
@@ -99,6 +103,6 @@ func waitHTTP200(t testing.TB, p *Process, url string, timeout time.Duration) {
 		return nil
 	})
 	if err != nil {
-		t.Fatalf("%s did not become ready: %v", p.Name, err)
+		t.Fatalf("%s did not become ready: %v\n%s", p.Name, err, p.LogTail(3000))
 	}
 }
