@@ -151,7 +151,7 @@ func build(binary, out, refText string, created time.Time, revision, source stri
 	// containerd names an imported image after io.containerd.image.name; the OCI annotation
 	// holds the tag, as `docker save` writes it.
 	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{
-		"io.containerd.image.name":         ref.Name(),
+		"io.containerd.image.name":          ref.Name(),
 		"org.opencontainers.image.ref.name": version,
 	})); err != nil {
 		return v1.Hash{}, 0, fmt.Errorf("OCI layout: %w", err)
