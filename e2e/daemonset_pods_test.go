@@ -505,7 +505,7 @@ func TestDaemonSetPods(t *testing.T) {
 			}
 		}()
 		if n.fill.Available(t) < n.fill.Threshold {
-			return fmt.Errorf("threshold crossed before the alert and condition arrived (%v)", lastErr)
+			return fmt.Errorf("threshold crossed before the alert and condition arrived (%w)", lastErr)
 		}
 		as, err := activeAlerts(am, "EvictionImminent", "nodefs.available")
 		if err != nil {
@@ -600,7 +600,7 @@ func (n *podNode) checkWriterIsServiceAccount(t *testing.T) {
 	}
 	var managers []string
 	for _, mf := range node.ManagedFields {
-		if mf.Subresource == "status" && strings.Contains(string(mf.FieldsV1.Raw), "EvictionPredicted") {
+		if mf.Subresource == "status" && strings.Contains(mf.FieldsV1.GetRawString(), "EvictionPredicted") {
 			managers = append(managers, mf.Manager)
 		}
 	}
@@ -640,7 +640,7 @@ func (n *podNode) rollingUpdate(t *testing.T, old *corev1.Pod, newRef string, am
 	if _, err := n.a.Client.AppsV1().DaemonSets("evictguard").Patch(ctx, "evictguard", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	var lastReady time.Time = began
+	lastReady := began
 	var worst time.Duration
 	var condStates []string
 	var done *corev1.Pod

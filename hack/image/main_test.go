@@ -50,7 +50,7 @@ func TestBuildReproducible(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cf.Config.Entrypoint) != 1 || cf.Config.Entrypoint[0] != "/usr/local/bin/evictguard" || !cf.Created.Time.Equal(created) {
+	if len(cf.Config.Entrypoint) != 1 || cf.Config.Entrypoint[0] != "/usr/local/bin/evictguard" || !cf.Created.Equal(created) {
 		t.Errorf("entrypoint %v created %v", cf.Config.Entrypoint, cf.Created)
 	}
 	want := map[string]string{"org.opencontainers.image.version": "v9.9.9", "org.opencontainers.image.revision": "abc123",
