@@ -685,8 +685,8 @@ func (n *podNode) rollingUpdate(t *testing.T, old *corev1.Pod, newRef string, am
 	if err != nil {
 		t.Fatalf("rolling update: %v", err)
 	}
-	t.Logf("rolling update to %s: new pod %s Ready, old pod gone %s after the patch; longest time without a Ready pod %s (probe period %s); condition: %v",
-		newRef, done.Name, time.Since(began).Round(100*time.Millisecond), worst.Round(100*time.Millisecond), period, condStates)
+	t.Logf("rolling update to %s: the new pod %s alone and Ready %s after the patch, writing the condition itself after %s; longest time without a Ready pod %s (probe period %s); condition throughout: %v",
+		newRef, done.Name, doneAt.Sub(began).Round(100*time.Millisecond), time.Since(began).Round(100*time.Millisecond), worst.Round(100*time.Millisecond), period, condStates)
 	if worst > period {
 		t.Errorf("the node was without a Ready evictguard pod for %s, longer than the probe period %s", worst, period)
 	}
