@@ -582,6 +582,20 @@ func TestDaemonSetPods(t *testing.T) {
 	t.Logf("helm chart: pod %s Ready %s after apply", pod.Name, time.Since(applied).Round(100*time.Millisecond))
 	n.checkThresholdsFromPod(t, pod)
 	waitScraped(t, prom, pod.Name)
+	// The chart's pod writes the condition with the chart's ServiceAccount and RBAC.
+	err = harness.WaitFor(ctx, 60*time.Second, nil, func() error {
+		c, err := n.condition(ctx)
+		if err != nil {
+			return err
+		}
+		if !c.LastHeartbeatTime.After(applied) {
+			return errors.New("the chart's pod has not written the condition yet")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("%v\npod log:\n%s", err, tail(n.podLogOf(pod, 0), 3000))
+	}
 	res, err := promQuery(prom, fmt.Sprintf(`count(evictguard_filesystem_available_bytes{pod=%q}) > 0`, pod.Name))
 	if err != nil || len(res) != 1 {
 		t.Errorf("the chart's pod's nodefs.available in Prometheus: %v %v", res, err)
