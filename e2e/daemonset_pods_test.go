@@ -588,7 +588,8 @@ func TestDaemonSetPods(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if !c.LastHeartbeatTime.After(applied) {
+		// (condition times have whole seconds)
+		if c.LastHeartbeatTime.Before(&metav1.Time{Time: applied.Truncate(time.Second)}) {
 			return errors.New("the chart's pod has not written the condition yet")
 		}
 		return nil
