@@ -84,6 +84,16 @@ type podNode struct {
 func startPodNode(t *testing.T) *podNode {
 	t.Helper()
 	harness.RequireRoot(t)
+	// The DaemonSet's hostPath /var/lib/evictguard (DirectoryOrCreate, the fill-rate history)
+	// is the machine's: remove it after everything else stopped if this test created it.
+	const stateDir = "/var/lib/evictguard"
+	if _, err := os.Lstat(stateDir); os.IsNotExist(err) {
+		t.Cleanup(func() {
+			if err := os.RemoveAll(stateDir); err != nil {
+				t.Errorf("remove %s: %v", stateDir, err)
+			}
+		})
+	}
 	image := evictguardImage(t)
 	ip := harness.NodeAddress(t)
 	n := &podNode{a: harness.StartAPIServerOn(t, ip)}
