@@ -30,7 +30,7 @@ type remediationFlags struct {
 	monitorFlags
 	policyFile, stateDir, unit, busAddress string
 	configz, configzTokenFile, healthz     string
-	kubeconfig, nodeName                   string
+	kubeconfig                             string
 	// policy, when set (the daemon's --config file), is used instead of policyFile.
 	policy *remediate.Policy
 	// reporter, when set, receives every outcome besides the log and Node Events (the

@@ -45,7 +45,7 @@ type runOptions struct {
 	alertmanagerURLs          []string
 	alertmanagerResend        time.Duration
 	alertFor, criticalHorizon time.Duration
-	kubeconfig, nodeName      string
+	kubeconfig                string
 	configz, configzTokenFile string
 	configzInterval           time.Duration
 	logs                      logReclaimFlags
@@ -224,6 +224,17 @@ func startOutputs(ctx context.Context, g *globalOptions, o *runOptions, s *setup
 	if node == "" {
 		node, _ = os.Hostname()
 	}
+	// One client to the API server serves the metrics endpoint's reviews and the Node reporter.
+	kube.RouteKlog(log)
+	cfg, cfgErr := kube.Config(o.kubeconfig, 5, 10)
+	var client *kube.Client
+	if cfgErr == nil {
+		cfg.Timeout = 15 * time.Second
+		var err error
+		if client, err = kube.NewClient(cfg); err != nil {
+			return nil, problem(err)
+		}
+	}
 
 	if o.listen != "" {
 		v := buildVersion()
@@ -246,7 +257,7 @@ func startOutputs(ctx context.Context, g *globalOptions, o *runOptions, s *setup
 		if err != nil {
 			return nil, usageErr(fmt.Errorf("--listen: %w", err))
 		}
-		h, ln, err := o.secureMetrics(monitor.NewHandler(reg, s.monitor, monitor.HandlerOptions{MaxAge: max(5*o.interval, 30*time.Second)}), ln, node, log)
+		h, ln, err := o.secureMetrics(monitor.NewHandler(reg, s.monitor, monitor.HandlerOptions{MaxAge: max(5*o.interval, 30*time.Second)}), ln, node, client, cfgErr, log)
 		if err != nil {
 			return nil, err
 		}
@@ -279,21 +290,14 @@ func startOutputs(ctx context.Context, g *globalOptions, o *runOptions, s *setup
 		out.goRun(func() { am.Run(ctx) })
 	}
 
-	kube.RouteKlog(log)
-	cfg, err := kube.Config(o.kubeconfig, 5, 10)
 	switch {
-	case errors.Is(err, kube.ErrNoCluster):
+	case errors.Is(cfgErr, kube.ErrNoCluster):
 		log.Info("no API server configured: metrics only (no Node Events or condition)")
-	case err != nil:
-		return nil, usageErr(err)
+	case cfgErr != nil:
+		return nil, usageErr(cfgErr)
 	case o.nodeName == "":
 		return nil, usageErr(errors.New("--node-name (or NODE_NAME) is needed for Node Events and the condition"))
 	default:
-		cfg.Timeout = 15 * time.Second
-		client, err := kube.NewClient(cfg)
-		if err != nil {
-			return nil, problem(err)
-		}
 		o.logs.client = client
 		nr, err := feed.NewNodeReporter(feed.NodeConfig{Client: client, Node: o.nodeName, Policy: policy, Mismatches: mism.get, Logger: log})
 		if err != nil {

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"time"
 
 	certutil "k8s.io/client-go/util/cert"
 
@@ -20,25 +19,20 @@ import (
 // secureMetrics puts --metrics-auth in front of the metrics handler: with "kubernetes", every
 // path but the probes' needs a bearer token the API server authenticates and allows to get
 // the path, and the listener serves HTTPS (a token must not cross the network in clear).
-// It returns the handler and the listener to serve (ln itself for "none").
-func (o *runOptions) secureMetrics(h http.Handler, ln net.Listener, node string, log *slog.Logger) (http.Handler, net.Listener, error) {
+// It returns the handler and the listener to serve (ln itself for "none"). client is the
+// daemon's API server client, nil with cfgErr when none is configured.
+func (o *runOptions) secureMetrics(h http.Handler, ln net.Listener, node string, client *kube.Client, cfgErr error, log *slog.Logger) (http.Handler, net.Listener, error) {
 	switch o.metricsAuth {
 	case "", config.MetricsAuthNone:
 		if o.tlsCertFile == "" {
 			return h, ln, nil
 		}
 	case config.MetricsAuthKubernetes:
-		cfg, err := kube.Config(o.kubeconfig, 5, 10)
-		if errors.Is(err, kube.ErrNoCluster) {
+		if errors.Is(cfgErr, kube.ErrNoCluster) {
 			return nil, nil, usageErr(errors.New("--metrics-auth kubernetes needs an API server (in-cluster or --kubeconfig)"))
 		}
-		if err != nil {
-			return nil, nil, usageErr(err)
-		}
-		cfg.Timeout = 15 * time.Second
-		client, err := kube.NewClient(cfg)
-		if err != nil {
-			return nil, nil, problem(err)
+		if cfgErr != nil {
+			return nil, nil, usageErr(cfgErr)
 		}
 		a, err := metricsauth.New(metricsauth.Config{
 			Reviews: client,

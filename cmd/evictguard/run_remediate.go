@@ -83,7 +83,7 @@ func (d *daemonRemediation) addFlags(fs *pflag.FlagSet) {
 func (d *daemonRemediation) flags(o *runOptions) remediationFlags {
 	return remediationFlags{
 		monitorFlags: o.monitorFlags, policyFile: d.policyFile, stateDir: d.stateDir, unit: d.unit, busAddress: d.busAddress,
-		configz: o.configz, configzTokenFile: o.configzTokenFile, healthz: d.healthz, kubeconfig: o.kubeconfig, nodeName: o.nodeName,
+		configz: o.configz, configzTokenFile: o.configzTokenFile, healthz: d.healthz, kubeconfig: o.kubeconfig,
 		policy: d.Policy, reporter: d.reporter, rediscover: d.rediscover,
 	}
 }

@@ -31,6 +31,9 @@ type monitorFlags struct {
 	warnHorizon                    time.Duration
 	warnMargin                     float64
 	statfsTimeout                  time.Duration
+	// nodeName is this node's name (run's and plan's --node-name; $NODE_NAME otherwise):
+	// discovery prefers the kubelet registered under it.
+	nodeName string
 }
 
 func (f *monitorFlags) addFlags(fs *pflag.FlagSet) {
@@ -108,7 +111,11 @@ func newSetup(ctx context.Context, g *globalOptions, f *monitorFlags, cfg monito
 	if err := f.validate(); err != nil {
 		return nil, usageErr(err)
 	}
-	opts := kubeletcfg.Options{HostRoot: g.root(), Version: f.kubeletVersion, NodeName: os.Getenv("NODE_NAME"), Logger: g.logger}
+	node := f.nodeName
+	if node == "" {
+		node = os.Getenv("NODE_NAME")
+	}
+	opts := kubeletcfg.Options{HostRoot: g.root(), Version: f.kubeletVersion, NodeName: node, Logger: g.logger}
 	if f.kubeletCmdline != "" {
 		words, err := kubeletcfg.SplitCommandLine(f.kubeletCmdline)
 		if err != nil {
