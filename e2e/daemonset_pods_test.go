@@ -556,6 +556,7 @@ func TestDaemonSetPods(t *testing.T) {
 	stop()
 	n.fill.Free(t)
 	freed := time.Now()
+	var condition *corev1.NodeCondition
 	// The fit drops a rate only once the flat samples outweigh the falling ones (about half
 	// the 5 minute window), so resolving takes a few minutes.
 	err = harness.WaitFor(ctx, 300*time.Second, prom.Proc, func() error {
@@ -570,15 +571,20 @@ func TestDaemonSetPods(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if c.Status != corev1.ConditionFalse {
-			return fmt.Errorf("condition %s %s", c.Status, c.Reason)
+		// The condition covers every signal of the node: on a machine shared with other
+		// tests filling tmpfs disks (which is memory), memory.available can be predicted to
+		// reach its threshold too. What must be gone is nodefs'.
+		if c.Status == corev1.ConditionTrue && strings.Contains(c.Message, "nodefs.available") {
+			return fmt.Errorf("condition %s %s: %s", c.Status, c.Reason, c.Message)
 		}
+		condition = c
 		return nil
 	})
 	if err != nil {
-		t.Fatalf("after freeing: %v", err)
+		t.Fatalf("after freeing: %v\n%s", err, n.podLog(t))
 	}
-	t.Logf("resolved and the condition False %s after the space was freed", time.Since(freed).Round(time.Second))
+	t.Logf("resolved, and the condition no longer names nodefs.available, %s after the space was freed (%s %s: %s)",
+		time.Since(freed).Round(time.Second), condition.Status, condition.Reason, condition.Message)
 
 	// The Helm chart with default values, in place of the kustomize base.
 	n.deleteDaemonSet(t)
