@@ -528,11 +528,26 @@ type migration struct {
 // in MigrateSteps. On a failure before the runtime runs on the new root it rolls back; the
 // returned operation says what happened.
 func Migrate(ctx context.Context, opts MigrateOptions, plan *MigrationPlan) (*Operation, error) {
+	if opts.Systemd == nil {
+		return nil, errors.New("migration needs a journal and a systemd client")
+	}
+	op, err := BeginMigration(opts, plan)
+	if err != nil {
+		return nil, err
+	}
+	return op, ResumeMigration(ctx, opts, op)
+}
+
+// BeginMigration journals a migration of plan (in progress, before its first step) without
+// carrying out any step: the operation is then run by ResumeMigration, here or by an
+// `evictguard migrate --resume --op ID` on the host (package hostexec). It refuses as Migrate
+// does: a refused plan, a failed operation, an unfinished one.
+func BeginMigration(opts MigrateOptions, plan *MigrationPlan) (*Operation, error) {
 	opts.defaults()
 	if !plan.OK() {
 		return nil, fmt.Errorf("migration refused: %s", strings.Join(plan.Refusals, "; "))
 	}
-	if opts.Journal == nil || opts.Systemd == nil {
+	if opts.Journal == nil {
 		return nil, errors.New("migration needs a journal and a systemd client")
 	}
 	if failed, err := opts.Journal.Failed(); err != nil {
@@ -552,8 +567,10 @@ func Migrate(ctx context.Context, opts MigrateOptions, plan *MigrationPlan) (*Op
 		return nil, err
 	}
 	saveState(op, s)
-	m := &migration{o: opts, op: op, s: s}
-	return op, m.forward(ctx, "")
+	if err := opts.Journal.save(op); err != nil {
+		return nil, err
+	}
+	return op, nil
 }
 
 // refuseSurvivors refuses a migration that would leave containers running from the old root
@@ -1203,4 +1220,35 @@ func MigrationCandidate(l *monitor.Layout) (bool, string) {
 		return false, "imagefs already has its own filesystem"
 	}
 	return true, "imagefs shares nodefs"
+}
+
+// MigrationPlanOf returns the plan journaled with a migration operation.
+func MigrationPlanOf(op *Operation) (*MigrationPlan, error) {
+	if op.Kind != KindMigrateDataRoot {
+		return nil, fmt.Errorf("operation %s is a %s, not a migration", op.ID, op.Kind)
+	}
+	s, err := loadState(op)
+	if err != nil {
+		return nil, fmt.Errorf("operation %s: %w", op.ID, err)
+	}
+	return &s.Plan, nil
+}
+
+// LastMigrationTo returns the latest migration operation (in any state) whose target is to,
+// or nil: a command started again with the same --to (by a restart policy, or an operator
+// running it twice) reports that operation rather than starting a second one.
+func LastMigrationTo(j *Journal, to string) (*Operation, error) {
+	ops, err := j.List()
+	if err != nil {
+		return nil, err
+	}
+	for _, op := range slices.Backward(ops) {
+		if op.Kind != KindMigrateDataRoot {
+			continue
+		}
+		if p, err := MigrationPlanOf(op); err == nil && filepath.Clean(p.To) == filepath.Clean(to) {
+			return op, nil
+		}
+	}
+	return nil, nil
 }

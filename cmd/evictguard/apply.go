@@ -28,6 +28,9 @@ const (
 	// envTestCrashAfter (write|reload|restart|verify) makes evictguard SIGKILL itself after
 	// that journaled step.
 	envTestCrashAfter = "EVICTGUARD_TEST_CRASH_AFTER"
+	// envTestHoldAfter ("step=FILE") makes a migration wait after that journaled step until
+	// FILE exists, so a test can kill or signal whoever follows the operation in that step.
+	envTestHoldAfter = "EVICTGUARD_TEST_HOLD_AFTER"
 )
 
 type applyOptions struct {
@@ -56,6 +59,7 @@ Exit code 1 when blocked, refused, rolled back or failed.`,
 	}
 	o.addFlags(cmd.Flags())
 	cmd.Flags().BoolVar(&o.yes, "yes", false, "do not ask for confirmation")
+	cmd.Flags().StringVar(&o.execute, "execute", execAuto, "where a data-root migration's steps run: here, host (a transient systemd unit on the node, followed from here) or auto (host when --host-root is not /)")
 	cmd.Flags().StringVar(&o.clear, "clear", "", "mark a failed operation as handled by an operator (after checking the node) and exit")
 	return cmd
 }

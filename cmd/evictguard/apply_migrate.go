@@ -158,7 +158,14 @@ func applyMigration(ctx context.Context, g *globalOptions, o *applyOptions, r *r
 	if err != nil {
 		return usageErr(err)
 	}
-	op, err := remediate.Migrate(ctx, mo, p)
+	x, err := migrationRunnerFor(g, &o.remediationFlags, r)
+	if err != nil {
+		return usageErr(err)
+	}
+	op, err := remediate.BeginMigration(mo, p)
+	if err == nil {
+		err = x.run(ctx, mo, op, actionResume)
+	}
 	if op != nil {
 		// The kubelet was stopped and started: it counts against cooldown and budget.
 		if rerr := r.journal.RecordRestart(time.Now()); rerr != nil {
@@ -203,14 +210,18 @@ func (f *remediationFlags) recoverMigration(ctx context.Context, g *globalOption
 	if err != nil {
 		return err
 	}
-	crashed := op.Step // ResumeMigration moves op on
+	crashed := op.Step // the run moves op on
 	g.logger.Warn("resuming an interrupted data-root migration", "op", op.ID, "step", crashed)
 	if f.rediscover != nil {
 		// Finished or rolled back, the data root is settled; discovery at start may have
 		// seen the runtime stopped mid-migration.
 		defer f.rediscover(ctx)
 	}
-	if err := remediate.ResumeMigration(ctx, mo, op); err != nil {
+	x, err := migrationRunnerFor(g, f, r)
+	if err != nil {
+		return err
+	}
+	if err := x.run(ctx, mo, op, actionResume); err != nil {
 		migrationReport(ctx, g, rep, remediate.Report{Op: op.ID, Result: failedMigrationResult(r.journal, op.ID), Reason: "resuming after a crash after step " + crashed + ": " + err.Error()})
 		return fmt.Errorf("resume migration %s: %w", op.ID, err)
 	}
@@ -219,4 +230,14 @@ func (f *remediationFlags) recoverMigration(ctx context.Context, g *globalOption
 	}
 	migrationReport(ctx, g, rep, remediate.Report{Op: op.ID, Result: remediate.ResultRecovered, Reason: "migration finished after a crash after step " + crashed})
 	return nil
+}
+
+// migrationRunnerFor is the runner of f's migrations: where they execute (f.execute) and what a host
+// unit needs to reach the same systemd, state dir and API server.
+func migrationRunnerFor(g *globalOptions, f *remediationFlags, r *remediation) (*migrationRunner, error) {
+	mode, err := resolveExecute(f.execute, g.root())
+	if err != nil {
+		return nil, err
+	}
+	return &migrationRunner{g: g, mode: mode, busAddress: f.busAddress, stateDir: f.stateDir, kubeconfig: f.kubeconfig, sd: r.sd}, nil
 }

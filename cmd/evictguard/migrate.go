@@ -27,6 +27,8 @@ func init() { subcommands = append(subcommands, newMigrateCommand) }
 type migrateOptions struct {
 	runtime, to                        string
 	dryRun, resume, rollback, yes      bool
+	retry                              bool
+	op, execute                        string
 	busAddress, stateDir               string
 	dockerSocket, dockerConfig         string
 	containerdConfig, containerdSocket string
@@ -87,6 +89,9 @@ Refusals exit 2 and change nothing.`,
 	f.BoolVar(&o.resume, "resume", false, "finish an interrupted migration from the journal")
 	f.BoolVar(&o.rollback, "rollback", false, "return an interrupted migration to the old root")
 	f.BoolVar(&o.yes, "yes", false, "do not ask for confirmation")
+	f.StringVar(&o.op, "op", "", "with --resume or --rollback: the operation (journal id) to carry on; default the unfinished migration")
+	f.StringVar(&o.execute, "execute", execAuto, "where the steps run: here (this process), host (a transient systemd unit on the node, followed from here) or auto (host when --host-root is not /)")
+	f.BoolVar(&o.retry, "retry", false, "start a migration to --to even though the last one to it was rolled back")
 	f.StringVar(&o.busAddress, "bus-address", "", "D-Bus address of the systemd manager (default: the system bus)")
 	f.StringVar(&o.stateDir, "state-dir", remediate.DefaultStateDir, "node path of evictguard's journal and backups")
 	f.StringVar(&o.dockerSocket, "docker-socket", "", "dockerd API socket (default /var/run/docker.sock under --host-root)")
@@ -164,13 +169,25 @@ func migrateHooks(g *globalOptions, mo *remediate.MigrateOptions) {
 	mo.Progress = func(pass string) func(remediate.CopyProgress) {
 		return remediate.ProgressPrinter(g.stderr, terminal, g.logger, pass)
 	}
-	if step := os.Getenv(envTestCrashAfter); step != "" {
-		mo.AfterStep = func(s string) {
-			if s == step {
-				g.logger.Warn("TEST HOOK: killing evictguard", "env", envTestCrashAfter, "step", s)
-				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-				select {}
+	crash := os.Getenv(envTestCrashAfter)
+	hold, holdFile, _ := strings.Cut(os.Getenv(envTestHoldAfter), "=")
+	if crash == "" && hold == "" {
+		return
+	}
+	mo.AfterStep = func(s string) {
+		if s == hold && holdFile != "" {
+			g.logger.Warn("TEST HOOK: holding the migration", "env", envTestHoldAfter, "step", s, "until", holdFile)
+			for {
+				if _, err := os.Stat(holdFile); err == nil {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
 			}
+		}
+		if s == crash {
+			g.logger.Warn("TEST HOOK: killing evictguard", "env", envTestCrashAfter, "step", s)
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
 		}
 	}
 }
@@ -178,6 +195,13 @@ func migrateHooks(g *globalOptions, mo *remediate.MigrateOptions) {
 func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error {
 	if o.resume && o.rollback {
 		return usageErr(errors.New("--resume and --rollback are mutually exclusive"))
+	}
+	if o.op != "" && !o.resume && !o.rollback {
+		return usageErr(errors.New("--op names the operation to --resume or --rollback"))
+	}
+	mode, err := resolveExecute(o.execute, g.root())
+	if err != nil {
+		return usageErr(err)
 	}
 	mo, err := o.options(ctx, g)
 	if err != nil {
@@ -205,36 +229,75 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 			return err
 		}
 	}
-
-	if o.resume || o.rollback {
-		if pending == nil {
-			return usageErr(errors.New("no interrupted migration in the journal"))
-		}
+	// carryOn runs an operation already in the journal to its end, here or on the host.
+	carryOn := func(op *remediate.Operation, action, done string) error {
 		sd, err := o.systemd(ctx, g)
 		if err != nil {
 			return problem(err)
 		}
 		defer sd.Close()
 		mo.Systemd = sd
-		if o.rollback {
-			if err := remediate.RollbackMigration(ctx, mo, pending); err != nil {
-				return problem(fmt.Errorf("rollback of %s: %w", pending.ID, err))
-			}
-			fmt.Fprintf(g.stdout, "Rolled back (operation %s): the runtime runs on its old data root again.\n", pending.ID)
+		x := &migrationRunner{g: g, mode: mode, busAddress: o.busAddress, stateDir: o.stateDir, kubeconfig: o.kubeconfig, sd: sd}
+		if err := x.run(ctx, mo, op, action); err != nil {
+			return problem(fmt.Errorf("%s of %s: %w", action, op.ID, err))
+		}
+		if action == actionRollback {
+			fmt.Fprintf(g.stdout, "Rolled back (operation %s): the runtime runs on its old data root again.\n", op.ID)
 			return nil
 		}
-		if err := remediate.ResumeMigration(ctx, mo, pending); err != nil {
-			return problem(fmt.Errorf("resume of %s: %w", pending.ID, err))
+		if p, err := remediate.MigrationPlanOf(op); err == nil {
+			fmt.Fprintf(g.stdout, "%s (operation %s): %s data root is now %s.\n", done, op.ID, p.Runtime, p.To)
 		}
-		fmt.Fprintf(g.stdout, "Resumed and finished (operation %s).\n", pending.ID)
 		return nil
 	}
 
+	if o.resume || o.rollback {
+		action := actionResume
+		if o.rollback {
+			action = actionRollback
+		}
+		if o.op != "" {
+			op, err := mo.Journal.Load(o.op)
+			if err != nil {
+				return usageErr(fmt.Errorf("--op %s: %w", o.op, err))
+			}
+			if op.Kind != remediate.KindMigrateDataRoot || op.State != remediate.StateInProgress {
+				return usageErr(fmt.Errorf("--op %s: a %s operation that is %s: nothing to %s", o.op, op.Kind, op.State, action))
+			}
+			pending = op
+		}
+		if pending == nil {
+			return usageErr(errors.New("no interrupted migration in the journal"))
+		}
+		return carryOn(pending, action, "Resumed and finished")
+	}
+
 	if pending != nil {
+		// The same migration asked for again (a restart policy re-running a one-shot, an
+		// operator running it twice): carry that operation on, never start a second one.
+		if p, err := remediate.MigrationPlanOf(pending); err == nil && o.to != "" && filepath.Clean(p.To) == filepath.Clean(o.to) {
+			g.logger.Warn("this migration is already in the journal, unfinished: carrying it on", "op", pending.ID, "after", pending.Step)
+			return carryOn(pending, actionResume, "Resumed and finished")
+		}
 		return usageErr(fmt.Errorf("migration %s was interrupted after step %q: run with --resume or --rollback first", pending.ID, pending.Step))
 	}
 	if o.to == "" {
 		return usageErr(errors.New("--to is required"))
+	}
+	if mo.Journal != nil && !o.retry {
+		last, err := remediate.LastMigrationTo(mo.Journal, o.to)
+		if err != nil {
+			return problem(err)
+		}
+		if last != nil {
+			at := last.History[len(last.History)-1].At.Format(time.RFC3339)
+			if last.State == remediate.StateDone {
+				fmt.Fprintf(g.stdout, "Already migrated (operation %s, done at %s): the data root is %s; nothing to do.\n", last.ID, at, o.to)
+				return nil
+			}
+			return usageErr(fmt.Errorf("refused: the migration to %s (operation %s) ended %s at %s: %s; not starting another one (--retry does); nothing changed",
+				o.to, last.ID, last.State, at, lastNote(last)))
+		}
 	}
 	if mo.Runtime == "" {
 		layout, err := monitor.DiscoverFilesystems(ctx, monitor.DiscoverOptions{HostRoot: g.root(), DockerSocket: o.dockerSocket,
@@ -270,21 +333,11 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 			return problem(errors.New("not confirmed"))
 		}
 	}
-	sd, err := o.systemd(ctx, g)
+	op, err := remediate.BeginMigration(mo, plan)
 	if err != nil {
 		return problem(err)
 	}
-	defer sd.Close()
-	mo.Systemd = sd
-	op, err := remediate.Migrate(ctx, mo, plan)
-	if err != nil {
-		if op != nil {
-			return problem(fmt.Errorf("operation %s: %w", op.ID, err))
-		}
-		return problem(err)
-	}
-	fmt.Fprintf(g.stdout, "Migrated (operation %s): %s data root is now %s.\n", op.ID, plan.Runtime, plan.To)
-	return nil
+	return carryOn(op, actionResume, "Migrated")
 }
 
 func confirmLine(in io.Reader) bool {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/evictguard/evictguard/internal/config"
 	"github.com/evictguard/evictguard/internal/kube"
@@ -31,6 +30,8 @@ type remediationFlags struct {
 	policyFile, stateDir, unit, busAddress string
 	configz, configzTokenFile, healthz     string
 	kubeconfig                             string
+	// execute is where a migration's steps run (execAuto, execHere, execHost).
+	execute string
 	// policy, when set (the daemon's --config file), is used instead of policyFile.
 	policy *remediate.Policy
 	// reporter, when set, receives every outcome besides the log and Node Events (the
@@ -87,12 +88,13 @@ type remediation struct {
 	migDiff string
 }
 
-// kubeClient returns the API-server client for --kubeconfig, or nil without one.
+// kubeClient returns the API-server client for --kubeconfig (in-cluster without one), or nil
+// when there is neither.
 func (f *remediationFlags) kubeClient() (kube.Interface, error) {
-	if f.kubeconfig == "" {
+	cfg, err := kube.Config(f.kubeconfig, 0, 0)
+	if errors.Is(err, kube.ErrNoCluster) {
 		return nil, nil
 	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", f.kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("--kubeconfig: %w", err)
 	}

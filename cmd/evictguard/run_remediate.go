@@ -85,6 +85,9 @@ func (d *daemonRemediation) flags(o *runOptions) remediationFlags {
 		monitorFlags: o.monitorFlags, policyFile: d.policyFile, stateDir: d.stateDir, unit: d.unit, busAddress: d.busAddress,
 		configz: o.configz, configzTokenFile: o.configzTokenFile, healthz: d.healthz, kubeconfig: o.kubeconfig,
 		policy: d.Policy, reporter: d.reporter, rediscover: d.rediscover,
+		// One way to execute, from a pod or a systemd unit: the operation's own unit on
+		// the host outlives this process (docs/remediation.md, "Where the work runs").
+		execute: execHost,
 	}
 }
 
@@ -102,17 +105,14 @@ func (d *daemonRemediation) load() error {
 	return nil
 }
 
-// start recovers interrupted operations and registers the trigger; a no-op without a policy.
+// start registers the trigger and starts the remediation worker, which first recovers (or
+// adopts) interrupted operations; a no-op without a policy.
 // Call load first.
 func (d *daemonRemediation) start(ctx context.Context, g *globalOptions, o *runOptions, out *outputs) {
 	if d.Policy == nil {
 		return
 	}
 	f := d.flags(o)
-	if err := d.recover(ctx, g, &f); err != nil {
-		// Not fatal for monitoring: the operation stays in the journal and apply refuses to act.
-		g.logger.Error("recovering interrupted remediation failed", "err", err)
-	}
 	d.prev = map[string]monitor.State{}
 	d.trigger = make(chan struct{}, 1)
 	d.escalation = &atomic.Pointer[remediate.Escalation]{}
@@ -120,6 +120,12 @@ func (d *daemonRemediation) start(ctx context.Context, g *globalOptions, o *runO
 	o.logs.escalator = d
 	out.notifiers = append(out.notifiers, d.notify)
 	out.goRun(func() {
+		// Before any pass, and off the daemon's start: adopting a migration that runs on
+		// the host follows it to its end, while monitoring and the metrics go on.
+		if err := d.recover(ctx, g, &f); err != nil && ctx.Err() == nil {
+			// Not fatal for monitoring: the operation stays in the journal and apply refuses to act.
+			g.logger.Error("recovering interrupted remediation failed", "err", err)
+		}
 		for {
 			select {
 			case <-ctx.Done():

@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/evictguard/evictguard/hostexec"
+	"github.com/evictguard/evictguard/internal/hostfs"
+	"github.com/evictguard/evictguard/internal/kube"
+	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/systemd"
+)
+
+// Where a journaled migration's steps run (docs/remediation.md, "Where the work runs").
+const (
+	execAuto = "auto" // host from a container (--host-root other than /), here on the node
+	execHere = "here" // this process
+	execHost = "host" // a transient systemd unit on the node (package hostexec)
+)
+
+const (
+	actionResume   = "resume"
+	actionRollback = "rollback"
+)
+
+// resolveExecute turns --execute into here or host. Running the steps here through a
+// --host-root is refused: the process would live on the runtime it stops, and copy through
+// its container's mount namespace.
+func resolveExecute(mode string, root hostfs.Root) (string, error) {
+	switch mode {
+	case "", execAuto:
+		if root.IsHost() {
+			return execHere, nil
+		}
+		return execHost, nil
+	case execHere:
+		if !root.IsHost() {
+			return "", fmt.Errorf("--execute here with --host-root %s: a migration must not run inside a container (it would be stopped with the runtime and copy through the container's mounts); use --execute host", root)
+		}
+		return execHere, nil
+	case execHost:
+		return execHost, nil
+	}
+	return "", fmt.Errorf("--execute %q: want auto, here or host", mode)
+}
+
+// migrationRunner carries out a journaled migration operation (just begun, or interrupted)
+// to its end: in this process, or as the operation's unit on the host, which it then follows
+// (its journaled steps are logged as they complete).
+type migrationRunner struct {
+	g    *globalOptions
+	mode string // execHere or execHost
+	// For a unit: the bus as this process reaches it, the state dir, and this process's
+	// kubeconfig ("" = in-cluster when available) whose credentials are lent to the unit.
+	busAddress, stateDir, kubeconfig string
+	sd                               *systemd.Client
+	// poll is how often the follower reads the unit and the journal.
+	poll time.Duration
+}
+
+func (x *migrationRunner) run(ctx context.Context, mo remediate.MigrateOptions, op *remediate.Operation, action string) error {
+	if x.mode == execHere {
+		// A signal must not abandon the operation half way (a stop job waited on, a copy
+		// half done): it goes on to done or rolled back. SIGKILL leaves it resumable.
+		stop := context.AfterFunc(ctx, func() {
+			x.g.logger.Warn("signal received: the operation goes on until it is done or rolled back", "op", op.ID)
+		})
+		defer stop()
+		if action == actionRollback {
+			return remediate.RollbackMigration(context.WithoutCancel(ctx), mo, op)
+		}
+		return remediate.ResumeMigration(context.WithoutCancel(ctx), mo, op)
+	}
+	return x.onHost(ctx, mo, op, action)
+}
+
+func (x *migrationRunner) host() *hostexec.Host {
+	return &hostexec.Host{Root: x.g.root(), StateDir: x.stateDir, Systemd: x.sd, Log: x.g.logger}
+}
+
+// onHost starts the operation's unit (unless it runs already: then it is adopted) and follows
+// it until it ends.
+func (x *migrationRunner) onHost(ctx context.Context, mo remediate.MigrateOptions, op *remediate.Operation, action string) error {
+	h := x.host()
+	st, err := h.Status(ctx, op.ID)
+	if err != nil {
+		return fmt.Errorf("operation %s: %w", op.ID, err)
+	}
+	var creds *hostexec.Credentials
+	if st.Running {
+		x.g.logger.Info("adopting the operation running on the host", "op", op.ID, "unit", st.Unit, "step", op.Step)
+	} else {
+		if mo.Kube != nil {
+			cfg, err := kube.Config(x.kubeconfig, 0, 0)
+			if err != nil {
+				return fmt.Errorf("operation %s: API credentials for the host unit: %w", op.ID, err)
+			}
+			if creds, err = h.LendCredentials(op.ID, cfg); err != nil {
+				return fmt.Errorf("operation %s: %w", op.ID, err)
+			}
+		}
+		run := hostexec.Run{
+			OpID:        op.ID,
+			Description: "evictguard " + op.Kind + " " + op.ID + " (" + action + ")",
+			Args:        x.unitArgs(mo, op.ID, action, creds),
+			Env:         testHookEnv(),
+		}
+		err := h.Start(ctx, run)
+		switch {
+		case errors.Is(err, systemd.ErrUnitExists):
+			creds = nil // the running unit has its own
+			x.g.logger.Info("adopting the operation running on the host", "op", op.ID, "unit", st.Unit)
+		case err != nil:
+			creds.Revoke()
+			return fmt.Errorf("operation %s: %w", op.ID, err)
+		default:
+			x.g.logger.Info("operation running on the host", "op", op.ID, "unit", st.Unit, "action", action, "after", op.Step)
+		}
+	}
+	last := op.Step
+	werr := h.Wait(ctx, op.ID, x.poll, func() {
+		if err := creds.Refresh(); err != nil {
+			x.g.logger.Warn("could not refresh the token lent to the host unit", "op", op.ID, "err", err)
+		}
+		cur, err := mo.Journal.Load(op.ID)
+		if err != nil || len(cur.History) == 0 {
+			return
+		}
+		for _, rec := range historyAfter(cur.History, last) {
+			x.g.logger.Info("operation step", "op", op.ID, "step", rec.Step, "note", rec.Note)
+			last = rec.Step
+		}
+	})
+	if werr != nil {
+		// Signalled (or the caller gave up): the unit goes on.
+		return fmt.Errorf("stopped following operation %s (after step %q): it goes on on the host as %s; its outcome is in the journal (evictguard migrate --resume adopts it): %w", op.ID, last, st.Unit, werr)
+	}
+	creds.Revoke()
+	cur, err := mo.Journal.Load(op.ID)
+	if err != nil {
+		return fmt.Errorf("operation %s: %w", op.ID, err)
+	}
+	*op = *cur
+	switch cur.State {
+	case remediate.StateDone:
+		return nil
+	case remediate.StateRolledBack:
+		return fmt.Errorf("%s (rolled back on the host)", lastNote(cur))
+	case remediate.StateFailed:
+		return fmt.Errorf("%s (failed on the host: the operation needs an operator)", lastNote(cur))
+	}
+	return fmt.Errorf("the host unit %s ended with the operation unfinished after step %q; --resume finishes it. Its output:\n%s", st.Unit, cur.Step, h.OutputTail(op.ID, 2048))
+}
+
+// historyAfter is the records after the last one named step ("" = all but "begin").
+func historyAfter(h []remediate.StepRecord, step string) []remediate.StepRecord {
+	start := 0
+	for i, rec := range h {
+		if rec.Step == step {
+			start = i + 1
+		}
+	}
+	var out []remediate.StepRecord
+	for _, rec := range h[start:] {
+		if rec.Step != "begin" {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+func lastNote(op *remediate.Operation) string {
+	if len(op.History) == 0 {
+		return op.State
+	}
+	return op.History[len(op.History)-1].Note
+}
+
+// unitArgs is the command the host unit runs: this very migration, resumed (or rolled back)
+// by operation id, with every option that the journaled plan does not carry, in node paths.
+func (x *migrationRunner) unitArgs(mo remediate.MigrateOptions, opID, action string, creds *hostexec.Credentials) []string {
+	root := x.g.root()
+	a := []string{"migrate", "--" + action, "--op", opID, "--execute", execHere, "--host-root", "/",
+		"--state-dir", x.stateDir, "--log-level", x.g.logLevel}
+	if x.busAddress != "" {
+		a = append(a, "--bus-address", nodeBusAddress(root, x.busAddress))
+	}
+	str := func(flag, v string) {
+		if v != "" {
+			a = append(a, flag, v)
+		}
+	}
+	str("--docker-socket", root.NodePath(mo.DockerSocket))
+	str("--docker-config", mo.DockerConfig)
+	str("--containerd-config", mo.ContainerdConfig)
+	str("--containerd-socket", root.NodePath(mo.ContainerdSocket))
+	str("--healthz", mo.KubeletHealthz)
+	if mo.StableFor > 0 {
+		a = append(a, "--stable-for", mo.StableFor.String())
+	}
+	if mo.UnitTimeout > 0 {
+		a = append(a, "--unit-timeout", mo.UnitTimeout.String())
+	}
+	if mo.Checksums {
+		a = append(a, "--checksums")
+	}
+	str("--node-name", mo.NodeName)
+	if creds != nil {
+		a = append(a, "--kubeconfig", creds.Kubeconfig)
+		if l := mo.Lock; l != nil {
+			a = append(a, "--lock-slots", strconv.Itoa(l.Slots), "--lock-namespace", l.Namespace, "--lock-name", l.Name, "--lock-ttl", l.TTL.String())
+		}
+	}
+	return a
+}
+
+// nodeBusAddress is a D-Bus address as the host sees it: a unix:path= under the host root
+// (the DaemonSet's /host/run/dbus/system_bus_socket) becomes the node's path.
+func nodeBusAddress(root hostfs.Root, addr string) string {
+	if p, ok := strings.CutPrefix(addr, "unix:path="); ok && !strings.Contains(p, ",") {
+		return "unix:path=" + root.NodePath(p)
+	}
+	return addr
+}
+
+// testHookEnv passes evictguard's test hooks (EVICTGUARD_TEST_*) on to a host unit, whose
+// environment is otherwise the manager's.
+func testHookEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "EVICTGUARD_TEST_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
