@@ -138,3 +138,92 @@ func TestMigrateOnHostUnit(t *testing.T) {
 		t.Errorf("operation units left: %v %v", units, err)
 	}
 }
+
+// TestMigrateFromDockerContainer is the incident of a one-shot remediation container: the
+// project's image, run by the Docker it migrates (no live-restore, the node's / at /host, the
+// manager's bus mounted, a restart policy), moves that Docker's data root. Stopping Docker
+// kills the container; the operation goes on in its unit on the host; Docker, started on the
+// new root, restarts the container, which adopts the running operation (or finds it done),
+// reports it and exits 0 — one operation, nothing started twice.
+func TestMigrateFromDockerContainer(t *testing.T) {
+	t.Parallel()
+	m := startDockerMigration(t, 128<<20, 192<<20)
+	from, to := filepath.Join(m.a, "docker"), filepath.Join(m.b, "docker")
+	ref := imageRef(t)
+	m.docker.CLI(t, "load", "-i", evictguardImage(t))
+	bus := strings.TrimPrefix(m.sd.BusAddress, "unix:path=")
+	args := []string{"create", "--name", "eg-migrate", "--restart", "on-failure", "--pid", "host", "--network", "none",
+		"-v", "/:/host:ro", "-v", m.stateDir + ":/host" + m.stateDir, "-v", bus + ":/host" + bus, ref,
+		"migrate", "--runtime", "docker", "--to", to, "--yes", "--host-root", "/host",
+		"--bus-address", "unix:path=/host" + bus, "--docker-socket", "/host" + m.docker.Socket,
+		"--docker-config", m.docker.ConfigPath, "--runtime-units", "docker.service", "--state-dir", m.stateDir}
+	m.docker.CLI(t, args...)
+	before, beforeLines := dataDigestLines(t, from)
+	start := time.Now()
+	m.docker.CLI(t, "start", "eg-migrate")
+
+	// The container's first run is killed with dockerd; its next run reports the outcome.
+	var state string
+	err := harness.WaitFor(t.Context(), 3*time.Minute, nil, func() error {
+		out, err := m.docker.TryCLI("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}", "eg-migrate")
+		if err != nil {
+			return err // dockerd is down
+		}
+		state = strings.TrimSpace(out)
+		if !strings.HasPrefix(state, "exited ") {
+			return fmt.Errorf("container: %s", state)
+		}
+		// dockerd restores the restart policy's count at start: the runs are in the log.
+		logs, err := m.docker.TryCLI("logs", "eg-migrate")
+		if err != nil || !strings.Contains(logs, "stopped following operation") {
+			return fmt.Errorf("container %s, its first run not ended by dockerd's stop: %v", state, err)
+		}
+		return nil
+	})
+	logs, _ := m.docker.TryCLI("logs", "eg-migrate")
+	if err != nil {
+		t.Fatalf("%v\ncontainer logs:\n%s", err, logs)
+	}
+	if !strings.HasPrefix(state, "exited 0 ") {
+		t.Errorf("the container ended %q, want exit 0 after a restart", state)
+	}
+	t.Logf("container %s after %s", state, time.Since(start).Round(100*time.Millisecond))
+	ops := journalOps(t, m.stateDir)
+	if len(ops) != 1 || ops[0].State != remediate.StateDone {
+		t.Fatalf("journal: %d operations (want 1, done): %+v\ncontainer logs:\n%s", len(ops), ops, logs)
+	}
+	op := ops[0]
+	if !strings.Contains(logs, "Migrated (operation "+op.ID) && !strings.Contains(logs, "Resumed and finished (operation "+op.ID) &&
+		!strings.Contains(logs, "Already migrated (operation "+op.ID) {
+		t.Errorf("the restarted container did not report operation %s:\n%s", op.ID, logs)
+	}
+	m.checkDaemonJSON(t, to)
+	// The one change: the mount point dockerd made for /host in the container's own layer
+	// when it started it.
+	cid := strings.TrimSpace(m.docker.CLI(t, "inspect", "-f", "{{.Id}}", "eg-migrate"))
+	mountID, err := os.ReadFile(filepath.Join(to, "image", "vfs", "layerdb", "mounts", cid, "mount-id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertSameData(t, to, before, beforeLines, "vfs/dir/"+strings.TrimSpace(string(mountID))+"/host")
+	if got := m.dockerInfoRoot(t); got != to {
+		t.Errorf("docker info: root %s, want %s", got, to)
+	}
+	if _, err := os.Stat(from); !os.IsNotExist(err) {
+		t.Errorf("old root %s still exists", from)
+	}
+	if s := unitLoadState(t, m.sd.Conn(t), hostexec.UnitName(op.ID)); s != "not-found" {
+		t.Errorf("the operation's unit: LoadState %s", s)
+	}
+	var stopped, started time.Time
+	for _, h := range op.History {
+		t.Logf("  %-13s %s  %s", h.Step, h.At.Format("15:04:05.000"), h.Note)
+		switch h.Step {
+		case remediate.MigStepPreverify:
+			stopped = h.At // the stop step begins
+		case remediate.MigStepStartRuntime:
+			started = h.At
+		}
+	}
+	t.Logf("docker was down for at most %s (end of preverify to start-runtime); container logs:\n%s", started.Sub(stopped).Round(time.Millisecond), logs)
+}

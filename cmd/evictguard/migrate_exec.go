@@ -195,10 +195,16 @@ func (x *migrationRunner) unitArgs(mo remediate.MigrateOptions, opID, action str
 			a = append(a, flag, v)
 		}
 	}
-	str("--docker-socket", root.NodePath(mo.DockerSocket))
+	node := func(p string) string {
+		if p == "" {
+			return ""
+		}
+		return root.NodePath(p)
+	}
+	str("--docker-socket", node(mo.DockerSocket))
 	str("--docker-config", mo.DockerConfig)
 	str("--containerd-config", mo.ContainerdConfig)
-	str("--containerd-socket", root.NodePath(mo.ContainerdSocket))
+	str("--containerd-socket", node(mo.ContainerdSocket))
 	str("--healthz", mo.KubeletHealthz)
 	if mo.StableFor > 0 {
 		a = append(a, "--stable-for", mo.StableFor.String())
