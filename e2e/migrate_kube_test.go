@@ -243,9 +243,9 @@ func TestMigrateKubernetesAware(t *testing.T) {
 		return m.args("--to", to, "--drain", "--drain-timeout", timeout, "--kubeconfig", d.api.Kubeconfig, "--node-name", drainNode,
 			"--lock-slots", "1", "--lock-namespace", drainLockSpace, "--lock-name", drainLockName, "--lock-ttl", "5m")
 	}
-	run := func(timeout string) (string, string, int, []string, bool) {
+	run := func(timeout string, extra ...string) (string, string, int, []string, bool) {
 		seen := d.watch()
-		out, errOut, code := runEvictguardEnv(t, nil, args(timeout)...)
+		out, errOut, code := runEvictguardEnv(t, nil, append(args(timeout), extra...)...)
 		holders, cordoned := seen()
 		return out, errOut, code, holders, cordoned
 	}
@@ -288,8 +288,14 @@ func TestMigrateKubernetesAware(t *testing.T) {
 		[]byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	out, errOut, code, holders, _ = run("2m")
-	t.Logf("migrate (allowed): exit %d\n%s\n%s", code, out, errOut)
+	// The same migration is not started again by a plain re-run (a restart policy would loop
+	// on it): the operator says --retry.
+	out, errOut, code = runEvictguardEnv(t, nil, args("2m")...)
+	if code != 2 || !strings.Contains(errOut, "rolled-back") || !strings.Contains(errOut, "--retry") {
+		t.Errorf("re-run after the rollback: exit %d, want 2 naming the rolled-back operation and --retry\n%s\n%s", code, out, errOut)
+	}
+	out, errOut, code, holders, _ = run("2m", "--retry")
+	t.Logf("migrate --retry (allowed): exit %d\n%s\n%s", code, out, errOut)
 	if code != 0 {
 		t.Fatalf("migrate: exit %d", code)
 	}

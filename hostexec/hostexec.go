@@ -28,6 +28,8 @@ func UnitName(opID string) string { return UnitPrefix + opID + ".service" }
 type Host struct {
 	// Root is where the node's "/" is visible ("/host" in the DaemonSet).
 	Root hostfs.Root
+	// Bus is the manager's D-Bus address as this process dials it ("" for the default).
+	Bus string
 	// StateDir is evictguard's state directory (a node path).
 	StateDir string
 	Systemd  *systemd.Client
@@ -41,6 +43,13 @@ func (h *Host) log() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return h.Log
+}
+
+// managerPath is where the systemd manager (and the unit's process) finds the node path p:
+// the node's own path, or, when this process works on a fixture tree on the node rather than
+// from a container, that path under the tree.
+func (h *Host) managerPath(p string) string {
+	return View{Root: h.Root, Bus: h.Bus}.UnitRoot().Path(p)
 }
 
 // OpDir is the node path of operation opID's directory (output, lent credentials).
@@ -126,9 +135,9 @@ func (h *Host) Start(ctx context.Context, run Run) error {
 	svc := systemd.TransientService{
 		Name:        UnitName(run.OpID),
 		Description: run.Description,
-		Argv:        append([]string{bin}, run.Args...),
+		Argv:        append([]string{h.managerPath(bin)}, run.Args...),
 		Environment: run.Env,
-		Output:      out,
+		Output:      h.managerPath(out),
 		// A stop (a host shutdown) lets the operation reach its end: the unit's process
 		// finishes or rolls back rather than abandon a step; SIGKILL after this long leaves it
 		// resumable from the journal.

@@ -17,7 +17,7 @@ import (
 // Credentials are API credentials lent to an operation's unit: a kubeconfig under the
 // operation's directory whose token file the lender keeps fresh.
 type Credentials struct {
-	// Kubeconfig is the node path the unit reads (--kubeconfig).
+	// Kubeconfig is the path the unit reads (--kubeconfig).
 	Kubeconfig string
 
 	h         *Host
@@ -49,11 +49,11 @@ func (h *Host) LendCredentials(opID string, cfg *rest.Config) (*Credentials, err
 	}
 	cluster := &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: ca, InsecureSkipTLSVerify: cfg.Insecure, TLSServerName: cfg.ServerName}
 	auth := &clientcmdapi.AuthInfo{Token: cfg.BearerToken}
-	c := &Credentials{h: h, opID: opID, Kubeconfig: filepath.Join(h.OpDir(opID), "kubeconfig")}
+	c := &Credentials{h: h, opID: opID, Kubeconfig: h.managerPath(filepath.Join(h.OpDir(opID), "kubeconfig"))}
 	if cfg.BearerTokenFile != "" {
 		c.tokenFrom = cfg.BearerTokenFile
 		auth.Token = ""
-		auth.TokenFile = filepath.Join(h.OpDir(opID), "token") // a node path: the unit runs on the host
+		auth.TokenFile = h.managerPath(filepath.Join(h.OpDir(opID), "token")) // read by the unit
 		if err := c.Refresh(); err != nil {
 			return nil, err
 		}
@@ -84,7 +84,7 @@ func (h *Host) LendCredentials(opID string, cfg *rest.Config) (*Credentials, err
 	if err != nil {
 		return nil, fmt.Errorf("lend API credentials: %w", err)
 	}
-	if err := atomicfile.WriteFile(h.Root.Path(c.Kubeconfig), b, 0o600); err != nil {
+	if err := atomicfile.WriteFile(h.Root.Path(filepath.Join(h.OpDir(opID), "kubeconfig")), b, 0o600); err != nil {
 		return nil, fmt.Errorf("lend API credentials: %w", err)
 	}
 	return c, nil

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/evictguard/evictguard/hostexec"
 	"github.com/evictguard/evictguard/remediate"
 )
 
@@ -235,7 +236,7 @@ func (f *remediationFlags) recoverMigration(ctx context.Context, g *globalOption
 // migrationRunnerFor is the runner of f's migrations: where they execute (f.execute) and what a host
 // unit needs to reach the same systemd, state dir and API server.
 func migrationRunnerFor(g *globalOptions, f *remediationFlags, r *remediation) (*migrationRunner, error) {
-	mode, err := resolveExecute(f.execute, g.root())
+	mode, err := resolveExecute(f.execute, hostexec.View{Root: g.root(), Bus: f.busAddress})
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/term"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/evictguard/evictguard/hostexec"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/remediate"
 	"github.com/evictguard/evictguard/systemd"
@@ -199,7 +200,7 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 	if o.op != "" && !o.resume && !o.rollback {
 		return usageErr(errors.New("--op names the operation to --resume or --rollback"))
 	}
-	mode, err := resolveExecute(o.execute, g.root())
+	mode, err := resolveExecute(o.execute, hostexec.View{Root: g.root(), Bus: o.busAddress})
 	if err != nil {
 		return usageErr(err)
 	}
@@ -239,6 +240,9 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 		mo.Systemd = sd
 		x := &migrationRunner{g: g, mode: mode, busAddress: o.busAddress, stateDir: o.stateDir, kubeconfig: o.kubeconfig, sd: sd}
 		if err := x.run(ctx, mo, op, action); err != nil {
+			if done == "Migrated" {
+				return problem(fmt.Errorf("operation %s: %w", op.ID, err))
+			}
 			return problem(fmt.Errorf("%s of %s: %w", action, op.ID, err))
 		}
 		if action == actionRollback {
@@ -349,8 +353,8 @@ func confirmLine(in io.Reader) bool {
 func (o *migrateOptions) systemd(ctx context.Context, g *globalOptions) (*systemd.Client, error) {
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if o.busAddress != "" {
-		return systemd.NewWithAddress(sctx, g.logger, o.busAddress)
+	if addr := (hostexec.View{Root: g.root(), Bus: o.busAddress}).BusAddress(); addr != "" {
+		return systemd.NewWithAddress(sctx, g.logger, addr)
 	}
 	return systemd.New(sctx, g.logger)
 }

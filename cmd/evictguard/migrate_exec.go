@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/evictguard/evictguard/hostexec"
-	"github.com/evictguard/evictguard/internal/hostfs"
 	"github.com/evictguard/evictguard/internal/kube"
 	"github.com/evictguard/evictguard/remediate"
 	"github.com/evictguard/evictguard/systemd"
@@ -28,19 +27,19 @@ const (
 	actionRollback = "rollback"
 )
 
-// resolveExecute turns --execute into here or host. Running the steps here through a
-// --host-root is refused: the process would live on the runtime it stops, and copy through
-// its container's mount namespace.
-func resolveExecute(mode string, root hostfs.Root) (string, error) {
+// resolveExecute turns --execute into here or host. Running the steps here from inside a
+// container is refused: the process would live on the runtime it stops, and copy through its
+// container's mount namespace.
+func resolveExecute(mode string, view hostexec.View) (string, error) {
 	switch mode {
 	case "", execAuto:
-		if root.IsHost() {
-			return execHere, nil
+		if view.InContainer() {
+			return execHost, nil
 		}
-		return execHost, nil
+		return execHere, nil
 	case execHere:
-		if !root.IsHost() {
-			return "", fmt.Errorf("--execute here with --host-root %s: a migration must not run inside a container (it would be stopped with the runtime and copy through the container's mounts); use --execute host", root)
+		if view.InContainer() {
+			return "", fmt.Errorf("--execute here with the node mounted at %s: a migration must not run inside a container (it would be stopped with the runtime and copy through the container's mounts); use --execute host", view.Root)
 		}
 		return execHere, nil
 	case execHost:
@@ -80,7 +79,7 @@ func (x *migrationRunner) run(ctx context.Context, mo remediate.MigrateOptions, 
 }
 
 func (x *migrationRunner) host() *hostexec.Host {
-	return &hostexec.Host{Root: x.g.root(), StateDir: x.stateDir, Systemd: x.sd, Log: x.g.logger}
+	return &hostexec.Host{Root: x.g.root(), Bus: x.busAddress, StateDir: x.stateDir, Systemd: x.sd, Log: x.g.logger}
 }
 
 // onHost starts the operation's unit (unless it runs already: then it is adopted) and follows
@@ -184,27 +183,22 @@ func lastNote(op *remediate.Operation) string {
 // unitArgs is the command the host unit runs: this very migration, resumed (or rolled back)
 // by operation id, with every option that the journaled plan does not carry, in node paths.
 func (x *migrationRunner) unitArgs(mo remediate.MigrateOptions, opID, action string, creds *hostexec.Credentials) []string {
-	root := x.g.root()
-	a := []string{"migrate", "--" + action, "--op", opID, "--execute", execHere, "--host-root", "/",
+	view := hostexec.View{Root: x.g.root(), Bus: x.busAddress}
+	a := []string{"migrate", "--" + action, "--op", opID, "--execute", execHere, "--host-root", string(view.UnitRoot()),
 		"--state-dir", x.stateDir, "--log-level", x.g.logLevel}
-	if x.busAddress != "" {
-		a = append(a, "--bus-address", nodeBusAddress(root, x.busAddress))
+	if bus := view.UnitBusAddress(); bus != "" {
+		a = append(a, "--bus-address", bus)
 	}
 	str := func(flag, v string) {
 		if v != "" {
 			a = append(a, flag, v)
 		}
 	}
-	node := func(p string) string {
-		if p == "" {
-			return ""
-		}
-		return root.NodePath(p)
-	}
-	str("--docker-socket", node(mo.DockerSocket))
+	// Sockets are found under the root: passed as the node sees them.
+	str("--docker-socket", view.HostPath(mo.DockerSocket))
 	str("--docker-config", mo.DockerConfig)
 	str("--containerd-config", mo.ContainerdConfig)
-	str("--containerd-socket", node(mo.ContainerdSocket))
+	str("--containerd-socket", view.HostPath(mo.ContainerdSocket))
 	str("--healthz", mo.KubeletHealthz)
 	if mo.StableFor > 0 {
 		a = append(a, "--stable-for", mo.StableFor.String())
@@ -223,15 +217,6 @@ func (x *migrationRunner) unitArgs(mo remediate.MigrateOptions, opID, action str
 		}
 	}
 	return a
-}
-
-// nodeBusAddress is a D-Bus address as the host sees it: a unix:path= under the host root
-// (the DaemonSet's /host/run/dbus/system_bus_socket) becomes the node's path.
-func nodeBusAddress(root hostfs.Root, addr string) string {
-	if p, ok := strings.CutPrefix(addr, "unix:path="); ok && !strings.Contains(p, ",") {
-		return "unix:path=" + root.NodePath(p)
-	}
-	return addr
 }
 
 // testHookEnv passes evictguard's test hooks (EVICTGUARD_TEST_*) on to a host unit, whose

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/evictguard/evictguard/hostexec"
 	"github.com/evictguard/evictguard/internal/config"
 	"github.com/evictguard/evictguard/internal/kube"
 	"github.com/evictguard/evictguard/kubeletcfg"
@@ -103,8 +104,9 @@ func (f *remediationFlags) kubeClient() (kube.Interface, error) {
 }
 
 func (f *remediationFlags) systemd(ctx context.Context, g *globalOptions) (*systemd.Client, error) {
-	if f.busAddress != "" {
-		return systemd.NewWithAddress(ctx, g.logger, f.busAddress)
+	// From a container, the node's system bus under --host-root (the DaemonSet mounts it).
+	if addr := (hostexec.View{Root: g.root(), Bus: f.busAddress}).BusAddress(); addr != "" {
+		return systemd.NewWithAddress(ctx, g.logger, addr)
 	}
 	return systemd.New(ctx, g.logger)
 }
