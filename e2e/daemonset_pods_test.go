@@ -79,9 +79,26 @@ type podNode struct {
 	rt   runtimeapi.RuntimeServiceClient
 	ap   *applier
 	fill *fillScenario
+	// With podNodeOptions.RuntimeOnNodefs: containerd's root on the nodefs tmpfs, and a
+	// second tmpfs (Target) to move it to.
+	nodefs, target string
+}
+
+// podNodeOptions vary the node: by default containerd's root is in its harness directory.
+type podNodeOptions struct {
+	// RuntimeOnNodefs puts containerd's root on the nodefs (imagefs shares it, as on a
+	// kubeadm node) and mounts a second, empty tmpfs of TargetSize for a data-root move.
+	RuntimeOnNodefs bool
+	NodefsSize      int64 // default scenarioSize
+	TargetSize      int64
 }
 
 func startPodNode(t *testing.T) *podNode {
+	t.Helper()
+	return startPodNodeWith(t, podNodeOptions{})
+}
+
+func startPodNodeWith(t *testing.T, opts podNodeOptions) *podNode {
 	t.Helper()
 	harness.RequireRoot(t)
 	// The DaemonSet's hostPath /var/lib/evictguard (DirectoryOrCreate, the fill-rate history)
@@ -101,18 +118,29 @@ func startPodNode(t *testing.T) *podNode {
 	harness.StartScheduler(t, n.a)
 	// Mounted before the sandboxed systemd starts: its units (the kubelet, containerd, the
 	// pods) live in its mount namespace, a copy of this one at its start.
-	root := harness.TmpFS(t, scenarioSize, 0)
+	if opts.NodefsSize == 0 {
+		opts.NodefsSize = scenarioSize
+	}
+	root := harness.TmpFS(t, opts.NodefsSize, 0)
+	n.nodefs = root
+	var copts harness.ContainerdOptions
+	if opts.RuntimeOnNodefs {
+		copts.Root = filepath.Join(root, "containerd")
+		n.target = harness.TmpFS(t, opts.TargetSize, 0)
+	}
 	n.sd = harness.StartSystemdWith(t, harness.SystemdOptions{SharedRoot: true})
-	n.c = harness.StartContainerdUnit(t, n.sd, harness.ContainerdOptions{})
+	n.c = harness.StartContainerdUnit(t, n.sd, copts)
 	harness.ClusterCNI(t, n.c)
 	n.c.Ctr(t, "images", "import", ociBusyboxTarCmd(t, "evictguard.local/pause:1", []string{"/bin/sleep", "1000000"}))
 	n.c.Ctr(t, "images", "import", image)
 	n.k = harness.PrepareKubelet(t, harness.KubeletOptions{Containerd: n.c, APIServer: n.a, NodeName: podNodeName,
 		RootDir: root, Address: ip, ConfigExtra: "evictionHard:\n  nodefs.available: \"10%\"\n  imagefs.available: \"5%\"\n"})
 	startKubeletService(t, n.sd, n.k)
-	// 24 MiB to the threshold at 128 KiB/s: about 3 minutes, inside the base's 10 minute
-	// critical horizon; the pod samples every 10 s (the base's monitor.interval).
-	n.fill = fillScenarioOn(t, root, n.k.ConfigPath, 190*time.Second, 128<<10)
+	if !opts.RuntimeOnNodefs {
+		// 24 MiB to the threshold at 128 KiB/s: about 3 minutes, inside the base's 10 minute
+		// critical horizon; the pod samples every 10 s (the base's monitor.interval).
+		n.fill = fillScenarioOn(t, root, n.k.ConfigPath, 190*time.Second, 128<<10)
+	}
 	conn, err := grpc.NewClient(n.c.Endpoint(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

@@ -44,6 +44,10 @@ type Operation struct {
 	Files   []FileChange   `json:"files,omitempty"`
 	Data    map[string]any `json:"data,omitempty"`
 	History []StepRecord   `json:"history"`
+	// Reported is when the outcome of the ended operation was reported (log, Node Event,
+	// metrics) by whoever followed it; nil when it ended while nobody did (its process or pod
+	// was gone), so that the next daemon reports it.
+	Reported *time.Time `json:"reported,omitempty"`
 }
 
 // FileChange records one host file the operation writes: where its original is kept and the
@@ -141,6 +145,37 @@ func (j *Journal) Finish(op *Operation, state, note string) error {
 	}
 	j.log.Info("operation finished", "op", op.ID, "state", state, "note", note)
 	return nil
+}
+
+// MarkReported records that the ended operation's outcome was reported. Only for an ended
+// operation: nothing else writes its entry then.
+func (j *Journal) MarkReported(op *Operation) error {
+	if op.State == StateInProgress {
+		return fmt.Errorf("operation %s is still in progress", op.ID)
+	}
+	now := j.now().UTC()
+	op.Reported = &now
+	return j.save(op)
+}
+
+// Unreported returns the operations of kind that ended since `since` without their outcome
+// being reported.
+func (j *Journal) Unreported(kind string, since time.Time) ([]*Operation, error) {
+	ops, err := j.List()
+	if err != nil {
+		return nil, err
+	}
+	var out []*Operation
+	for _, op := range ops {
+		if op.Kind != kind || op.State == StateInProgress || op.Reported != nil || len(op.History) == 0 {
+			continue
+		}
+		if op.History[len(op.History)-1].At.Before(since) {
+			continue
+		}
+		out = append(out, op)
+	}
+	return out, nil
 }
 
 func (j *Journal) save(op *Operation) error {

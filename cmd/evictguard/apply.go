@@ -28,8 +28,8 @@ const (
 	// envTestCrashAfter (write|reload|restart|verify) makes evictguard SIGKILL itself after
 	// that journaled step.
 	envTestCrashAfter = "EVICTGUARD_TEST_CRASH_AFTER"
-	// envTestHoldAfter ("step=FILE") makes a migration wait after that journaled step until
-	// FILE exists, so a test can kill or signal whoever follows the operation in that step.
+	// envTestHoldAfter ("step=FILE[,step=FILE…]") makes a migration wait after each of those
+	// journaled steps until its FILE exists, so a test can kill or signal whoever follows the operation in that step.
 	envTestHoldAfter = "EVICTGUARD_TEST_HOLD_AFTER"
 )
 

@@ -118,6 +118,45 @@ func migrationReport(ctx context.Context, g *globalOptions, rep remediate.Report
 	remediate.MultiReporter{remediate.LogReporter{Log: g.logger}, rep}.Report(ctx, r)
 }
 
+// markReported records in the journal that the ended operation id was reported, so that the
+// next daemon does not report it again (reportUnreported).
+func markReported(g *globalOptions, j *remediate.Journal, id string) {
+	op, err := j.Load(id)
+	if err == nil && op.State != remediate.StateInProgress && op.Reported == nil {
+		err = j.MarkReported(op)
+	}
+	if err != nil {
+		g.logger.Warn("could not record that the operation was reported", "op", id, "err", err)
+	}
+}
+
+// reportUnreported reports the migrations that ended on the host while nobody followed them
+// (the pod that started or adopted one was killed, or the runtime's stop took it down with
+// the runtime) in the last day: the next daemon tells what happened, once.
+func reportUnreported(ctx context.Context, g *globalOptions, j *remediate.Journal, rep remediate.Reporter) {
+	ops, err := j.Unreported(remediate.KindMigrateDataRoot, time.Now().Add(-24*time.Hour))
+	if err != nil {
+		g.logger.Warn("could not read the journal for unreported operations", "err", err)
+		return
+	}
+	for _, op := range ops {
+		r := remediate.Report{Op: op.ID, Reason: "ended on the host while no evictguard followed it: " + lastNote(op)}
+		switch op.State {
+		case remediate.StateDone:
+			r.Result = remediate.ResultApplied
+		case remediate.StateRolledBack:
+			r.Result = remediate.ResultRolledBack
+		default:
+			r.Result = remediate.ResultFailed
+		}
+		if p, err := remediate.MigrationPlanOf(op); err == nil {
+			r.Reason = migrationSummary(p) + ": " + r.Reason
+		}
+		migrationReport(ctx, g, rep, r)
+		markReported(g, j, op.ID)
+	}
+}
+
 // failedMigrationResult is how a migration that returned an error ended: rolled back (as the
 // journal says) or failed.
 func failedMigrationResult(j *remediate.Journal, id string) string {
@@ -173,6 +212,10 @@ func applyMigration(ctx context.Context, g *globalOptions, o *applyOptions, r *r
 			g.logger.Warn("could not record the restart", "err", rerr)
 		}
 	}
+	if errors.Is(err, errStoppedFollowing) {
+		// Signalled while the unit works: its outcome is reported by whoever follows next.
+		return problem(fmt.Errorf("operation %s: %w", op.ID, err))
+	}
 	if err != nil {
 		res, id := remediate.ResultFailed, ""
 		if op != nil {
@@ -180,11 +223,13 @@ func applyMigration(ctx context.Context, g *globalOptions, o *applyOptions, r *r
 		}
 		migrationReport(ctx, g, rep, remediate.Report{Op: id, Result: res, Reason: sum + ": " + err.Error()})
 		if op != nil {
+			markReported(g, r.journal, op.ID)
 			return problem(fmt.Errorf("operation %s: %w", op.ID, err))
 		}
 		return problem(err)
 	}
 	migrationReport(ctx, g, rep, remediate.Report{Op: op.ID, Result: remediate.ResultApplied, Reason: "migrated " + sum})
+	markReported(g, r.journal, op.ID)
 	if o.rediscover != nil {
 		o.rediscover(ctx) // the daemon: its monitor follows imagefs to the new filesystem
 	} else {
@@ -212,24 +257,42 @@ func (f *remediationFlags) recoverMigration(ctx context.Context, g *globalOption
 		return err
 	}
 	crashed := op.Step // the run moves op on
-	g.logger.Warn("resuming an interrupted data-root migration", "op", op.ID, "step", crashed)
+	x, err := migrationRunnerFor(g, f, r)
+	if err != nil {
+		return err
+	}
+	// Running on the host (this daemon's predecessor was killed, or stopped with the
+	// runtime): adopted and followed. Otherwise interrupted: resumed.
+	how := "resuming after a crash after step " + crashed
+	if st, err := x.host().Status(ctx, op.ID); err == nil && st.Running {
+		how = "adopted while running on the host as " + st.Unit + " (after step " + crashed + ")"
+		g.logger.Info("adopting the data-root migration running on the host", "op", op.ID, "unit", st.Unit, "step", crashed)
+	} else {
+		g.logger.Warn("resuming an interrupted data-root migration", "op", op.ID, "step", crashed)
+	}
 	if f.rediscover != nil {
 		// Finished or rolled back, the data root is settled; discovery at start may have
 		// seen the runtime stopped mid-migration.
 		defer f.rediscover(ctx)
 	}
-	x, err := migrationRunnerFor(g, f, r)
-	if err != nil {
-		return err
+	err = x.run(ctx, mo, op, actionResume)
+	if errors.Is(err, errStoppedFollowing) {
+		return fmt.Errorf("migration %s: %w", op.ID, err)
 	}
-	if err := x.run(ctx, mo, op, actionResume); err != nil {
-		migrationReport(ctx, g, rep, remediate.Report{Op: op.ID, Result: failedMigrationResult(r.journal, op.ID), Reason: "resuming after a crash after step " + crashed + ": " + err.Error()})
+	if err != nil {
+		migrationReport(ctx, g, rep, remediate.Report{Op: op.ID, Result: failedMigrationResult(r.journal, op.ID), Reason: how + ": " + err.Error()})
+		markReported(g, r.journal, op.ID)
 		return fmt.Errorf("resume migration %s: %w", op.ID, err)
 	}
 	if err := r.journal.RecordRestart(time.Now()); err != nil {
 		g.logger.Warn("could not record the restart", "err", err)
 	}
-	migrationReport(ctx, g, rep, remediate.Report{Op: op.ID, Result: remediate.ResultRecovered, Reason: "migration finished after a crash after step " + crashed})
+	reason := "migration finished after a crash after step " + crashed
+	if strings.HasPrefix(how, "adopted") {
+		reason = "migration finished on the host, " + how
+	}
+	migrationReport(ctx, g, rep, remediate.Report{Op: op.ID, Result: remediate.ResultRecovered, Reason: reason})
+	markReported(g, r.journal, op.ID)
 	return nil
 }
 

@@ -171,15 +171,20 @@ func migrateHooks(g *globalOptions, mo *remediate.MigrateOptions) {
 		return remediate.ProgressPrinter(g.stderr, terminal, g.logger, pass)
 	}
 	crash := os.Getenv(envTestCrashAfter)
-	hold, holdFile, _ := strings.Cut(os.Getenv(envTestHoldAfter), "=")
-	if crash == "" && hold == "" {
+	holds := map[string]string{}
+	for _, h := range strings.Split(os.Getenv(envTestHoldAfter), ",") {
+		if step, file, ok := strings.Cut(h, "="); ok {
+			holds[step] = file
+		}
+	}
+	if crash == "" && len(holds) == 0 {
 		return
 	}
 	mo.AfterStep = func(s string) {
-		if s == hold && holdFile != "" {
-			g.logger.Warn("TEST HOOK: holding the migration", "env", envTestHoldAfter, "step", s, "until", holdFile)
+		if file := holds[s]; file != "" {
+			g.logger.Warn("TEST HOOK: holding the migration", "env", envTestHoldAfter, "step", s, "until", file)
 			for {
-				if _, err := os.Stat(holdFile); err == nil {
+				if _, err := os.Stat(file); err == nil {
 					break
 				}
 				time.Sleep(100 * time.Millisecond)
@@ -239,7 +244,11 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 		defer sd.Close()
 		mo.Systemd = sd
 		x := &migrationRunner{g: g, mode: mode, busAddress: o.busAddress, stateDir: o.stateDir, kubeconfig: o.kubeconfig, sd: sd}
-		if err := x.run(ctx, mo, op, action); err != nil {
+		err = x.run(ctx, mo, op, action)
+		if !errors.Is(err, errStoppedFollowing) {
+			markReported(g, mo.Journal, op.ID) // printed here
+		}
+		if err != nil {
 			if done == "Migrated" {
 				return problem(fmt.Errorf("operation %s: %w", op.ID, err))
 			}

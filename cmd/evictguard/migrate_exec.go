@@ -48,6 +48,10 @@ func resolveExecute(mode string, view hostexec.View) (string, error) {
 	return "", fmt.Errorf("--execute %q: want auto, here or host", mode)
 }
 
+// errStoppedFollowing: this process stopped following an operation that goes on in its unit
+// on the host; its outcome is not known here (nor reported).
+var errStoppedFollowing = errors.New("stopped following operation")
+
 // migrationRunner carries out a journaled migration operation (just begun, or interrupted)
 // to its end: in this process, or as the operation's unit on the host, which it then follows
 // (its journaled steps are logged as they complete).
@@ -137,7 +141,7 @@ func (x *migrationRunner) onHost(ctx context.Context, mo remediate.MigrateOption
 	})
 	if werr != nil {
 		// Signalled (or the caller gave up): the unit goes on.
-		return fmt.Errorf("stopped following operation %s (after step %q): it goes on on the host as %s; its outcome is in the journal (evictguard migrate --resume adopts it): %w", op.ID, last, st.Unit, werr)
+		return fmt.Errorf("%w %s (after step %q): it goes on on the host as %s; its outcome is in the journal (evictguard migrate --resume adopts it): %w", errStoppedFollowing, op.ID, last, st.Unit, werr)
 	}
 	creds.Revoke()
 	cur, err := mo.Journal.Load(op.ID)

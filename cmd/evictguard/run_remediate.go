@@ -176,22 +176,24 @@ func (d *daemonRemediation) recover(ctx context.Context, g *globalOptions, f *re
 	if err != nil {
 		return err
 	}
+	if r.sd != nil {
+		defer r.sd.Close()
+	}
+	o := &applyOptions{remediationFlags: *f}
+	exec := o.executor(g, r, "")
+	// Last, whatever happened before: what ended on the host while nobody followed.
+	defer reportUnreported(ctx, g, r.journal, exec.Reporter)
 	unfinished, err := r.journal.Unfinished()
 	if err != nil || len(unfinished) == 0 {
-		if r.sd != nil {
-			r.sd.Close()
-		}
 		return err
 	}
 	if r.sd == nil {
 		return fmt.Errorf("%d interrupted operation(s) but systemd is unreachable over D-Bus", len(unfinished))
 	}
-	defer r.sd.Close()
-	o := &applyOptions{remediationFlags: *f}
-	exec := o.executor(g, r, "")
 	exec.Verify = o.verifier(g, r, f.kubeletVersion)
 	g.logger.Warn("recovering interrupted remediation", "operations", len(unfinished))
-	// A threshold rewrite by the executor; a migration as `evictguard migrate --resume`.
+	// A threshold rewrite by the executor; a migration as `evictguard migrate --resume`
+	// (adopted when its unit still runs on the host).
 	return errors.Join(exec.Recover(ctx), f.recoverMigration(ctx, g, r, exec.Reporter))
 }
 
