@@ -32,7 +32,7 @@ func unitLoadState(t *testing.T, conn *sddbus.Conn, name string) string {
 }
 
 // waitOp waits until the state dir's journal holds one operation that passed step (or ended).
-func waitOp(t *testing.T, stateDir, step string, timeout time.Duration) *remediate.Operation {
+func waitOp(t *testing.T, stateDir, step string, timeout time.Duration, diag ...func() string) *remediate.Operation {
 	t.Helper()
 	var op *remediate.Operation
 	err := harness.WaitFor(t.Context(), timeout, nil, func() error {
@@ -52,6 +52,9 @@ func waitOp(t *testing.T, stateDir, step string, timeout time.Duration) *remedia
 		return fmt.Errorf("operation %s after step %q", op.ID, op.Step)
 	})
 	if err != nil {
+		for _, d := range diag {
+			t.Log(d())
+		}
 		t.Fatal(err)
 	}
 	return op

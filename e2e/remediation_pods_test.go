@@ -150,7 +150,8 @@ func TestRemediationPodMigratesContainerd(t *testing.T) {
 	defer stopWriter()
 	filled := time.Now()
 
-	op := waitOp(t, stateDir, remediate.MigStepLease, 2*time.Minute)
+	diag := func() string { return "pods' logs:\n" + n.podLog(t) }
+	op := waitOp(t, stateDir, remediate.MigStepLease, 2*time.Minute, diag)
 	t.Logf("operation %s begun %s after the writer started (nodefs in warning by its prediction); held after the Lease step", op.ID, time.Since(filled).Round(100*time.Millisecond))
 	conn := n.sd.Conn(t)
 	unit := hostexec.UnitName(op.ID)
@@ -171,7 +172,7 @@ func TestRemediationPodMigratesContainerd(t *testing.T) {
 	release(remediate.MigStepLease)
 
 	// 2. The pod deleted: the DaemonSet's next pod adopts.
-	waitOp(t, stateDir, remediate.MigStepPrecopy, time.Minute)
+	waitOp(t, stateDir, remediate.MigStepPrecopy, time.Minute, diag)
 	if err := n.a.Client.CoreV1().Pods("evictguard").Delete(ctx, pod.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -89,24 +89,32 @@ func (x *migrationRunner) host() *hostexec.Host {
 // onHost starts the operation's unit (unless it runs already: then it is adopted) and follows
 // it until it ends.
 func (x *migrationRunner) onHost(ctx context.Context, mo remediate.MigrateOptions, op *remediate.Operation, action string) error {
+	return x.hostRun(ctx, mo, op, action, true)
+}
+
+// hostRun is onHost; again allows one more unit when an adopted one ends short.
+func (x *migrationRunner) hostRun(ctx context.Context, mo remediate.MigrateOptions, op *remediate.Operation, action string, again bool) error {
 	h := x.host()
 	st, err := h.Status(ctx, op.ID)
 	if err != nil {
 		return fmt.Errorf("operation %s: %w", op.ID, err)
 	}
 	var creds *hostexec.Credentials
+	if mo.Kube != nil {
+		// Lent to a unit started here, and to an adopted one as well: the token of the pod
+		// that started it stops working once that pod is deleted.
+		cfg, err := kube.Config(x.kubeconfig, 0, 0)
+		if err != nil {
+			return fmt.Errorf("operation %s: API credentials for the host unit: %w", op.ID, err)
+		}
+		if creds, err = h.LendCredentials(op.ID, cfg); err != nil {
+			return fmt.Errorf("operation %s: %w", op.ID, err)
+		}
+	}
+	adopted := st.Running
 	if st.Running {
 		x.g.logger.Info("adopting the operation running on the host", "op", op.ID, "unit", st.Unit, "step", op.Step)
 	} else {
-		if mo.Kube != nil {
-			cfg, err := kube.Config(x.kubeconfig, 0, 0)
-			if err != nil {
-				return fmt.Errorf("operation %s: API credentials for the host unit: %w", op.ID, err)
-			}
-			if creds, err = h.LendCredentials(op.ID, cfg); err != nil {
-				return fmt.Errorf("operation %s: %w", op.ID, err)
-			}
-		}
 		run := hostexec.Run{
 			OpID:        op.ID,
 			Description: "evictguard " + op.Kind + " " + op.ID + " (" + action + ")",
@@ -116,7 +124,7 @@ func (x *migrationRunner) onHost(ctx context.Context, mo remediate.MigrateOption
 		err := h.Start(ctx, run)
 		switch {
 		case errors.Is(err, systemd.ErrUnitExists):
-			creds = nil // the running unit has its own
+			adopted = true
 			x.g.logger.Info("adopting the operation running on the host", "op", op.ID, "unit", st.Unit)
 		case err != nil:
 			creds.Revoke()
@@ -147,6 +155,13 @@ func (x *migrationRunner) onHost(ctx context.Context, mo remediate.MigrateOption
 	cur, err := mo.Journal.Load(op.ID)
 	if err != nil {
 		return fmt.Errorf("operation %s: %w", op.ID, err)
+	}
+	if again && adopted && cur.State == remediate.StateInProgress && action == actionResume {
+		// The adopted unit stopped short (e.g. its lent token died with the pod that lent
+		// it): carry the operation on once more in a unit of our own, with our credentials.
+		x.g.logger.Warn("the adopted operation's unit ended before the operation; resuming it in a new unit", "op", op.ID, "after", cur.Step)
+		*op = *cur
+		return x.hostRun(ctx, mo, op, action, false)
 	}
 	*op = *cur
 	switch cur.State {

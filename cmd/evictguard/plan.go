@@ -38,6 +38,9 @@ type remediationFlags struct {
 	// reporter, when set, receives every outcome besides the log and Node Events (the
 	// daemon's remediation counters).
 	reporter remediate.Reporter
+	// observed, when set (the daemon), is its latest snapshot, whose predictions a pass's
+	// fresh sample lacks.
+	observed func() *monitor.Snapshot
 	// rediscover, when set (the daemon), re-discovers the monitored filesystems after a
 	// migration moved, or a recovery moved back, the runtime's data root.
 	rediscover func(context.Context)
@@ -158,6 +161,9 @@ func (f *remediationFlags) plan(ctx context.Context, g *globalOptions, r *remedi
 	r.setup = s
 	if r.snap, err = s.monitor.Step(ctx); err != nil {
 		return problem(fmt.Errorf("sample filesystems: %w", err))
+	}
+	if f.observed != nil {
+		withPredictions(r.snap, f.observed())
 	}
 	r.tp = remediate.PlanThresholds(r.policy, s.eff, r.snap.Signals)
 	if len(r.tp.Changes) > 0 {
@@ -304,4 +310,29 @@ func confirm(in io.Reader, out io.Writer) bool {
 
 func equalEnforced(a, b map[string]string) bool {
 	return maps.Equal(kubeletcfg.EnforcedHard(a), kubeletcfg.EnforcedHard(b))
+}
+
+// withPredictions completes a pass's one-shot sample with the daemon's view of the same
+// signals: a single sample has no fill rate, so a signal that warns because the daemon
+// predicts it reaches its threshold within the warning horizon would look fine to the
+// planner. The fresh observation stays; the prediction and a warning or breached state are
+// taken from the daemon (never a milder state than the fresh sample's).
+func withPredictions(fresh, daemon *monitor.Snapshot) {
+	if fresh == nil || daemon == nil {
+		return
+	}
+	for i := range fresh.Signals {
+		s := &fresh.Signals[i]
+		for _, d := range daemon.Signals {
+			if d.Signal != s.Signal || d.Kind != s.Kind {
+				continue
+			}
+			if s.FillRate == nil && s.SecondsToThreshold == nil {
+				s.FillRate, s.SecondsToThreshold = d.FillRate, d.SecondsToThreshold
+			}
+			if s.State == monitor.StateOK && (d.State == monitor.StateWarning || d.State == monitor.StateBreached) {
+				s.State = monitor.StateWarning
+			}
+		}
+	}
 }

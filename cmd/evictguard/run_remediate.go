@@ -32,6 +32,8 @@ type daemonRemediation struct {
 
 	prev    map[string]monitor.State
 	trigger chan struct{}
+	// last is the latest snapshot, for the passes (predictions); made by start.
+	last *atomic.Pointer[monitor.Snapshot]
 	// escalation is the reclaim ladder's latest escalation, taken by the next pass (made
 	// with trigger: runOptions is copied before start).
 	escalation *atomic.Pointer[remediate.Escalation]
@@ -81,7 +83,12 @@ func (d *daemonRemediation) addFlags(fs *pflag.FlagSet) {
 
 // flags are the apply flags for the daemon's options.
 func (d *daemonRemediation) flags(o *runOptions) remediationFlags {
+	var observed func() *monitor.Snapshot
+	if d.last != nil {
+		observed = d.last.Load
+	}
 	return remediationFlags{
+		observed:     observed,
 		monitorFlags: o.monitorFlags, policyFile: d.policyFile, stateDir: d.stateDir, unit: d.unit, busAddress: d.busAddress,
 		configz: o.configz, configzTokenFile: o.configzTokenFile, healthz: d.healthz, kubeconfig: o.kubeconfig,
 		policy: d.Policy, reporter: d.reporter, rediscover: d.rediscover,
@@ -112,6 +119,7 @@ func (d *daemonRemediation) start(ctx context.Context, g *globalOptions, o *runO
 	if d.Policy == nil {
 		return
 	}
+	d.last = &atomic.Pointer[monitor.Snapshot]{}
 	f := d.flags(o)
 	d.prev = map[string]monitor.State{}
 	d.trigger = make(chan struct{}, 1)
@@ -154,6 +162,9 @@ func (d *daemonRemediation) start(ctx context.Context, g *globalOptions, o *runO
 // notify triggers a remediation pass when a signal enters warning or breached (never blocks:
 // a pass already pending absorbs the trigger).
 func (d *daemonRemediation) notify(s *monitor.Snapshot) {
+	if d.last != nil {
+		d.last.Store(s)
+	}
 	fire := false
 	for _, sig := range s.Signals {
 		key := sig.Signal + "/" + sig.Kind
