@@ -179,7 +179,7 @@ func TestMigrateFromDockerContainer(t *testing.T) {
 		// dockerd restores the restart policy's count at start: the runs are in the log.
 		logs, err := m.docker.TryCLI("logs", "eg-migrate")
 		if err != nil || !strings.Contains(logs, "stopped following operation") {
-			return fmt.Errorf("container %s, its first run not ended by dockerd's stop: %v", state, err)
+			return fmt.Errorf("container %s, its first run not ended by dockerd's stop: %w", state, err)
 		}
 		return nil
 	})

@@ -87,8 +87,10 @@ func (h *Host) Stage() (string, error) {
 	if err := os.Chmod(path, 0o755); err != nil {
 		return "", fmt.Errorf("stage evictguard on the host: %w", err)
 	}
-	if have, err := fileDigest(path); err != nil || have != digest {
-		return "", fmt.Errorf("stage evictguard on the host: %s does not have the digest written (%s, %v)", node, have, err)
+	if have, err := fileDigest(path); err != nil {
+		return "", fmt.Errorf("stage evictguard on the host: %w", err)
+	} else if have != digest {
+		return "", fmt.Errorf("stage evictguard on the host: %s has digest %s, not the %s written", node, have, digest)
 	}
 	h.log().Info("staged evictguard on the host", "path", node, "sha256", digest)
 	return node, nil
