@@ -28,6 +28,16 @@ import (
 // mounted, and env for the pod (test hooks passed on to the host unit).
 func (n *podNode) remediationObjects(t *testing.T, stateDir string, env map[string]string) []deploy.Object {
 	t.Helper()
+	return n.remediationObjectsWith(t, stateDir, env, func(cfg map[string]any) {
+		cfg["policy"].(map[string]any)["migration"] = map[string]any{"to": filepath.Join(n.target, "containerd"), "runtime": "containerd",
+			"config": n.c.ConfigPath, "units": []string{"containerd.service"}}
+	}, nil)
+}
+
+// remediationObjectsWith is remediationObjects with the config changed by edit and the
+// node paths in rw also mounted read-write (as the overlay does for /var/lib/kubelet).
+func (n *podNode) remediationObjectsWith(t *testing.T, stateDir string, env map[string]string, edit func(cfg map[string]any), rw []string) []deploy.Object {
+	t.Helper()
 	bus := strings.TrimPrefix(n.sd.BusAddress, "unix:path=")
 	objs, err := deploy.Kustomize("../deploy/kubernetes/overlays/remediation")
 	if err != nil {
@@ -54,12 +64,11 @@ func (n *podNode) remediationObjects(t *testing.T, stateDir string, env map[stri
 			pol := cfg["policy"].(map[string]any)
 			pol["minKubeletUptime"] = "1s"
 			pol["stableFor"] = "2s"
-			pol["migration"] = map[string]any{"to": filepath.Join(n.target, "containerd"), "runtime": "containerd",
-				"config": n.c.ConfigPath, "units": []string{"containerd.service"}}
 			act := cfg["actions"].(map[string]any)
 			act["stateDir"] = stateDir
 			act["healthz"] = n.k.HealthzURL()
 			act["systemdBus"] = "unix:path=/host" + bus
+			edit(cfg)
 			b, err := yaml.Marshal(cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -79,6 +88,12 @@ func (n *podNode) remediationObjects(t *testing.T, stateDir string, env map[stri
 			spec["volumes"] = append(spec["volumes"].([]any), map[string]any{"name": "test-state",
 				"hostPath": map[string]any{"path": stateDir, "type": "Directory"}})
 			c := spec["containers"].([]any)[0].(map[string]any)
+			for i, p := range rw {
+				name := fmt.Sprintf("test-rw-%d", i)
+				spec["volumes"] = append(spec["volumes"].([]any), map[string]any{"name": name,
+					"hostPath": map[string]any{"path": p, "type": "Directory"}})
+				c["volumeMounts"] = append(c["volumeMounts"].([]any), map[string]any{"name": name, "mountPath": "/host" + p})
+			}
 			for _, m := range c["volumeMounts"].([]any) {
 				m := m.(map[string]any)
 				if m["name"] == "host-dbus" {
@@ -116,11 +131,11 @@ func evictguardPIDs() []int {
 
 // TestRemediationPodMigratesContainerd: the remediation DaemonSet's pod, on a real kubelet
 // whose containerd keeps its root on nodefs, moves that root to another disk when nodefs
-// enters warning. The work runs as the operation's unit on the host: the pod that started it
-// is SIGKILLed (after the Lease step) and the next container adopts the running operation;
-// that pod is deleted (after the pre-copy) and the DaemonSet's next pod adopts it; the
-// migration's own stop takes the pods down with containerd, and the pod the kubelet starts
-// afterwards reports the outcome. One operation, done; every image there; the pod Ready again.
+// enters warning (by its prediction). The work runs as the operation's unit on the host: the
+// pod's process is SIGKILLed at the pre-copy and the restarted container adopts the running
+// operation; the migration's stop takes the pod down with containerd, and the pod is deleted
+// in that stopped window; the DaemonSet's next pod, once the kubelet is back, reports the
+// outcome. One operation, done; every image there; a pod Ready again.
 func TestRemediationPodMigratesContainerd(t *testing.T) {
 	t.Parallel()
 	n := startPodNodeWith(t, podNodeOptions{RuntimeOnNodefs: true, NodefsSize: 320 << 20, TargetSize: 256 << 20})
@@ -135,8 +150,8 @@ func TestRemediationPodMigratesContainerd(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	env := map[string]string{"EVICTGUARD_TEST_HOLD_AFTER": remediate.MigStepLease + "=" + hold(remediate.MigStepLease) + "," +
-		remediate.MigStepPrecopy + "=" + hold(remediate.MigStepPrecopy)}
+	env := map[string]string{"EVICTGUARD_TEST_HOLD_AFTER": remediate.MigStepPrecopy + "=" + hold(remediate.MigStepPrecopy) + "," +
+		remediate.MigStepStop + "=" + hold(remediate.MigStepStop)}
 	n.applyObjects(t, n.remediationObjects(t, stateDir, env))
 	pod := n.waitReadyPod(t, ref, 120*time.Second)
 	imagesBefore := n.c.Ctr(t, "images", "ls", "-q")
@@ -151,15 +166,16 @@ func TestRemediationPodMigratesContainerd(t *testing.T) {
 	filled := time.Now()
 
 	diag := func() string { return "pods' logs:\n" + n.podLog(t) }
-	op := waitOp(t, stateDir, remediate.MigStepLease, 2*time.Minute, diag)
-	t.Logf("operation %s begun %s after the writer started (nodefs in warning by its prediction); held after the Lease step", op.ID, time.Since(filled).Round(100*time.Millisecond))
+	op := waitOp(t, stateDir, remediate.MigStepPrecopy, 2*time.Minute, diag)
+	t.Logf("operation %s begun %s after the writer started (nodefs in warning by its prediction); held after the pre-copy", op.ID, time.Since(filled).Round(100*time.Millisecond))
 	conn := n.sd.Conn(t)
 	unit := hostexec.UnitName(op.ID)
 	if s := unitLoadState(t, conn, unit); s != "loaded" {
 		t.Fatalf("%s: LoadState %s", unit, s)
 	}
 
-	// 1. SIGKILL of the pod's process: the kubelet restarts the container, which adopts.
+	// 1. At the pre-copy, SIGKILL of the pod's process: the kubelet restarts the container,
+	// which adopts the running operation.
 	pids := evictguardPIDs()
 	if len(pids) != 1 {
 		t.Fatalf("evictguard run processes: %v", pids)
@@ -169,20 +185,20 @@ func TestRemediationPodMigratesContainerd(t *testing.T) {
 	}
 	n.waitPodLog(t, "adopting the data-root migration running on the host", 90*time.Second)
 	t.Logf("SIGKILLed pid %d; the restarted container adopted %s", pids[0], unit)
-	release(remediate.MigStepLease)
+	release(remediate.MigStepPrecopy)
 
-	// 2. The pod deleted: the DaemonSet's next pod adopts.
-	waitOp(t, stateDir, remediate.MigStepPrecopy, time.Minute, diag)
+	// 2. In the stopped window (kubelet and containerd stopped, the pods' sandboxes with
+	// them), the pod is deleted: the API server marks it, the kubelet finishes it when it is
+	// back, and the DaemonSet's next pod finds the operation.
+	waitOp(t, stateDir, remediate.MigStepStop, time.Minute, diag)
 	if err := n.a.Client.CoreV1().Pods("evictguard").Delete(ctx, pod.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	next := n.waitReadyPod(t, ref, 120*time.Second)
-	if next.Name == pod.Name {
-		t.Fatalf("pod %s was not replaced", pod.Name)
+	if pids := evictguardPIDs(); len(pids) != 0 {
+		t.Errorf("evictguard run processes in the stopped window: %v", pids)
 	}
-	n.waitPodLogOf(t, next, "adopting the data-root migration running on the host", 60*time.Second)
-	t.Logf("deleted pod %s; pod %s adopted %s", pod.Name, next.Name, unit)
-	release(remediate.MigStepPrecopy)
+	t.Logf("deleted pod %s in the stopped window", pod.Name)
+	release(remediate.MigStepStop)
 
 	// 3. The stop takes the pods down with containerd; afterwards a pod reports the outcome.
 	var done *remediate.Operation
@@ -219,6 +235,9 @@ func TestRemediationPodMigratesContainerd(t *testing.T) {
 		t.Errorf("the new root: %v", err)
 	}
 	last := n.waitReadyPod(t, ref, 120*time.Second)
+	if last.Name == pod.Name {
+		t.Errorf("the deleted pod %s is Ready again", pod.Name)
+	}
 	if err := waitNodeCondition(n.a, n.k, podNodeName, corev1.NodeReady); err != nil {
 		t.Errorf("node after the migration: %v", err)
 	}
@@ -261,19 +280,5 @@ func (n *podNode) waitPodLog(t *testing.T, s string, timeout time.Duration) {
 			st = append(st, fmt.Sprintf("%s %s %+v", p.Name, p.Status.Phase, p.Status.ContainerStatuses))
 		}
 		t.Fatalf("%v\n%s\npods: %s\n%s", err, n.podLog(t), st, n.describe(t))
-	}
-}
-
-// waitPodLogOf waits until pod's first container run logged s.
-func (n *podNode) waitPodLogOf(t *testing.T, pod *corev1.Pod, s string, timeout time.Duration) {
-	t.Helper()
-	err := harness.WaitFor(context.Background(), timeout, nil, func() error {
-		if strings.Contains(n.podLogOf(pod, 0), s) {
-			return nil
-		}
-		return fmt.Errorf("no %q in pod %s's log", s, pod.Name)
-	})
-	if err != nil {
-		t.Fatalf("%v\n%s", err, n.podLog(t))
 	}
 }

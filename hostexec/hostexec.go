@@ -93,7 +93,22 @@ func (h *Host) Stage() (string, error) {
 		return "", fmt.Errorf("stage evictguard on the host: %s has digest %s, not the %s written", node, have, digest)
 	}
 	h.log().Info("staged evictguard on the host", "path", node, "sha256", digest)
+	h.prune(filepath.Dir(path), filepath.Base(path))
 	return node, nil
+}
+
+// prune removes the copies of other versions (an upgraded DaemonSet stages its own): a unit
+// still running one keeps its open file, and a later start always stages the running binary.
+func (h *Host) prune(dir, keep string) {
+	old, _ := filepath.Glob(filepath.Join(dir, "evictguard-*"))
+	for _, f := range old {
+		if filepath.Base(f) == keep || strings.HasPrefix(filepath.Base(f), ".") {
+			continue
+		}
+		if err := os.Remove(f); err != nil {
+			h.log().Warn("could not remove an old staged copy", "path", f, "err", err)
+		}
+	}
 }
 
 func fileDigest(path string) (string, error) {

@@ -97,8 +97,12 @@ func TestStage(t *testing.T) {
 	if err := os.WriteFile(exe, []byte("#!/bin/true\nversion 2\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if other, err := h.Stage(); err != nil || other == node {
+	other, err := h.Stage()
+	if err != nil || other == node {
 		t.Errorf("a new binary staged at %s (%v), the old at %s", other, err, node)
+	}
+	if left, _ := filepath.Glob(filepath.Join(root, "/var/lib/evictguard/bin/*")); len(left) != 1 || left[0] != filepath.Join(root, other) {
+		t.Errorf("staged copies after an upgrade: %v, want only %s", left, other)
 	}
 }
 
