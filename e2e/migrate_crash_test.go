@@ -12,7 +12,7 @@ import (
 // crashAt runs a migration that SIGKILLs itself right after step (the journaled test hook).
 func (m *dockerMigration) crashAt(t *testing.T, step, to string) {
 	t.Helper()
-	out, errOut, code := runEvictguardEnv(t, []string{"EVICTGUARD_TEST_CRASH_AFTER=" + step}, m.args("--to", to, "--keep-old")...)
+	out, errOut, code := runEvictguardEnv(t, []string{"EVICTGUARD_TEST_CRASH_AFTER=" + step}, m.args("--to", to, "--keep-old", "--retry")...)
 	if code != -1 || !strings.Contains(errOut, "TEST HOOK: killing evictguard") {
 		t.Fatalf("crash after %s: exit %d, want killed\n%s\n%s", step, code, out, errOut)
 	}

@@ -205,7 +205,7 @@ func crashMatrix(t *testing.T, args func(extra ...string) []string, from, to str
 	cur, other := from, to
 	for _, step := range []string{remediate.MigStepPrecopy, remediate.MigStepDelta, remediate.MigStepConfig} {
 		for _, finish := range []string{"--resume", "--rollback"} {
-			out, errOut, code := runEvictguardEnv(t, []string{"EVICTGUARD_TEST_CRASH_AFTER=" + step}, args("--to", other)...)
+			out, errOut, code := runEvictguardEnv(t, []string{"EVICTGUARD_TEST_CRASH_AFTER=" + step}, args("--to", other, "--retry")...)
 			if code != -1 || !strings.Contains(errOut, "TEST HOOK: killing evictguard") {
 				t.Fatalf("crash after %s: exit %d, want killed\n%s\n%s", step, code, out, errOut)
 			}

@@ -282,3 +282,100 @@ func (n *podNode) waitPodLog(t *testing.T, s string, timeout time.Duration) {
 		t.Fatalf("%v\n%s\npods: %s\n%s", err, n.podLog(t), st, n.describe(t))
 	}
 }
+
+// TestRemediationPodRestartsKubelet: the remediation DaemonSet's pod lowers a threshold the
+// node has no headroom left under — it writes the kubelet's configuration file through
+// /host, restarts kubelet.service over the node's D-Bus and verifies against /configz after
+// the restart — and keeps running through the kubelet's restart (same container, no
+// restart), reporting the change as a Node Event.
+func TestRemediationPodRestartsKubelet(t *testing.T) {
+	t.Parallel()
+	n := startPodNode(t)
+	ctx := t.Context()
+	ref := imageRef(t)
+	stateDir := harness.TempDir(t, "evictguard-state")
+	objs := n.remediationObjectsWith(t, stateDir, nil, func(cfg map[string]any) {
+		cfg["monitor"].(map[string]any)["configz"] = map[string]any{"url": n.k.ConfigzURL(),
+			"tokenFile": "/var/run/secrets/kubernetes.io/serviceaccount/token"}
+		cfg["policy"].(map[string]any)["signals"] = []string{"nodefs.available"}
+	}, []string{filepath.Dir(n.k.ConfigPath)})
+	n.applyObjects(t, objs)
+	pod := n.waitReadyPod(t, ref, 120*time.Second)
+	before := pod.Status.ContainerStatuses[0]
+	hard, err := n.k.EvictionHard()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pod %s Ready; /configz evictionHard %v", pod.Name, hard)
+
+	// Headroom under nodefs.available<10% down to ~2 % of the disk: below the policy's 3 %
+	// target, so the pass lowers the threshold (the floor is 5 %).
+	extra := n.fill.Available(t) - n.fill.Threshold - n.fill.Capacity*2/100
+	if err := os.WriteFile(filepath.Join(n.fill.RootDir, "fill"), make([]byte, extra), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	filled := time.Now()
+	var op *remediate.Operation
+	err = harness.WaitFor(ctx, 3*time.Minute, nil, func() error {
+		ops := journalOps(t, stateDir)
+		if len(ops) == 0 {
+			return errors.New("no operation")
+		}
+		op = ops[len(ops)-1]
+		if op.State == remediate.StateInProgress {
+			return fmt.Errorf("operation %s after step %s", op.ID, op.Step)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%v\npods' logs:\n%s", err, n.podLog(t))
+	}
+	if op.Kind != remediate.KindThresholdRewrite || op.State != remediate.StateDone {
+		t.Fatalf("operation %s: %s %s\npods' logs:\n%s", op.ID, op.Kind, op.State, n.podLog(t))
+	}
+	var restarted, verified time.Time
+	for _, h := range op.History {
+		t.Logf("  %-8s %s  %s", h.Step, h.At.Format("15:04:05.000"), h.Note)
+		switch h.Step {
+		case "restart":
+			restarted = h.At
+		case "verify":
+			verified = h.At
+		}
+	}
+	if restarted.IsZero() || !verified.After(restarted) {
+		t.Errorf("verify at %s, restart at %s: the verification must follow the restart", verified, restarted)
+	}
+	t.Logf("threshold rewrite done %s after the fill", time.Since(filled).Round(100*time.Millisecond))
+	got, err := n.k.EvictionHard()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["nodefs.available"] == hard["nodefs.available"] {
+		t.Errorf("/configz nodefs.available still %s", got["nodefs.available"])
+	}
+	t.Logf("/configz evictionHard after: %v", got)
+	// The pod lived through the kubelet's restart: same container, no restart.
+	p, err := n.a.Client.CoreV1().Pods("evictguard").Get(ctx, pod.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs := p.Status.ContainerStatuses[0]; cs.ContainerID != before.ContainerID || cs.RestartCount != before.RestartCount {
+		t.Errorf("container %s restarts %d, before %s %d", cs.ContainerID, cs.RestartCount, before.ContainerID, before.RestartCount)
+	}
+	err = harness.WaitFor(ctx, 30*time.Second, nil, func() error {
+		l, err := n.a.Client.CoreV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, e := range l.Items {
+			if e.Reason == "EvictionThresholdsChanged" && strings.Contains(e.Message, op.ID) {
+				return nil
+			}
+		}
+		return errors.New("no EvictionThresholdsChanged Event for the operation")
+	})
+	if err != nil {
+		t.Errorf("%v\npods' logs:\n%s", err, n.podLog(t))
+	}
+}

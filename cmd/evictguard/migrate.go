@@ -297,21 +297,6 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 	if o.to == "" {
 		return usageErr(errors.New("--to is required"))
 	}
-	if mo.Journal != nil && !o.retry {
-		last, err := remediate.LastMigrationTo(mo.Journal, o.to)
-		if err != nil {
-			return problem(err)
-		}
-		if last != nil {
-			at := last.History[len(last.History)-1].At.Format(time.RFC3339)
-			if last.State == remediate.StateDone {
-				fmt.Fprintf(g.stdout, "Already migrated (operation %s, done at %s): the data root is %s; nothing to do.\n", last.ID, at, o.to)
-				return nil
-			}
-			return usageErr(fmt.Errorf("refused: the migration to %s (operation %s) ended %s at %s: %s; not starting another one (--retry does); nothing changed",
-				o.to, last.ID, last.State, at, lastNote(last)))
-		}
-	}
 	if mo.Runtime == "" {
 		layout, err := monitor.DiscoverFilesystems(ctx, monitor.DiscoverOptions{HostRoot: g.root(), DockerSocket: o.dockerSocket,
 			DockerConfig: o.dockerConfig, ContainerdConfig: o.containerdConfig, Logger: g.logger})
@@ -326,6 +311,26 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 	plan, err := remediate.PlanMigration(ctx, mo)
 	if err != nil {
 		return problem(err)
+	}
+	// Asked again for a move that was made (a restart policy re-running a one-shot, an
+	// operator running it twice), or that was rolled back: report it, start nothing.
+	var last *remediate.Operation
+	if mo.Journal != nil {
+		if last, err = remediate.LastMigrationTo(mo.Journal, o.to); err != nil {
+			return problem(err)
+		}
+	}
+	if plan.From != "" && filepath.Clean(plan.From) == filepath.Clean(o.to) {
+		if last != nil && last.State == remediate.StateDone {
+			fmt.Fprintf(g.stdout, "Already migrated (operation %s, done at %s): the data root is %s; nothing to do.\n", last.ID, lastAt(last), o.to)
+		} else {
+			fmt.Fprintf(g.stdout, "The %s data root is already %s; nothing to do.\n", plan.Runtime, o.to)
+		}
+		return nil
+	}
+	if last != nil && !o.retry && (last.State == remediate.StateRolledBack || last.State == remediate.StateFailed) {
+		return usageErr(fmt.Errorf("refused: the migration to %s (operation %s) ended %s at %s: %s; not starting another one (--retry does); nothing changed",
+			o.to, last.ID, last.State, lastAt(last), lastNote(last)))
 	}
 	if err := printMigrationPlan(g, plan); err != nil {
 		return err
@@ -411,4 +416,12 @@ func printMigrationPlan(g *globalOptions, p *remediate.MigrationPlan) error {
 		fmt.Fprintf(w, "REFUSED\t%s\n", s)
 	}
 	return w.Flush()
+}
+
+// lastAt is when op's last step was recorded.
+func lastAt(op *remediate.Operation) string {
+	if len(op.History) == 0 {
+		return op.Started.Format(time.RFC3339)
+	}
+	return op.History[len(op.History)-1].At.Format(time.RFC3339)
 }
