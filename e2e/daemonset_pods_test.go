@@ -91,6 +91,9 @@ type podNodeOptions struct {
 	RuntimeOnNodefs bool
 	NodefsSize      int64 // default scenarioSize
 	TargetSize      int64
+	// UnitsInEtc: the sandbox's unit directory is its /etc/systemd/system, where a pod's
+	// /host finds kubelet.service (for the threshold rewrite's writers).
+	UnitsInEtc bool
 }
 
 func startPodNode(t *testing.T) *podNode {
@@ -128,7 +131,7 @@ func startPodNodeWith(t *testing.T, opts podNodeOptions) *podNode {
 		copts.Root = filepath.Join(root, "containerd")
 		n.target = harness.TmpFS(t, opts.TargetSize, 0)
 	}
-	n.sd = harness.StartSystemdWith(t, harness.SystemdOptions{SharedRoot: true})
+	n.sd = harness.StartSystemdWith(t, harness.SystemdOptions{SharedRoot: true, UnitDirAsSystem: opts.UnitsInEtc})
 	n.c = harness.StartContainerdUnit(t, n.sd, copts)
 	harness.ClusterCNI(t, n.c)
 	n.c.Ctr(t, "images", "import", ociBusyboxTarCmd(t, "evictguard.local/pause:1", []string{"/bin/sleep", "1000000"}))

@@ -290,7 +290,7 @@ func (n *podNode) waitPodLog(t *testing.T, s string, timeout time.Duration) {
 // restart), reporting the change as a Node Event.
 func TestRemediationPodRestartsKubelet(t *testing.T) {
 	t.Parallel()
-	n := startPodNode(t)
+	n := startPodNodeWith(t, podNodeOptions{UnitsInEtc: true})
 	ctx := t.Context()
 	ref := imageRef(t)
 	stateDir := harness.TempDir(t, "evictguard-state")

@@ -68,6 +68,11 @@ type SystemdOptions struct {
 	// /` inside it), as systemd does as PID 1 on a node. Pods' HostToContainer (rslave)
 	// mounts of the node's / need it; the namespace stays private to the host.
 	SharedRoot bool
+	// UnitDirAsSystem bind-mounts the manager's unit directory over /etc/systemd/system inside
+	// the sandbox's namespace (the host's is untouched), so that whatever sees the node's /
+	// from there (a pod's /host) finds kubelet.service and its drop-ins where a node has them,
+	// and a drop-in written there is the manager's.
+	UnitDirAsSystem bool
 }
 
 // StartSystemdWith is StartSystemd with options.
@@ -208,6 +213,10 @@ func (s *Systemd) wrapperScript(manager string) string {
 	}
 	if s.opts.SharedRoot {
 		b.WriteString("mount --make-rshared /\n")
+	}
+	if s.opts.UnitDirAsSystem {
+		b.WriteString("mkdir -p /etc/systemd/system\n")
+		fmt.Fprintf(&b, "mount --bind %s /etc/systemd/system\n", sdShQuote(s.UnitDir))
 	}
 	b.WriteString("[ -d /run/systemd ] || mkdir -p /run/systemd\n")
 	b.WriteString("mount -t tmpfs -o mode=0755,size=16m evictguard-e2e-systemd /run/systemd\n")
