@@ -46,7 +46,7 @@ func runEvictguard(t testing.TB, args ...string) (stdout, stderr string, code in
 	return runEvictguardEnv(t, nil, args...)
 }
 
-// thresholdsDoc is the JSON contract of `evictguard thresholds` (DESIGN.md §3).
+// thresholdsDoc is the JSON contract of `evictguard thresholds` (README.md#commands).
 type thresholdsDoc struct {
 	Kubelet struct {
 		Version, ConfigFile, ConfigDir string

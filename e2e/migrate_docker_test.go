@@ -11,7 +11,7 @@ import (
 )
 
 // TestMigrateDocker moves a real dockerd's data root (legacy "graph" in daemon.json, as in
-// DESIGN.md §1) from one tmpfs to another with `evictguard migrate`, and checks that images,
+// the incident in README.md) from one tmpfs to another with `evictguard migrate`, and checks that images,
 // the stopped container with its writable-layer change and logs, and the named volume all
 // survive, that docker info reports the new root and that daemon.json kept its other keys.
 func TestMigrateDocker(t *testing.T) {

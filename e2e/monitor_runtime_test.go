@@ -12,7 +12,7 @@ import (
 	"github.com/evictguard/evictguard/e2e/harness"
 )
 
-// statusDoc is the part of `evictguard status -o json` (DESIGN.md §3) these tests read.
+// statusDoc is the part of `evictguard status -o json` (README.md#commands) these tests read.
 type statusDoc struct {
 	Runtime     string `json:"runtime"`
 	Dedicated   bool   `json:"dedicatedImageFs"`

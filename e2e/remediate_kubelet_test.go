@@ -199,7 +199,7 @@ func (n *node) assertConfigz(t *testing.T, want map[string]string) {
 	}
 }
 
-// TestRemediateIncident reproduces DESIGN.md §1 on three layouts — the seed's 1.7-era kubeadm
+// TestRemediateIncident reproduces the incident in README.md on three layouts — the seed's 1.7-era kubeadm
 // drop-in, modern kubeadm (kubeadm-flags.env, /etc/default/kubelet, config.yaml) and a kubelet
 // --config-dir — with the root dir at ~91.5 % of a single disk: the kubelet reports
 // DiskPressure on its defaults; `evictguard apply` under a policy with a 5 % floor writes the

@@ -135,7 +135,7 @@ func TestSmokePrometheusAlertmanager(t *testing.T) {
 	}
 }
 
-// TestSmokeKubeletDiskPressure reproduces the incident of DESIGN.md §1: a kubelet whose root
+// TestSmokeKubeletDiskPressure reproduces the incident in README.md: a kubelet whose root
 // dir sits on a nearly full filesystem reports DiskPressure, and the Node in the API server
 // gets the DiskPressure condition.
 func TestSmokeKubeletDiskPressure(t *testing.T) {

@@ -57,7 +57,7 @@ func TestDiscoverFixtures(t *testing.T) {
 		noWarnings: true,
 		sources:    []string{"/etc/systemd/system/kubelet.service", "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"},
 	}, {
-		// The operator's fix from DESIGN.md §1, and the trap he walked past.
+		// The operator's fix from the incident in README.md, and the trap he walked past.
 		host: "kubeadm-1.7-after", version: "1.7",
 		want: []string{
 			"hard nodefs.available 5%   | flag --eviction-hard in /etc/systemd/system/kubelet.service.d/10-kubeadm.conf:4 via $KUBELET_EVICTION_POLICY_ARGS",

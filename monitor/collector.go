@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Namespace is the prefix of every metric evictguard exports (DESIGN.md §3).
+// Namespace is the prefix of every metric evictguard exports (README.md#metrics-reference).
 const Namespace = "evictguard"
 
 // Snapshotter is what the collector reads at scrape time: *Monitor satisfies it.

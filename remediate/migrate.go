@@ -1209,7 +1209,7 @@ func (m *migration) rollback(ctx context.Context) error {
 
 // MigrationCandidate says whether the daemon's planner may propose a data-root migration for
 // layout: only when imagefs shares nodefs (the runtime's data eats the kubelet's filesystem,
-// DESIGN.md §1) and the runtime is one evictguard migrates. The policy decides the rest.
+// the incident in README.md) and the runtime is one evictguard migrates. The policy decides the rest.
 func MigrationCandidate(l *monitor.Layout) (bool, string) {
 	switch {
 	case l == nil:

@@ -21,7 +21,7 @@ func SetRuntimeRoot(runtime string, content []byte, root string) ([]byte, error)
 }
 
 // SetDockerDataRoot returns daemon.json content with "data-root" set to root. A legacy "graph"
-// key (the 1.7-era spelling, as in DESIGN.md §1) is replaced in place by "data-root"; every
+// key (the 1.7-era spelling, as in the incident in README.md) is replaced in place by "data-root"; every
 // other key keeps its value and its position. The output is indented with two spaces.
 func SetDockerDataRoot(content []byte, root string) ([]byte, error) {
 	type kv struct {

@@ -9,7 +9,7 @@ func TestSetDockerDataRoot(t *testing.T) {
 	tests := []struct {
 		name, in, want string
 	}{
-		{"legacy graph replaced in place (DESIGN.md §1)", `{"graph": "/data/docker", "storage-driver": "aufs"}`,
+		{"legacy graph replaced in place (the incident in README.md)", `{"graph": "/data/docker", "storage-driver": "aufs"}`,
 			"{\n  \"data-root\": \"/mnt/new\",\n  \"storage-driver\": \"aufs\"\n}\n"},
 		{"data-root replaced, order and nested values kept", `{"log-driver":"json-file","log-opts":{"max-size":"10m","max-file":"3"},"data-root":"/var/lib/docker","debug":true,"n":1.50}`,
 			"{\n  \"log-driver\": \"json-file\",\n  \"log-opts\": {\n    \"max-size\": \"10m\",\n    \"max-file\": \"3\"\n  },\n  \"data-root\": \"/mnt/new\",\n  \"debug\": true,\n  \"n\": 1.50\n}\n"},

@@ -52,7 +52,7 @@ func newMigrateCommand(g *globalOptions) *cobra.Command {
 		Use:   "migrate --runtime docker|containerd --to DIR",
 		Short: "Move the container runtime's data root to another filesystem, journaled, verified and resumable",
 		Long: `Move the runtime's data root (docker's data-root, containerd's root) off nodefs to DIR on
-another filesystem, as an operator would by hand (DESIGN.md §1), but safely:
+another filesystem, as an operator would by hand (the incident in README.md), but safely:
 
   preflight   runtime and current root, DIR on another filesystem with room for the data plus a
               margin, not inside the root (nor the root inside it), d_type / trusted.* xattrs /

@@ -13,7 +13,7 @@ import (
 	"github.com/evictguard/evictguard/internal/hostfs"
 )
 
-// Exit codes of the CLI contract (DESIGN.md §3).
+// Exit codes of the CLI contract (README.md#commands).
 const (
 	exitOK      = 0
 	exitProblem = 1 // the check found a problem (a breached signal, a configz mismatch)

@@ -248,7 +248,7 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// statusJSON is the JSON contract of `evictguard status` (DESIGN.md §3): filesystems and
+// statusJSON is the JSON contract of `evictguard status` (README.md#commands): filesystems and
 // signals are fixed; kubelet, layout and warnings are extras.
 type statusJSON struct {
 	Time        time.Time                  `json:"time"`

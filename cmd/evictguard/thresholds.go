@@ -23,7 +23,7 @@ type thresholdsOptions struct {
 	checkUsage bool
 }
 
-// thresholdsJSON is the JSON contract of `evictguard thresholds` (DESIGN.md §3); fields
+// thresholdsJSON is the JSON contract of `evictguard thresholds` (README.md#commands); fields
 // beyond kubelet/thresholds/warnings are extras.
 type thresholdsJSON struct {
 	Kubelet struct {

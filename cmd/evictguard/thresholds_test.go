@@ -45,7 +45,7 @@ func TestThresholdsGoldenJSON(t *testing.T) {
 			if out.String() != string(want) {
 				t.Errorf("output differs from %s (go test -update):\n%s", golden, out.String())
 			}
-			// The contract fields (DESIGN.md §3) are present with the right types.
+			// The contract fields (README.md#commands) are present with the right types.
 			var doc struct {
 				Kubelet    struct{ Version, ConfigFile, ConfigDir *string }
 				Thresholds []map[string]string
