@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -32,11 +33,23 @@ const (
 	cniPluginDir   = "/usr/lib/cni"
 )
 
+// clusterNodeMu serializes the tests that build a cluster node (NodeAddress).
+var clusterNodeMu sync.Mutex
+
 // NodeAddress adds ClusterNodeIP to lo and removes it at cleanup (after the components that
-// use it stopped: cleanups run last-in first-out).
+// use it stopped: cleanups run last-in first-out). Tests that call it run one at a time.
 func NodeAddress(t testing.TB) string {
 	t.Helper()
 	RequireRoot(t)
+	// One cluster node at a time: the address, the pod bridge and kube-proxy's iptables
+	// chains are the machine's. The lock is released by the first cleanup registered, which
+	// runs last, after the test's cluster is gone.
+	waitStart := time.Now()
+	clusterNodeMu.Lock()
+	t.Cleanup(clusterNodeMu.Unlock)
+	if waited := time.Since(waitStart); waited > time.Second {
+		t.Logf("waited %s for the cluster node of another test", waited.Round(time.Second))
+	}
 	_ = exec.Command("ip", "addr", "del", ClusterNodeIP+"/32", "dev", "lo").Run() // left by a killed run
 	if out, err := exec.Command("ip", "addr", "add", ClusterNodeIP+"/32", "dev", "lo").CombinedOutput(); err != nil {
 		t.Fatalf("ip addr add %s/32 dev lo: %v: %s", ClusterNodeIP, err, out)
