@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -114,19 +113,9 @@ func (n *podNode) remediationObjectsWith(t *testing.T, stateDir string, env map[
 
 // evictguardPIDs are the host PIDs of the pods' `evictguard run` processes.
 func evictguardPIDs() []int {
-	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && strings.HasPrefix(string(b), "/usr/local/bin/evictguard\x00run\x00--config=/etc/evictguard/config.yaml") {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return harness.Processes(func(_ int, argv []string) bool {
+		return len(argv) >= 3 && argv[0] == "/usr/local/bin/evictguard" && argv[1] == "run" && argv[2] == "--config=/etc/evictguard/config.yaml"
+	})
 }
 
 // TestRemediationPodMigratesContainerd: the remediation DaemonSet's pod, on a real kubelet

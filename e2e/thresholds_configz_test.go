@@ -360,20 +360,5 @@ func writeFile(t testing.TB, path, content string) {
 // kubeletProcesses counts running processes whose executable is named kubelet.
 func kubeletProcesses(t testing.TB) int {
 	t.Helper()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || len(b) == 0 {
-			continue
-		}
-		argv0, _, _ := strings.Cut(string(b), "\x00")
-		if filepath.Base(argv0) == "kubelet" {
-			n++
-		}
-	}
-	return n
+	return len(harness.Processes(func(_ int, argv []string) bool { return filepath.Base(argv[0]) == "kubelet" }))
 }

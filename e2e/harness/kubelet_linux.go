@@ -300,31 +300,7 @@ func cleanKubeletHostPaths(t testing.TB) {
 }
 
 func runningKubelets() int {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0
-	}
-	n := 0
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || len(b) == 0 {
-			continue
-		}
-		argv0, _, _ := strings.Cut(string(b), "\x00")
-		if filepath.Base(argv0) == "kubelet" && !isZombieOrGone(atoi(e.Name())) {
-			n++
-		}
-	}
-	return n
-}
-
-func atoi(s string) int {
-	n := 0
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return -1
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n
+	return len(Processes(func(pid int, argv []string) bool {
+		return filepath.Base(argv[0]) == "kubelet" && !isZombieOrGone(pid)
+	}))
 }
