@@ -263,9 +263,10 @@ func (f *remediationFlags) recoverMigration(ctx context.Context, g *globalOption
 	}
 	// Running on the host (this daemon's predecessor was killed, or stopped with the
 	// runtime): adopted and followed. Otherwise interrupted: resumed.
-	how := "resuming after a crash after step " + crashed
+	how, reason := "resuming after a crash after step "+crashed, "migration finished after a crash after step "+crashed
 	if st, err := x.host().Status(ctx, op.ID); err == nil && st.Running {
 		how = "adopted while running on the host as " + st.Unit + " (after step " + crashed + ")"
+		reason = "migration finished on the host, " + how
 		g.logger.Info("adopting the data-root migration running on the host", "op", op.ID, "unit", st.Unit, "step", crashed)
 	} else {
 		g.logger.Warn("resuming an interrupted data-root migration", "op", op.ID, "step", crashed)
@@ -286,10 +287,6 @@ func (f *remediationFlags) recoverMigration(ctx context.Context, g *globalOption
 	}
 	if err := r.journal.RecordRestart(time.Now()); err != nil {
 		g.logger.Warn("could not record the restart", "err", err)
-	}
-	reason := "migration finished after a crash after step " + crashed
-	if strings.HasPrefix(how, "adopted") {
-		reason = "migration finished on the host, " + how
 	}
 	migrationReport(ctx, g, rep, remediate.Report{Op: op.ID, Result: remediate.ResultRecovered, Reason: reason})
 	markReported(g, r.journal, op.ID)

@@ -235,8 +235,9 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 			return err
 		}
 	}
-	// carryOn runs an operation already in the journal to its end, here or on the host.
-	carryOn := func(op *remediate.Operation, action, done string) error {
+	// carryOn runs an operation already in the journal to its end, here or on the host;
+	// fresh: it was begun by this invocation (not resumed or rolled back).
+	carryOn := func(op *remediate.Operation, action string, fresh bool) error {
 		sd, err := o.systemd(ctx, g)
 		if err != nil {
 			return problem(err)
@@ -249,7 +250,7 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 			markReported(g, mo.Journal, op.ID) // printed here
 		}
 		if err != nil {
-			if done == "Migrated" {
+			if fresh {
 				return problem(fmt.Errorf("operation %s: %w", op.ID, err))
 			}
 			return problem(fmt.Errorf("%s of %s: %w", action, op.ID, err))
@@ -257,6 +258,10 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 		if action == actionRollback {
 			fmt.Fprintf(g.stdout, "Rolled back (operation %s): the runtime runs on its old data root again.\n", op.ID)
 			return nil
+		}
+		done := "Resumed and finished"
+		if fresh {
+			done = "Migrated"
 		}
 		if p, err := remediate.MigrationPlanOf(op); err == nil {
 			fmt.Fprintf(g.stdout, "%s (operation %s): %s data root is now %s.\n", done, op.ID, p.Runtime, p.To)
@@ -282,7 +287,7 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 		if pending == nil {
 			return usageErr(errors.New("no interrupted migration in the journal"))
 		}
-		return carryOn(pending, action, "Resumed and finished")
+		return carryOn(pending, action, false)
 	}
 
 	if pending != nil {
@@ -290,7 +295,7 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 		// operator running it twice): carry that operation on, never start a second one.
 		if p, err := remediate.MigrationPlanOf(pending); err == nil && o.to != "" && filepath.Clean(p.To) == filepath.Clean(o.to) {
 			g.logger.Warn("this migration is already in the journal, unfinished: carrying it on", "op", pending.ID, "after", pending.Step)
-			return carryOn(pending, actionResume, "Resumed and finished")
+			return carryOn(pending, actionResume, false)
 		}
 		return usageErr(fmt.Errorf("migration %s was interrupted after step %q: run with --resume or --rollback first", pending.ID, pending.Step))
 	}
@@ -355,7 +360,7 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 	if err != nil {
 		return problem(err)
 	}
-	return carryOn(op, actionResume, "Migrated")
+	return carryOn(op, actionResume, true)
 }
 
 func confirmLine(in io.Reader) bool {
