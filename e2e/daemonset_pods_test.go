@@ -104,18 +104,12 @@ func startPodNode(t *testing.T) *podNode {
 func startPodNodeWith(t *testing.T, opts podNodeOptions) *podNode {
 	t.Helper()
 	harness.RequireRoot(t)
-	// The DaemonSet's hostPath /var/lib/evictguard (DirectoryOrCreate, the fill-rate history)
-	// is the machine's: remove it after everything else stopped if this test created it.
-	const stateDir = "/var/lib/evictguard"
-	if _, err := os.Lstat(stateDir); os.IsNotExist(err) {
-		t.Cleanup(func() {
-			if err := os.RemoveAll(stateDir); err != nil {
-				t.Errorf("remove %s: %v", stateDir, err)
-			}
-		})
-	}
 	image := evictguardImage(t)
 	ip := harness.NodeAddress(t)
+	// The DaemonSet's hostPath /var/lib/evictguard (DirectoryOrCreate: the fill-rate history,
+	// the staged binary) is the machine's: removed after the pods are gone if the harness
+	// created it.
+	harness.ClaimHostPaths(t, "/var/lib/evictguard")
 	n := &podNode{a: harness.StartAPIServerOn(t, ip)}
 	harness.StartControllerManager(t, n.a)
 	harness.StartScheduler(t, n.a)

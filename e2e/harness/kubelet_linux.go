@@ -123,7 +123,7 @@ func PrepareKubelet(t testing.TB, opts KubeletOptions) *Kubelet {
 	if opts.Containerd == nil {
 		t.Fatal("KubeletOptions.Containerd is required")
 	}
-	cleanKubeletHostPaths(t)
+	ClaimHostPaths(t, kubeletHostPaths...)
 	dir := TempDir(t, "kubelet")
 	k := &Kubelet{Dir: dir, RootDir: opts.RootDir, Port: FreePort(t), HealthzPort: FreePort(t), Binary: bin, NodeName: opts.NodeName, Address: opts.Address}
 	if k.RootDir == "" {
@@ -273,31 +273,6 @@ func (k *Kubelet) EvictionHard() (map[string]string, error) {
 // kubeletHostPaths are paths the kubelet writes whatever its --root-dir says: the device
 // plugin socket directory (pluginapi.DevicePluginPath) and the container log directories.
 var kubeletHostPaths = []string{"/var/lib/kubelet", "/var/log/pods", "/var/log/containers"}
-
-// cleanKubeletHostPaths removes, at cleanup, the kubelet's fixed host paths that did not exist
-// before the test — once no kubelet is running any more (another test binary may run one).
-func cleanKubeletHostPaths(t testing.TB) {
-	var created []string
-	for _, p := range kubeletHostPaths {
-		if _, err := os.Lstat(p); os.IsNotExist(err) {
-			created = append(created, p)
-		}
-	}
-	if len(created) == 0 {
-		return
-	}
-	t.Cleanup(func() {
-		if n := runningKubelets(); n > 0 {
-			t.Logf("leaving %v: %d kubelet processes still running", created, n)
-			return
-		}
-		for _, p := range created {
-			if err := os.RemoveAll(p); err != nil {
-				t.Errorf("remove kubelet host path %s: %v", p, err)
-			}
-		}
-	})
-}
 
 func runningKubelets() int {
 	return len(Processes(func(pid int, argv []string) bool {

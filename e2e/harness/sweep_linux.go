@@ -134,7 +134,10 @@ func SweepStale() (Leftovers, error) {
 	for _, e := range entries {
 		pidStr, ok := strings.CutPrefix(e.Name(), "run-")
 		pid, convErr := strconv.Atoi(pidStr)
-		if ok && convErr == nil && pid != os.Getpid() && !isZombieOrGone(pid) {
+		if !ok || convErr != nil {
+			continue // not a run directory: shared bookkeeping such as hostpaths/
+		}
+		if pid != os.Getpid() && !isZombieOrGone(pid) {
 			continue // a live test binary owns it
 		}
 		l, err := sweepDir(filepath.Join(BaseDir, e.Name()))
