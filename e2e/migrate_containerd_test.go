@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/evictguard/evictguard/treecopy"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -82,7 +83,7 @@ func ociBusyboxTarCmd(t *testing.T, ref string, cmd []string) string {
 func containerdDigest(t *testing.T, root string) (string, string) {
 	t.Helper()
 	var lines strings.Builder
-	d, err := remediate.TreeDigest(context.Background(), root, remediate.DigestOptions{Mtime: true, Lines: &lines, Skip: func(rel string) bool {
+	d, err := treecopy.Digest(context.Background(), root, treecopy.DigestOptions{Mtime: true, Lines: &lines, Skip: func(rel string) bool {
 		top, _, _ := strings.Cut(rel, "/")
 		return top != "io.containerd.content.v1.content" && top != "io.containerd.snapshotter.v1.native"
 	}})

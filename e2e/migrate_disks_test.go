@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/evictguard/evictguard/treecopy"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -309,7 +310,7 @@ func (n *containerdNode) checkView(t *testing.T, id string) {
 // content digests the content store (the images' blobs) under root.
 func (n *containerdNode) content(t *testing.T, root string) string {
 	t.Helper()
-	d, err := remediate.TreeDigest(t.Context(), root, remediate.DigestOptions{Mtime: true, Skip: func(rel string) bool {
+	d, err := treecopy.Digest(t.Context(), root, treecopy.DigestOptions{Mtime: true, Skip: func(rel string) bool {
 		top, _, _ := strings.Cut(rel, "/")
 		return top != "io.containerd.content.v1.content"
 	}})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/evictguard/evictguard/treecopy"
 	"os"
 	"path/filepath"
 	"slices"
@@ -77,7 +78,7 @@ func dataDigest(t *testing.T, root string) string {
 func dataDigestLines(t *testing.T, root string, ignore ...string) (string, string) {
 	t.Helper()
 	var lines strings.Builder
-	d, err := remediate.TreeDigest(context.Background(), root, remediate.DigestOptions{Mtime: true, Lines: &lines, Skip: func(rel string) bool {
+	d, err := treecopy.Digest(context.Background(), root, treecopy.DigestOptions{Mtime: true, Lines: &lines, Skip: func(rel string) bool {
 		top, _, _ := strings.Cut(rel, "/")
 		return (top != "vfs" && top != "volumes" && top != "image") || strings.HasSuffix(rel, ".db") || strings.HasSuffix(rel, ".json") ||
 			strings.HasSuffix(rel, "/backingFsBlockDev") || slices.Contains(ignore, rel)

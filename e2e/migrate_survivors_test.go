@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"github.com/evictguard/evictguard/treecopy"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -115,7 +116,7 @@ spec:
 		// container's root filesystem must still be there.
 		contentDigest := func() (string, string) {
 			var lines strings.Builder
-			d, err := remediate.TreeDigest(ctx, from, remediate.DigestOptions{Mtime: true, Lines: &lines, Skip: func(rel string) bool {
+			d, err := treecopy.Digest(ctx, from, treecopy.DigestOptions{Mtime: true, Lines: &lines, Skip: func(rel string) bool {
 				top, _, _ := strings.Cut(rel, "/")
 				return top != "io.containerd.content.v1.content"
 			}})

@@ -6,7 +6,7 @@
 #          reserved, journal, delayed allocation), page cache dropped before each cold copy;
 #   xfs    the same with xfs (ftype=1, what overlay needs).
 # For each:
-#  1. throughput: the engine (remediate.CopyTree, through TestCopyBench) vs `cp -a` and
+#  1. throughput: the engine (treecopy.Copy, through remediate's TestCopyBench) vs `cp -a` and
 #     `rsync -aHAX --numeric-ids` copying the same tree between the same two filesystems,
 #     interleaved, best of BENCH_ROUNDS each, timed from outside as whole processes. On disks
 #     every copy ends with a sync of the target filesystem inside the timing (a copy that is

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/evictguard/evictguard/treecopy"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -115,7 +116,7 @@ type MigrateOptions struct {
 	Systemd MigrateSystemd
 	Log     *slog.Logger
 	// Progress returns the progress callback for a copy pass ("pre-copy", "delta"); nil: logs.
-	Progress func(pass string) func(CopyProgress)
+	Progress func(pass string) func(treecopy.Progress)
 	// AfterStep, if set, runs after each journaled step (a test hook for crash safety).
 	AfterStep func(step string)
 }
@@ -161,27 +162,29 @@ func (o *MigrateOptions) defaults() {
 		o.DrainTimeout = 5 * time.Minute
 	}
 	if o.Progress == nil {
-		o.Progress = func(pass string) func(CopyProgress) { return ProgressPrinter(nil, false, o.Log, pass) }
+		o.Progress = func(pass string) func(treecopy.Progress) {
+			return treecopy.ProgressPrinter(nil, false, o.Log, pass)
+		}
 	}
 }
 
 // MigrationPlan is the preflight's result: what would be moved where, whether it fits, and
 // why not.
 type MigrationPlan struct {
-	Runtime    string        `json:"runtime"`
-	From       string        `json:"from"` // node path of the current data root
-	FromSource string        `json:"fromSource"`
-	To         string        `json:"to"`
-	Config     string        `json:"config"`    // node path of the file to rewrite
-	ConfigKey  string        `json:"configKey"` // data-root / root
-	Driver     string        `json:"driver,omitempty"`
-	Facts      *RuntimeFacts `json:"facts,omitempty"` // nil when the runtime is not running
-	Used       Usage         `json:"used"`
-	FromFs     string        `json:"fromFs"`
-	ToFs       string        `json:"toFs"`
-	ToAvail    int64         `json:"toAvailableBytes"`
-	ToInodes   int64         `json:"toInodesFree"`
-	Need       int64         `json:"needBytes"`
+	Runtime    string             `json:"runtime"`
+	From       string             `json:"from"` // node path of the current data root
+	FromSource string             `json:"fromSource"`
+	To         string             `json:"to"`
+	Config     string             `json:"config"`    // node path of the file to rewrite
+	ConfigKey  string             `json:"configKey"` // data-root / root
+	Driver     string             `json:"driver,omitempty"`
+	Facts      *RuntimeFacts      `json:"facts,omitempty"` // nil when the runtime is not running
+	Used       treecopy.Usage `json:"used"`
+	FromFs     string             `json:"fromFs"`
+	ToFs       string             `json:"toFs"`
+	ToAvail    int64              `json:"toAvailableBytes"`
+	ToInodes   int64              `json:"toInodesFree"`
+	Need       int64              `json:"needBytes"`
 	// SharesNodeFs: the current root is on nodefs (the situation migration fixes).
 	SharesNodeFs bool `json:"sharesNodeFs"`
 	// RateBytesPerSecond is the copy rate measured on a sample (0 when nothing to sample).
@@ -283,7 +286,7 @@ func PlanMigration(ctx context.Context, opts MigrateOptions) (*MigrationPlan, er
 		p.SharesNodeFs = nfs.Dev == fromFs.Dev
 	}
 
-	if p.Used, err = DiskUsage(ctx, fromHost); err != nil {
+	if p.Used, err = treecopy.DiskUsage(ctx, fromHost); err != nil {
 		return nil, err
 	}
 	margin := max(opts.MarginBytes, int64(float64(p.Used.Bytes)*opts.MarginPercent/100))
@@ -293,7 +296,7 @@ func PlanMigration(ctx context.Context, opts MigrateOptions) (*MigrationPlan, er
 	p.Need = p.Used.Bytes + margin
 	if p.ToAvail < p.Need {
 		p.refuse("--to %s has %s available; the data root holds %s and the margin is %s: need %s",
-			p.To, HumanBytes(p.ToAvail), HumanBytes(p.Used.Bytes), HumanBytes(margin), HumanBytes(p.Need))
+			p.To, treecopy.HumanBytes(p.ToAvail), treecopy.HumanBytes(p.Used.Bytes), treecopy.HumanBytes(margin), treecopy.HumanBytes(p.Need))
 	}
 	if p.ToInodes > 0 && p.ToInodes < p.Used.Inodes+p.Used.Inodes/10 {
 		p.refuse("--to %s has %d free inodes; the data root uses %d", p.To, p.ToInodes, p.Used.Inodes)
@@ -315,7 +318,7 @@ func PlanMigration(ctx context.Context, opts MigrateOptions) (*MigrationPlan, er
 		} else if !feat.DType || !feat.TrustedXattr {
 			p.Warnings = append(p.Warnings, fmt.Sprintf("--to %s lacks d_type or trusted.* xattrs: fine for %q, not for overlay", p.To, p.Driver))
 		}
-		p.RateBytesPerSecond = sampleRate(ctx, fromHost, toFs.Existing)
+		p.RateBytesPerSecond = treecopy.SampleRate(ctx, fromHost, toFs.Existing)
 	}
 	if p.RateBytesPerSecond > 0 {
 		p.EstimatedCopy = time.Duration(float64(p.Used.Apparent) / p.RateBytesPerSecond * float64(time.Second))
@@ -330,59 +333,6 @@ func PlanMigration(ctx context.Context, opts MigrateOptions) (*MigrationPlan, er
 		p.EstimatedDowntime += p.EstimatedCopy / 50
 	}
 	return p, nil
-}
-
-// sampleRate copies up to 64 MiB of the largest files near the top of from into a scratch
-// directory on the target and returns the rate (0 when there is nothing to sample).
-func sampleRate(ctx context.Context, from, targetDir string) float64 {
-	var files []string
-	var total int64
-	_ = filepath.WalkDir(from, func(p string, d os.DirEntry, err error) error {
-		if err != nil || total >= 64<<20 || len(files) > 2000 {
-			return filepath.SkipDir
-		}
-		if d.Type().IsRegular() {
-			if info, err := d.Info(); err == nil && info.Size() > 0 {
-				files = append(files, p)
-				total += info.Size()
-			}
-		}
-		return nil
-	})
-	if total < 1<<20 {
-		return 0
-	}
-	tmp, err := os.MkdirTemp(targetDir, ".evictguard-rate-")
-	if err != nil {
-		return 0
-	}
-	defer os.RemoveAll(tmp)
-	start := time.Now()
-	var bytes int64
-	c := &copier{ctx: ctx, log: slog.New(slog.DiscardHandler), links: map[inoKey]string{}, buf: make([]byte, 1<<20), warned: map[string]bool{}, prog: &progressTracker{}}
-	for i, f := range files {
-		sf, err := os.Open(f)
-		if err != nil {
-			continue
-		}
-		df, err := os.Create(filepath.Join(tmp, fmt.Sprint(i)))
-		if err != nil {
-			sf.Close()
-			continue
-		}
-		st, _ := sf.Stat()
-		if st != nil && c.data(sf, df, st.Size()) == nil {
-			bytes += st.Size()
-		}
-		_ = df.Sync()
-		sf.Close()
-		df.Close()
-	}
-	el := time.Since(start)
-	if el <= 0 {
-		return 0
-	}
-	return float64(bytes) / el.Seconds()
 }
 
 // currentRoot finds the data root (node path), how it was found, the storage driver and, if
@@ -470,26 +420,26 @@ func setContainerdSocket(o *MigrateOptions, addr string) {
 
 // migrationState is the operation's Data: everything resume and rollback need.
 type migrationState struct {
-	Plan        MigrationPlan `json:"plan"`
-	Lease       string        `json:"lease,omitempty"`
-	Cordoned    bool          `json:"cordoned,omitempty"`    // we cordoned the node
-	WasCordoned bool          `json:"wasCordoned,omitempty"` // it already was
-	Precopy     *CopyStats    `json:"precopy,omitempty"`
+	Plan        MigrationPlan       `json:"plan"`
+	Lease       string              `json:"lease,omitempty"`
+	Cordoned    bool                `json:"cordoned,omitempty"`    // we cordoned the node
+	WasCordoned bool                `json:"wasCordoned,omitempty"` // it already was
+	Precopy     *treecopy.Stats `json:"precopy,omitempty"`
 	// The preverify step: a catch-up pass (what changed during the pre-copy) and a live
 	// verification, so that the stopped runtime waits only for what changed after them.
-	Precopied    timeMark        `json:"precopied,omitzero"`   // the pre-copy began
-	CaughtUp     timeMark        `json:"caughtUp,omitzero"`    // the catch-up pass began
-	Preverified  timeMark        `json:"preverified,omitzero"` // the live verification began
-	Catchup      *CopyStats      `json:"catchup,omitempty"`
-	Preverify    *VerifyStats    `json:"preverify,omitempty"`
-	Delta        *CopyStats      `json:"delta,omitempty"`
-	Verify       *VerifyStats    `json:"verify,omitempty"`
-	StoppedAt    time.Time       `json:"stoppedAt,omitzero"`
-	StartedAt    time.Time       `json:"startedAt,omitzero"`
-	Active       map[string]bool `json:"active,omitempty"` // units active before the stop
-	KubeletFound bool            `json:"kubeletFound,omitempty"`
-	Backup       string          `json:"backup,omitempty"`     // node path of the kept old root
-	OldRemoved   bool            `json:"oldRemoved,omitempty"` // the old root is gone: no rollback
+	Precopied    treecopy.TimeMark     `json:"precopied,omitzero"`   // the pre-copy began
+	CaughtUp     treecopy.TimeMark     `json:"caughtUp,omitzero"`    // the catch-up pass began
+	Preverified  treecopy.TimeMark     `json:"preverified,omitzero"` // the live verification began
+	Catchup      *treecopy.Stats   `json:"catchup,omitempty"`
+	Preverify    *treecopy.VerifyStats `json:"preverify,omitempty"`
+	Delta        *treecopy.Stats   `json:"delta,omitempty"`
+	Verify       *treecopy.VerifyStats `json:"verify,omitempty"`
+	StoppedAt    time.Time             `json:"stoppedAt,omitzero"`
+	StartedAt    time.Time             `json:"startedAt,omitzero"`
+	Active       map[string]bool       `json:"active,omitempty"` // units active before the stop
+	KubeletFound bool                  `json:"kubeletFound,omitempty"`
+	Backup       string                `json:"backup,omitempty"`     // node path of the kept old root
+	OldRemoved   bool                  `json:"oldRemoved,omitempty"` // the old root is gone: no rollback
 }
 
 func loadState(op *Operation) (*migrationState, error) {
@@ -726,17 +676,17 @@ func (m *migration) run(ctx context.Context, step string) (string, error) {
 		if err := os.MkdirAll(filepath.Dir(m.host(s.Plan.To)), 0o755); err != nil {
 			return "", err
 		}
-		s.Precopied = markNow()
+		s.Precopied = treecopy.MarkNow()
 		saveState(m.op, s)
-		st, err := CopyTree(ctx, m.host(s.Plan.From), m.host(s.Plan.To), CopyOptions{Delete: true, TotalBytes: s.Plan.Used.Apparent,
+		st, err := treecopy.Copy(ctx, m.host(s.Plan.From), m.host(s.Plan.To), treecopy.Options{Delete: true, TotalBytes: s.Plan.Used.Apparent,
 			Progress: o.Progress("pre-copy"), Log: o.Log})
 		if err != nil {
 			return "", err
 		}
 		s.Precopy = &st
 		down := 10*time.Second + time.Duration(s.Plan.Used.Inodes)*40*time.Microsecond
-		return fmt.Sprintf("%s in %s (%s/s); expected downtime ~%s", HumanBytes(st.Bytes), st.Duration.Round(time.Millisecond),
-			HumanBytes(int64(st.Rate())), down.Round(time.Second)), nil
+		return fmt.Sprintf("%s in %s (%s/s); expected downtime ~%s", treecopy.HumanBytes(st.Bytes), st.Duration.Round(time.Millisecond),
+			treecopy.HumanBytes(int64(st.Rate())), down.Round(time.Second)), nil
 	case MigStepPreverify:
 		return m.preverify(ctx)
 	case MigStepStop:
@@ -785,19 +735,19 @@ func (m *migration) run(ctx context.Context, step string) (string, error) {
 		if why != "" {
 			o.Log.Warn("the delta pass compares every entry", "why", why)
 		}
-		st, err := CopyTree(ctx, m.host(s.Plan.From), m.host(s.Plan.To), CopyOptions{Since: since, Delete: true,
+		st, err := treecopy.Copy(ctx, m.host(s.Plan.From), m.host(s.Plan.To), treecopy.Options{Since: since, Delete: true,
 			Progress: o.Progress("delta"), Log: o.Log})
 		if err != nil {
 			return "", err
 		}
 		s.Delta = &st
-		return fmt.Sprintf("%d file(s), %s, %d deleted in %s", st.Files, HumanBytes(st.Bytes), st.Deleted, st.Duration.Round(time.Millisecond)), nil
+		return fmt.Sprintf("%d file(s), %s, %d deleted in %s", st.Files, treecopy.HumanBytes(st.Bytes), st.Deleted, st.Duration.Round(time.Millisecond)), nil
 	case MigStepVerify:
-		vo := VerifyOptions{Checksums: o.Checksums}
+		vo := treecopy.VerifyOptions{Checksums: o.Checksums}
 		if why := m.incrementalVerify(&vo); why != "" {
 			o.Log.Warn("the verification compares every entry in full", "why", why)
 		}
-		vs, err := VerifyTrees(ctx, m.host(s.Plan.From), m.host(s.Plan.To), vo)
+		vs, err := treecopy.Verify(ctx, m.host(s.Plan.From), m.host(s.Plan.To), vo)
 		if err != nil {
 			return "", err
 		}
@@ -812,7 +762,7 @@ func (m *migration) run(ctx context.Context, step string) (string, error) {
 			return "", err
 		}
 		return fmt.Sprintf("%d entries, %d files, %s, %d hard links, %d xattrs identical (checksums: %t; %d unchanged since the pre-verification compared by status); %s synced to its device in %s",
-			vs.Entries, vs.Files, HumanBytes(vs.Bytes), vs.HardLinks, vs.Xattrs, vs.Checksums, vs.StatOnly, s.Plan.To, time.Since(syncStart).Round(time.Millisecond)), nil
+			vs.Entries, vs.Files, treecopy.HumanBytes(vs.Bytes), vs.HardLinks, vs.Xattrs, vs.Checksums, vs.StatOnly, s.Plan.To, time.Since(syncStart).Round(time.Millisecond)), nil
 	case MigStepConfig:
 		cur, err := os.ReadFile(m.host(s.Plan.Config))
 		if err != nil && !errors.Is(err, os.ErrNotExist) {

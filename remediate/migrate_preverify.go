@@ -3,6 +3,7 @@ package remediate
 import (
 	"context"
 	"fmt"
+	"github.com/evictguard/evictguard/treecopy"
 	"log/slog"
 	"time"
 )
@@ -10,7 +11,7 @@ import (
 // preverify runs while the runtime still runs, so that the stopped window has less to do.
 // A catch-up pass copies what changed during the pre-copy (on a large root, minutes of
 // container logs and layer writes); then, once every write of the passes is older than
-// ctimeSlack, a live verification compares the copy with the source in full. After the stop
+// CtimeSlack, a live verification compares the copy with the source in full. After the stop
 // only entries changed since the catch-up began are copied and compared in full; the rest
 // is compared by status. A difference in an entry that did not change while it was copied is
 // a fault of the copy: the step fails and the migration rolls back before anything stopped.
@@ -30,41 +31,41 @@ func (m *migration) preverify(ctx context.Context) (string, error) {
 	}
 	cs, vs := r.Catchup, r.Verify
 	return fmt.Sprintf("catch-up: %d file(s), %s, %d deleted in %s; verified while running: %d entries walked, no fault of the copy; %d changed since the catch-up began (compared after the stop) in %s; synced in %s",
-		cs.Files, HumanBytes(cs.Bytes), cs.Deleted, cs.Duration.Round(time.Millisecond), vs.Entries, vs.Changed,
+		cs.Files, treecopy.HumanBytes(cs.Bytes), cs.Deleted, cs.Duration.Round(time.Millisecond), vs.Entries, vs.Changed,
 		r.VerifyDuration.Round(time.Millisecond), time.Since(syncStart).Round(time.Millisecond)), nil
 }
 
 // preverified is what preverifyPasses did.
 type preverified struct {
-	CaughtUp, Preverified timeMark // when the catch-up pass and the live verification began
-	Catchup               CopyStats
-	Verify                VerifyStats
+	CaughtUp, Preverified treecopy.TimeMark // when the catch-up pass and the live verification began
+	Catchup               treecopy.Stats
+	Verify                treecopy.VerifyStats
 	VerifyDuration        time.Duration
 }
 
 // preverifyPasses is the preverify step's work on from and to after a pre-copy that began
 // at precopied (hack/bench-migrate.sh measures it too): the catch-up pass, the wait for its
-// writes to age past ctimeSlack, and the live verification.
-func preverifyPasses(ctx context.Context, from, to string, precopied timeMark, checksums bool, progress func(CopyProgress), log *slog.Logger) (preverified, error) {
+// writes to age past CtimeSlack, and the live verification.
+func preverifyPasses(ctx context.Context, from, to string, precopied treecopy.TimeMark, checksums bool, progress func(treecopy.Progress), log *slog.Logger) (preverified, error) {
 	var r preverified
 	since, why := passSince(precopied)
 	if why != "" && log != nil {
 		log.Warn("the catch-up pass compares every entry", "why", why)
 	}
-	r.CaughtUp = markNow()
-	cs, err := CopyTree(ctx, from, to, CopyOptions{Since: since, Delete: true, Progress: progress, Log: log})
+	r.CaughtUp = treecopy.MarkNow()
+	cs, err := treecopy.Copy(ctx, from, to, treecopy.Options{Since: since, Delete: true, Progress: progress, Log: log})
 	if err != nil {
 		return r, fmt.Errorf("catch-up copy: %w", err)
 	}
 	r.Catchup = cs
 	// The verification after the stop trusts copies whose ctime predates this one's start
-	// by ctimeSlack: the passes' last writes must be that old when it starts. The runtime
+	// by CtimeSlack: the passes' last writes must be that old when it starts. The runtime
 	// still runs meanwhile: this costs no downtime.
-	if err := sleepCtx(ctx, ctimeSlack-time.Since(r.CaughtUp.Wall.Add(cs.Duration))); err != nil {
+	if err := sleepCtx(ctx, treecopy.CtimeSlack-time.Since(r.CaughtUp.Wall.Add(cs.Duration))); err != nil {
 		return r, err
 	}
-	r.Preverified = markNow()
-	vs, err := VerifyTrees(ctx, from, to, VerifyOptions{Checksums: checksums, Live: true, CopiedSince: r.CaughtUp.Wall})
+	r.Preverified = treecopy.MarkNow()
+	vs, err := treecopy.Verify(ctx, from, to, treecopy.VerifyOptions{Checksums: checksums, Live: true, CopiedSince: r.CaughtUp.Wall})
 	r.Verify, r.VerifyDuration = vs, time.Since(r.Preverified.Wall)
 	if err != nil {
 		return r, fmt.Errorf("verification before the stop: %w", err)
@@ -74,8 +75,8 @@ func preverifyPasses(ctx context.Context, from, to string, precopied timeMark, c
 
 // passSince is the Since of a copy pass after one that began at mark; zero (compare every
 // entry's metadata) with the reason when ctimes cannot be trusted against it.
-func passSince(mark timeMark) (time.Time, string) {
-	if ok, why := mark.usable(); !ok {
+func passSince(mark treecopy.TimeMark) (time.Time, string) {
+	if ok, why := mark.Usable(); !ok {
 		return time.Time{}, why
 	}
 	return mark.Wall, ""
@@ -92,13 +93,13 @@ func (m *migration) deltaSince() (time.Time, string) {
 
 // incrementalVerify sets vo to build on the verification before the stop; else it returns
 // why the verification after the stop compares everything in full.
-func (m *migration) incrementalVerify(vo *VerifyOptions) string {
+func (m *migration) incrementalVerify(vo *treecopy.VerifyOptions) string {
 	s := m.s
 	if s.Preverify == nil || s.Catchup == nil {
 		return "no verification before the stop"
 	}
-	for _, mk := range []timeMark{s.CaughtUp, s.Preverified} {
-		if ok, why := mk.usable(); !ok {
+	for _, mk := range []treecopy.TimeMark{s.CaughtUp, s.Preverified} {
+		if ok, why := mk.Usable(); !ok {
 			return why
 		}
 	}

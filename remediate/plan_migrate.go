@@ -2,6 +2,7 @@ package remediate
 
 import (
 	"fmt"
+	"github.com/evictguard/evictguard/treecopy"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -207,7 +208,7 @@ func (d *MigrationDecision) AddPreflight(mp *MigrationPlan) {
 	}
 	if len(d.Refusals) == 0 {
 		d.Reasons = append(d.Reasons, fmt.Sprintf("preflight passed: %s to move, %s available on %s, expected downtime ~%s",
-			HumanBytes(mp.Used.Bytes), HumanBytes(mp.ToAvail), mp.To, mp.EstimatedDowntime.Round(time.Second)))
+			treecopy.HumanBytes(mp.Used.Bytes), treecopy.HumanBytes(mp.ToAvail), mp.To, mp.EstimatedDowntime.Round(time.Second)))
 	}
 }
 

@@ -1,6 +1,7 @@
 package remediate
 
 import (
+	"github.com/evictguard/evictguard/treecopy"
 	"strings"
 	"testing"
 
@@ -74,7 +75,7 @@ func TestPlanMigrationAction(t *testing.T) {
 func TestMigrationDecisionPreflight(t *testing.T) {
 	const gib = int64(1) << 30
 	warn := withState(sig("nodefs.available", "10%", 2*gib, 10*gib), monitor.StateWarning)
-	good := &MigrationPlan{Runtime: RuntimeDocker, From: "/var/lib/docker", To: "/data/docker", Used: Usage{Bytes: gib}, ToAvail: 50 * gib}
+	good := &MigrationPlan{Runtime: RuntimeDocker, From: "/var/lib/docker", To: "/data/docker", Used: treecopy.Usage{Bytes: gib}, ToAvail: 50 * gib}
 	cases := []struct {
 		name     string
 		plan     *MigrationPlan

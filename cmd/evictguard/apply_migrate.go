@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/evictguard/evictguard/treecopy"
 	"io"
 	"os"
 	"strings"
@@ -168,7 +169,7 @@ func failedMigrationResult(j *remediate.Journal, id string) string {
 
 func migrationSummary(p *remediate.MigrationPlan) string {
 	return fmt.Sprintf("%s data root %s → %s (%s, expected downtime ~%s)", p.Runtime, p.From, p.To,
-		remediate.HumanBytes(p.Used.Bytes), p.EstimatedDowntime.Round(time.Second))
+		treecopy.HumanBytes(p.Used.Bytes), p.EstimatedDowntime.Round(time.Second))
 }
 
 // applyMigration carries out an offered migration under the same gates as a threshold

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/evictguard/evictguard/treecopy"
 	"io"
 	"os"
 	"path/filepath"
@@ -167,8 +168,8 @@ func migrateHooks(g *globalOptions, mo *remediate.MigrateOptions) {
 	if f, ok := g.stderr.(*os.File); ok {
 		terminal = term.IsTerminal(int(f.Fd()))
 	}
-	mo.Progress = func(pass string) func(remediate.CopyProgress) {
-		return remediate.ProgressPrinter(g.stderr, terminal, g.logger, pass)
+	mo.Progress = func(pass string) func(treecopy.Progress) {
+		return treecopy.ProgressPrinter(g.stderr, terminal, g.logger, pass)
 	}
 	crash := os.Getenv(envTestCrashAfter)
 	holds := map[string]string{}
@@ -390,20 +391,20 @@ func printMigrationPlan(g *globalOptions, p *remediate.MigrationPlan) error {
 		fmt.Fprintf(w, "From\t%s (%s; %s; on nodefs: %t)\n", p.From, p.FromSource, p.FromFs, p.SharesNodeFs)
 	}
 	if p.To != "" {
-		fmt.Fprintf(w, "To\t%s (%s, %s available)\n", p.To, p.ToFs, remediate.HumanBytes(p.ToAvail))
+		fmt.Fprintf(w, "To\t%s (%s, %s available)\n", p.To, p.ToFs, treecopy.HumanBytes(p.ToAvail))
 	}
 	if p.Config != "" {
 		fmt.Fprintf(w, "Config\t%s: %s\n", p.Config, p.ConfigKey)
 	}
 	if p.Used.Inodes > 0 {
 		fmt.Fprintf(w, "Data\t%s allocated (%s apparent), %d inodes; need %s on the target\n",
-			remediate.HumanBytes(p.Used.Bytes), remediate.HumanBytes(p.Used.Apparent), p.Used.Inodes, remediate.HumanBytes(p.Need))
+			treecopy.HumanBytes(p.Used.Bytes), treecopy.HumanBytes(p.Used.Apparent), p.Used.Inodes, treecopy.HumanBytes(p.Need))
 	}
 	if p.Facts != nil {
 		fmt.Fprintf(w, "Holds\t%s\n", p.Facts)
 	}
 	if p.RateBytesPerSecond > 0 {
-		fmt.Fprintf(w, "Copy\t~%s at %s/s measured (pre-copy, runtime running)\n", p.EstimatedCopy.Round(time.Second), remediate.HumanBytes(int64(p.RateBytesPerSecond)))
+		fmt.Fprintf(w, "Copy\t~%s at %s/s measured (pre-copy, runtime running)\n", p.EstimatedCopy.Round(time.Second), treecopy.HumanBytes(int64(p.RateBytesPerSecond)))
 	}
 	if p.Used.Inodes > 0 {
 		fmt.Fprintf(w, "Downtime\t~%s (stop, delta copy, verify, rewrite, start, kubelet restart)\n", p.EstimatedDowntime.Round(time.Second))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"github.com/evictguard/evictguard/treecopy"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -121,7 +122,7 @@ func TestEscalationOutcome(t *testing.T) {
 	refused := &remediate.ThresholdPlan{Old: old, New: old, Changes: map[string]string{}, Refusals: []string{"below the floor"}}
 	nothing := &remediate.ThresholdPlan{Old: old, New: old, Changes: map[string]string{}}
 	shared, dedicated := &monitor.Layout{}, &monitor.Layout{DedicatedImageFs: true}
-	preflight := &remediate.MigrationPlan{Runtime: "docker", From: "/var/lib/docker", To: "/data/docker", Used: remediate.Usage{Bytes: 3 << 30}}
+	preflight := &remediate.MigrationPlan{Runtime: "docker", From: "/var/lib/docker", To: "/data/docker", Used: treecopy.Usage{Bytes: 3 << 30}}
 	offered := &remediate.MigrationDecision{Enabled: true, Runtime: "docker", Preflight: preflight}
 	refusedMig := &remediate.MigrationDecision{Enabled: true, Runtime: "docker", Refusals: []string{"migration preflight: --to /data has 1.00GiB available"}}
 	tests := []struct {

@@ -1,4 +1,4 @@
-package remediate
+package treecopy
 
 import (
 	"bufio"
@@ -37,9 +37,9 @@ type inoKey struct{ dev, ino uint64 }
 
 type copier struct {
 	ctx          context.Context
-	opts         CopyOptions
+	opts         Options
 	log          *slog.Logger
-	stats        CopyStats
+	stats        Stats
 	prog         *progressTracker
 	rootDev      uint64
 	since        int64 // unix ns; 0: not incremental by ctime
@@ -58,7 +58,7 @@ type copier struct {
 // file costs few system calls.
 const copyBufSize = 256 << 10
 
-func newCopier(ctx context.Context, opts CopyOptions) *copier {
+func newCopier(ctx context.Context, opts Options) *copier {
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -90,17 +90,17 @@ func processUmask() (uint32, bool) {
 	return 0, true
 }
 
-// CopyTree copies the tree at src into dst (created if missing; its parent must exist),
+// Copy copies the tree at src into dst (created if missing; its parent must exist),
 // preserving everything a container runtime's data root holds (see the note in copy.go). It
 // does not descend into filesystems mounted below src (a running container's rootfs mount),
 // but creates their mount point directories. With opts.Since or an existing dst it is
 // incremental; with opts.Delete it also removes what src no longer has.
-func CopyTree(ctx context.Context, src, dst string, opts CopyOptions) (CopyStats, error) {
+func Copy(ctx context.Context, src, dst string, opts Options) (Stats, error) {
 	// sendfile is not used: between two filesystems without copy_file_range it moves data
 	// through a 64 KiB pipe, measurably slower than pread/pwrite (hack/bench-migrate.sh).
 	c := newCopier(ctx, opts)
 	if !opts.Since.IsZero() {
-		c.since = opts.Since.Add(-ctimeSlack).UnixNano()
+		c.since = opts.Since.Add(-CtimeSlack).UnixNano()
 	}
 	var st unix.Stat_t
 	if err := unix.Lstat(src, &st); err != nil {
@@ -153,7 +153,7 @@ func (c *copier) entry(src, dst string, st *unix.Stat_t, fresh bool) (changed bo
 // trusted: an incremental pass (Since) need not look at the destination of an entry whose
 // status has not changed since the pass that began at Since copied it (ctime < Since: no
 // write, chmod, chown, xattr, link or unlink since; a directory: no entry added or removed).
-// VerifyTrees compares both sides afterwards.
+// Verify compares both sides afterwards.
 func (c *copier) trusted(st *unix.Stat_t, fresh bool) bool {
 	return c.since != 0 && !fresh && st.Ctim.Nano() < c.since
 }
@@ -520,7 +520,7 @@ func (c *copier) file(src, dst string, st *unix.Stat_t, fresh bool) (bool, error
 	return true, err
 }
 
-// data copies size bytes of sf to df (sampleRate uses it).
+// data copies size bytes of sf to df (SampleRate uses it).
 func (c *copier) data(sf, df *os.File, size int64) error {
 	return c.dataFd(int(sf.Fd()), int(df.Fd()), size, 0)
 }
@@ -835,19 +835,19 @@ func xattrsOf(list func([]byte) (int, error), get func(string, []byte) (int, err
 	return out, nil
 }
 
-// VerifyTrees compares dst with src entry by entry: type, mode, owner, size, mtime (not of
+// Verify compares dst with src entry by entry: type, mode, owner, size, mtime (not of
 // directories' atime), symlink targets, device numbers, xattrs, the hard-link structure,
-// and with opts.Checksums the contents. Filesystems mounted below src are skipped as CopyTree
+// and with opts.Checksums the contents. Filesystems mounted below src are skipped as Copy
 // skips them. It returns ErrTreesDiffer with the first differences. opts.Live and
 // opts.VerifiedSince split the work between a pass while the runtime runs and a short one
 // once it is stopped (see VerifyOptions).
-func VerifyTrees(ctx context.Context, src, dst string, opts VerifyOptions) (VerifyStats, error) {
+func Verify(ctx context.Context, src, dst string, opts VerifyOptions) (VerifyStats, error) {
 	if opts.MaxDifferences <= 0 {
 		opts.MaxDifferences = 20
 	}
 	v := &verifier{ctx: ctx, opts: opts, groups: map[inoKey]inoKey{}, sem: make(chan struct{}, verifyWorkers())}
 	if !opts.CopiedSince.IsZero() {
-		v.copiedSince = opts.CopiedSince.Add(-ctimeSlack).UnixNano()
+		v.copiedSince = opts.CopiedSince.Add(-CtimeSlack).UnixNano()
 	}
 	if !opts.VerifiedSince.IsZero() {
 		if opts.Live {
@@ -856,7 +856,7 @@ func VerifyTrees(ctx context.Context, src, dst string, opts VerifyOptions) (Veri
 		if opts.CopiedSince.IsZero() {
 			return VerifyStats{}, errors.New("verify: VerifiedSince needs CopiedSince")
 		}
-		v.verifiedSince = opts.VerifiedSince.Add(-ctimeSlack).UnixNano()
+		v.verifiedSince = opts.VerifiedSince.Add(-CtimeSlack).UnixNano()
 	}
 	var st unix.Stat_t
 	if err := unix.Lstat(src, &st); err != nil {
@@ -883,7 +883,7 @@ func VerifyTrees(ctx context.Context, src, dst string, opts VerifyOptions) (Veri
 	return v.stats, nil
 }
 
-// verifyWorkers is how many directories VerifyTrees walks at once: the verification runs
+// verifyWorkers is how many directories Verify walks at once: the verification runs
 // while the runtime is stopped, and on a node with idle cores walking both trees is faster in
 // parallel. Small and bounded: the walk is system calls, and the node has other work.
 func verifyWorkers() int { return min(max(runtime.GOMAXPROCS(0), 1), 4) }
@@ -1108,7 +1108,7 @@ func (v *verifier) xattrs(sr, dr atRef, rel string, st *VerifyStats) error {
 		st.Xattrs++
 		if got, ok := dx[name]; !ok || !bytes.Equal(got, val) {
 			if _, ok := dx[name]; !ok && strings.HasPrefix(name, "security.") {
-				continue // CopyTree skips labels the target cannot hold
+				continue // Copy skips labels the target cannot hold
 			}
 			v.diff(rel, "xattr %s differs", name)
 		}
@@ -1243,7 +1243,7 @@ func DiskUsage(ctx context.Context, root string) (Usage, error) {
 	return u, walk(root, &rst)
 }
 
-// DigestOptions tunes TreeDigest.
+// DigestOptions tunes Digest.
 type DigestOptions struct {
 	// Mtime includes modification times of non-directories.
 	Mtime bool
@@ -1253,10 +1253,10 @@ type DigestOptions struct {
 	Lines io.Writer
 }
 
-// TreeDigest is a SHA-256 over every entry below root: path, type, mode, owner, size, device,
+// Digest is a SHA-256 over every entry below root: path, type, mode, owner, size, device,
 // symlink target, xattrs, content and hard-link structure. Two trees with the same digest
 // hold the same data. Tests use it to prove that a migration, resume or rollback lost nothing.
-func TreeDigest(ctx context.Context, root string, opts DigestOptions) (string, error) {
+func Digest(ctx context.Context, root string, opts DigestOptions) (string, error) {
 	var h io.Writer = sha256.New()
 	hasher := h.(interface{ Sum([]byte) []byte })
 	if opts.Lines != nil {
@@ -1334,4 +1334,57 @@ func TreeDigest(ctx context.Context, root string, opts DigestOptions) (string, e
 		return "", err
 	}
 	return hex.EncodeToString(hasher.Sum(nil)), nil
+}
+
+// SampleRate copies up to 64 MiB of the largest files near the top of from into a scratch
+// directory on the target and returns the rate (0 when there is nothing to sample).
+func SampleRate(ctx context.Context, from, targetDir string) float64 {
+	var files []string
+	var total int64
+	_ = filepath.WalkDir(from, func(p string, d os.DirEntry, err error) error {
+		if err != nil || total >= 64<<20 || len(files) > 2000 {
+			return filepath.SkipDir
+		}
+		if d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil && info.Size() > 0 {
+				files = append(files, p)
+				total += info.Size()
+			}
+		}
+		return nil
+	})
+	if total < 1<<20 {
+		return 0
+	}
+	tmp, err := os.MkdirTemp(targetDir, ".evictguard-rate-")
+	if err != nil {
+		return 0
+	}
+	defer os.RemoveAll(tmp)
+	start := time.Now()
+	var bytes int64
+	c := &copier{ctx: ctx, log: slog.New(slog.DiscardHandler), links: map[inoKey]string{}, buf: make([]byte, 1<<20), warned: map[string]bool{}, prog: &progressTracker{}}
+	for i, f := range files {
+		sf, err := os.Open(f)
+		if err != nil {
+			continue
+		}
+		df, err := os.Create(filepath.Join(tmp, fmt.Sprint(i)))
+		if err != nil {
+			sf.Close()
+			continue
+		}
+		st, _ := sf.Stat()
+		if st != nil && c.data(sf, df, st.Size()) == nil {
+			bytes += st.Size()
+		}
+		_ = df.Sync()
+		sf.Close()
+		df.Close()
+	}
+	el := time.Since(start)
+	if el <= 0 {
+		return 0
+	}
+	return float64(bytes) / el.Seconds()
 }

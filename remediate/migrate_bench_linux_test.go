@@ -3,6 +3,7 @@ package remediate
 import (
 	"context"
 	"fmt"
+	"github.com/evictguard/evictguard/treecopy"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -38,7 +39,7 @@ func TestCopyBench(t *testing.T) {
 	if passes == "" || passes == "full" {
 		full := filepath.Join(dst, "full")
 		begin := time.Now()
-		st, err := CopyTree(ctx, src, full, CopyOptions{})
+		st, err := treecopy.Copy(ctx, src, full, treecopy.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -54,9 +55,9 @@ func TestCopyBench(t *testing.T) {
 	}
 
 	pre := filepath.Join(dst, "pre")
-	precopied := markNow()
+	precopied := treecopy.MarkNow()
 	preStart := time.Now()
-	if _, err := CopyTree(ctx, src, pre, CopyOptions{Delete: true}); err != nil {
+	if _, err := treecopy.Copy(ctx, src, pre, treecopy.Options{Delete: true}); err != nil {
 		t.Fatal(err)
 	}
 	benchSync(t, pre)
@@ -70,12 +71,12 @@ func TestCopyBench(t *testing.T) {
 	benchSync(t, pre)
 	changed := churn(t, src, 0.01) // the runtime writes until it is stopped
 	start := time.Now()
-	dst2, err := CopyTree(ctx, src, pre, CopyOptions{Since: pv.CaughtUp.Wall, Delete: true})
+	dst2, err := treecopy.Copy(ctx, src, pre, treecopy.Options{Since: pv.CaughtUp.Wall, Delete: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	deltaDone := time.Since(start)
-	vs, err := VerifyTrees(ctx, src, pre, VerifyOptions{CopiedSince: pv.CaughtUp.Wall, VerifiedSince: pv.Preverified.Wall})
+	vs, err := treecopy.Verify(ctx, src, pre, treecopy.VerifyOptions{CopiedSince: pv.CaughtUp.Wall, VerifiedSince: pv.Preverified.Wall})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +84,7 @@ func TestCopyBench(t *testing.T) {
 	down := time.Since(start)
 	// A full verification of the same trees, for comparison (not part of the downtime).
 	fstart := time.Now()
-	if _, err := VerifyTrees(ctx, src, pre, VerifyOptions{}); err != nil {
+	if _, err := treecopy.Verify(ctx, src, pre, treecopy.VerifyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	full := time.Since(fstart)

@@ -1,4 +1,4 @@
-package remediate
+package treecopy
 
 import (
 	"fmt"

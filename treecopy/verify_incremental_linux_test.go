@@ -1,9 +1,9 @@
-package remediate
+package treecopy
 
 import (
 	"context"
 	"errors"
-	"fmt"
+	"github.com/evictguard/evictguard/treecopy/treecopytest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,24 +14,13 @@ import (
 )
 
 // agePastSlack waits until every ctime stamped so far is older than a time.Now() taken
-// afterwards, less ctimeSlack.
-func agePastSlack() { time.Sleep(ctimeSlack + 100*time.Millisecond) }
+// afterwards, less CtimeSlack.
+func agePastSlack() { time.Sleep(CtimeSlack + 100*time.Millisecond) }
 
-// treePairs builds n runtime-like source trees under one temporary directory, with ctimes
-// aged past the slack, and returns their paths and a destination path for each.
+// treePairs is treecopytest.TreePairs aged past the slack.
 func treePairs(t *testing.T, n int) (srcs, dsts []string) {
 	t.Helper()
-	base := t.TempDir()
-	for i := range n {
-		src, dst := filepath.Join(base, fmt.Sprintf("src%d", i)), filepath.Join(base, fmt.Sprintf("dst%d", i))
-		if err := os.Mkdir(src, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		buildRuntimeLikeTree(t, src)
-		srcs, dsts = append(srcs, src), append(dsts, dst)
-	}
-	agePastSlack()
-	return srcs, dsts
+	return treecopytest.TreePairs(t, n, CtimeSlack+100*time.Millisecond)
 }
 
 // overwriteKeepingStatus changes p's first bytes and puts its mtime back: only its contents
@@ -109,7 +98,7 @@ func TestVerifyTreesLive(t *testing.T) {
 	srcs, dsts := treePairs(t, len(tests))
 	copied := time.Now()
 	for i := range tests {
-		if _, err := CopyTree(ctx, srcs[i], dsts[i], CopyOptions{Delete: true}); err != nil {
+		if _, err := Copy(ctx, srcs[i], dsts[i], Options{Delete: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -118,7 +107,7 @@ func TestVerifyTreesLive(t *testing.T) {
 			if tc.mutate != nil {
 				tc.mutate(t, srcs[i], dsts[i])
 			}
-			st, err := VerifyTrees(ctx, srcs[i], dsts[i], VerifyOptions{Live: true, CopiedSince: copied, Checksums: tc.checksums})
+			st, err := Verify(ctx, srcs[i], dsts[i], VerifyOptions{Live: true, CopiedSince: copied, Checksums: tc.checksums})
 			if tc.wantDiff == "" && err != nil {
 				t.Fatalf("live verification: %v", err)
 			}
@@ -178,14 +167,14 @@ func TestVerifyTreesAfterLive(t *testing.T) {
 	srcs, dsts := treePairs(t, len(tests))
 	copied := time.Now()
 	for i := range tests {
-		if _, err := CopyTree(ctx, srcs[i], dsts[i], CopyOptions{Delete: true}); err != nil {
+		if _, err := Copy(ctx, srcs[i], dsts[i], Options{Delete: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	agePastSlack() // as the preverify step waits after its catch-up pass
 	verified := time.Now()
 	for i := range tests {
-		if _, err := VerifyTrees(ctx, srcs[i], dsts[i], VerifyOptions{Live: true, CopiedSince: copied, Checksums: true}); err != nil {
+		if _, err := Verify(ctx, srcs[i], dsts[i], VerifyOptions{Live: true, CopiedSince: copied, Checksums: true}); err != nil {
 			t.Fatal(err)
 		}
 		// The runtime runs on, then stops; the delta pass copies what changed.
@@ -193,7 +182,7 @@ func TestVerifyTreesAfterLive(t *testing.T) {
 		mustDo(t, os.WriteFile(filepath.Join(src, "containers/c1/new"), []byte("x"), 0o644),
 			os.Remove(filepath.Join(src, "image/dangling")),
 			os.Chmod(filepath.Join(src, "ro"), 0o555))
-		if _, err := CopyTree(ctx, src, dsts[i], CopyOptions{Since: copied, Delete: true}); err != nil {
+		if _, err := Copy(ctx, src, dsts[i], Options{Since: copied, Delete: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -202,7 +191,7 @@ func TestVerifyTreesAfterLive(t *testing.T) {
 			if tc.mutate != nil {
 				tc.mutate(t, srcs[i], dsts[i])
 			}
-			st, err := VerifyTrees(ctx, srcs[i], dsts[i], VerifyOptions{CopiedSince: copied, VerifiedSince: verified, Checksums: tc.checksums})
+			st, err := Verify(ctx, srcs[i], dsts[i], VerifyOptions{CopiedSince: copied, VerifiedSince: verified, Checksums: tc.checksums})
 			if tc.wantDiff == "" && err != nil {
 				t.Fatalf("verification after the stop: %v", err)
 			}
@@ -214,7 +203,7 @@ func TestVerifyTreesAfterLive(t *testing.T) {
 			if st.StatOnly == 0 || st.Entries-st.StatOnly < 4 {
 				t.Errorf("stats %+v: want most entries compared by status and the changed ones in full", st)
 			}
-			full, err := VerifyTrees(ctx, srcs[i], dsts[i], VerifyOptions{Checksums: tc.checksums})
+			full, err := Verify(ctx, srcs[i], dsts[i], VerifyOptions{Checksums: tc.checksums})
 			if (err == nil) != (tc.wantDiff == "") {
 				t.Errorf("a full verification disagrees: %v", err)
 			}
@@ -225,71 +214,26 @@ func TestVerifyTreesAfterLive(t *testing.T) {
 	}
 }
 
-// TestPreverifyFindsCopyFault: the preverify step's catch-up pass copies what changed during
-// the pre-copy, and its live verification reports a fault of the copy while the runtime
-// still runs.
-func TestPreverifyFindsCopyFault(t *testing.T) {
-	ctx := context.Background()
-	srcs, dsts := treePairs(t, 2)
-	for i, fault := range []bool{false, true} {
-		t.Run(fmt.Sprintf("fault=%t", fault), func(t *testing.T) {
-			precopied := markNow()
-			if _, err := CopyTree(ctx, srcs[i], dsts[i], CopyOptions{Delete: true}); err != nil {
-				t.Fatal(err)
-			}
-			// The runtime writes during the pre-copy...
-			mustDo(t, os.WriteFile(filepath.Join(srcs[i], "containers/c1/during"), []byte("x"), 0o644))
-			if fault { // ...and the copy of an unchanged file is wrong.
-				mustDo(t, os.Chmod(filepath.Join(dsts[i], "image/layers/a/etc/passwd"), 0o600))
-			}
-			start := time.Now()
-			r, err := preverifyPasses(ctx, srcs[i], dsts[i], precopied, true, nil, nil)
-			if fault {
-				if !errors.Is(err, ErrTreesDiffer) || !strings.Contains(err.Error(), "etc/passwd: mode") {
-					t.Fatalf("preverify: %v, want the fault of the copy", err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r.Catchup.Files != 1 {
-				t.Errorf("catch-up copied %d files, want the one written during the pre-copy", r.Catchup.Files)
-			}
-			if r.Verify.Changed == 0 || r.Verify.Entries == 0 {
-				t.Errorf("live verification %+v: want the catch-up's entries counted as changed", r.Verify)
-			}
-			// It waited for the catch-up's writes to age past the slack.
-			if waited := r.Preverified.Wall.Sub(r.CaughtUp.Wall); waited < ctimeSlack {
-				t.Errorf("live verification began %s after the catch-up, want ≥ %s", waited, ctimeSlack)
-			}
-			if time.Since(start) > time.Minute {
-				t.Errorf("preverify took %s", time.Since(start))
-			}
-		})
-	}
-}
-
 // TestTimeMarkUsable: ctimes are compared with a mark only on the same boot and while the
 // wall clock has not gone back since.
 func TestTimeMarkUsable(t *testing.T) {
-	now := markNow()
+	now := MarkNow()
 	tests := []struct {
 		name string
-		mark timeMark
+		mark TimeMark
 		want bool
 		why  string
 	}{
 		{"now", now, true, ""},
-		{"none", timeMark{}, false, "no mark"},
-		{"another boot", timeMark{Wall: now.Wall, Boot: now.Boot, BootID: "x"}, false, "rebooted"},
-		{"clock set forward since", timeMark{Wall: now.Wall.Add(-time.Hour), Boot: now.Boot, BootID: now.BootID}, true, ""},
-		{"clock set back since", timeMark{Wall: now.Wall.Add(5 * time.Second), Boot: now.Boot, BootID: now.BootID}, false, "went back"},
-		{"clock slewed a little", timeMark{Wall: now.Wall.Add(100 * time.Millisecond), Boot: now.Boot, BootID: now.BootID}, true, ""},
+		{"none", TimeMark{}, false, "no mark"},
+		{"another boot", TimeMark{Wall: now.Wall, Boot: now.Boot, BootID: "x"}, false, "rebooted"},
+		{"clock set forward since", TimeMark{Wall: now.Wall.Add(-time.Hour), Boot: now.Boot, BootID: now.BootID}, true, ""},
+		{"clock set back since", TimeMark{Wall: now.Wall.Add(5 * time.Second), Boot: now.Boot, BootID: now.BootID}, false, "went back"},
+		{"clock slewed a little", TimeMark{Wall: now.Wall.Add(100 * time.Millisecond), Boot: now.Boot, BootID: now.BootID}, true, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ok, why := tc.mark.usable()
+			ok, why := tc.mark.Usable()
 			if ok != tc.want || !strings.Contains(why, tc.why) {
 				t.Errorf("usable() = %t, %q; want %t, %q", ok, why, tc.want, tc.why)
 			}

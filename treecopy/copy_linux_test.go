@@ -1,10 +1,11 @@
-package remediate
+package treecopy
 
 import (
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/evictguard/evictguard/treecopy/treecopytest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,57 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// buildRuntimeLikeTree writes a tree with every kind of entry a runtime root holds. As root
-// it adds what needs privileges: device nodes, whiteouts, trusted.overlay xattrs, foreign
-// owners.
-func buildRuntimeLikeTree(t *testing.T, root string) {
-	t.Helper()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, d := range []string{"image/layers/a/etc", "volumes/v1/_data", "containers/c1", "empty", "ro"} {
-		must(os.MkdirAll(filepath.Join(root, d), 0o755))
-	}
-	must(os.WriteFile(filepath.Join(root, "image/layers/a/etc/passwd"), []byte("root:x:0:0::/root:/bin/sh\n"), 0o644))
-	must(os.WriteFile(filepath.Join(root, "volumes/v1/_data/hello"), []byte("volume data"), 0o600))
-	must(os.WriteFile(filepath.Join(root, "containers/c1/c1-json.log"), []byte(strings.Repeat("log line\n", 1000)), 0o640))
-	must(os.Chmod(filepath.Join(root, "containers/c1/c1-json.log"), 0o4750)) // set-id bits survive chown ordering
-	// Hard links: three names, one inode.
-	must(os.Link(filepath.Join(root, "image/layers/a/etc/passwd"), filepath.Join(root, "image/layers/a/passwd.link")))
-	must(os.Link(filepath.Join(root, "image/layers/a/etc/passwd"), filepath.Join(root, "volumes/passwd.link2")))
-	// A sparse file: 1 MiB of data, a 64 MiB hole, 4 KiB of data.
-	sp := filepath.Join(root, "containers/c1/sparse.img")
-	f, err := os.Create(sp)
-	must(err)
-	_, err = f.Write(make([]byte, 1<<20))
-	must(err)
-	_, err = f.WriteAt([]byte(strings.Repeat("x", 4096)), 65<<20)
-	must(err)
-	must(f.Close())
-	// Symlinks, relative and dangling.
-	must(os.Symlink("../volumes/v1/_data/hello", filepath.Join(root, "image/rel-link")))
-	must(os.Symlink("/nonexistent/target", filepath.Join(root, "image/dangling")))
-	must(unix.Mkfifo(filepath.Join(root, "containers/c1/fifo"), 0o620))
-	must(unix.Setxattr(filepath.Join(root, "volumes/v1/_data/hello"), "user.evictguard", []byte("kept"), 0))
-	must(os.Chmod(filepath.Join(root, "ro"), 0o500))
-	if os.Geteuid() == 0 {
-		must(unix.Mknod(filepath.Join(root, "image/layers/a/whiteout"), unix.S_IFCHR, int(unix.Mkdev(0, 0))))
-		must(unix.Mknod(filepath.Join(root, "image/layers/a/etc/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
-		must(unix.Setxattr(filepath.Join(root, "image/layers/a/etc"), "trusted.overlay.opaque", []byte("y"), 0))
-		must(unix.Lsetxattr(filepath.Join(root, "image/rel-link"), "trusted.overlay.redirect", []byte("/x"), 0))
-		must(os.Lchown(filepath.Join(root, "volumes/v1/_data/hello"), 1234, 5678))
-		must(os.Lchown(filepath.Join(root, "image/dangling"), 42, 43))
-	}
-	// Timestamps in the past, on files, directories and symlinks.
-	old := []unix.Timespec{unix.NsecToTimespec(1_000_000_123), unix.NsecToTimespec(2_000_000_456)}
-	for _, p := range []string{"image/rel-link", "image/layers/a/etc", "volumes/v1/_data/hello", "empty"} {
-		must(unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(root, p), old, unix.AT_SYMLINK_NOFOLLOW))
-	}
-}
-
 func TestCopyTreePreservesEverything(t *testing.T) {
 	ctx := context.Background()
 	src := filepath.Join(t.TempDir(), "src")
@@ -72,13 +22,13 @@ func TestCopyTreePreservesEverything(t *testing.T) {
 	if err := os.Mkdir(src, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	buildRuntimeLikeTree(t, src)
-	before, err := TreeDigest(ctx, src, DigestOptions{Mtime: true})
+	treecopytest.RuntimeLikeTree(t, src)
+	before, err := Digest(ctx, src, DigestOptions{Mtime: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var progress []CopyProgress
-	stats, err := CopyTree(ctx, src, dst, CopyOptions{Progress: func(p CopyProgress) { progress = append(progress, p) }, ProgressInterval: time.Millisecond})
+	var progress []Progress
+	stats, err := Copy(ctx, src, dst, Options{Progress: func(p Progress) { progress = append(progress, p) }, ProgressInterval: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,10 +38,10 @@ func TestCopyTreePreservesEverything(t *testing.T) {
 	if len(progress) == 0 || !progress[len(progress)-1].Done || progress[len(progress)-1].Bytes != stats.Bytes {
 		t.Errorf("progress: last report %+v, stats %+v", progress, stats)
 	}
-	if _, err := VerifyTrees(ctx, src, dst, VerifyOptions{Checksums: true}); err != nil {
+	if _, err := Verify(ctx, src, dst, VerifyOptions{Checksums: true}); err != nil {
 		t.Fatal(err)
 	}
-	after, err := TreeDigest(ctx, dst, DigestOptions{Mtime: true})
+	after, err := Digest(ctx, dst, DigestOptions{Mtime: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +66,7 @@ func TestCopyTreePreservesEverything(t *testing.T) {
 		}
 	}
 	// The original is untouched.
-	if again, _ := TreeDigest(ctx, src, DigestOptions{Mtime: true}); again != before {
+	if again, _ := Digest(ctx, src, DigestOptions{Mtime: true}); again != before {
 		t.Error("copying changed the source")
 	}
 }
@@ -128,8 +78,8 @@ func TestCopyTreeDeltaPass(t *testing.T) {
 	if err := os.Mkdir(src, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	buildRuntimeLikeTree(t, src)
-	first, err := CopyTree(ctx, src, dst, CopyOptions{})
+	treecopytest.RuntimeLikeTree(t, src)
+	first, err := Copy(ctx, src, dst, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,11 +104,11 @@ func TestCopyTreeDeltaPass(t *testing.T) {
 	must(os.Remove(filepath.Join(src, "image/layers/a/passwd.link")))
 	must(os.WriteFile(filepath.Join(src, "image/layers/a/passwd.link"), []byte("separate now"), 0o644))
 
-	delta, err := CopyTree(ctx, src, dst, CopyOptions{Since: since, Delete: true})
+	delta, err := Copy(ctx, src, dst, Options{Since: since, Delete: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := VerifyTrees(ctx, src, dst, VerifyOptions{Checksums: true}); err != nil {
+	if _, err := Verify(ctx, src, dst, VerifyOptions{Checksums: true}); err != nil {
 		t.Fatal(err)
 	}
 	if delta.Deleted < 2 {
@@ -170,8 +120,8 @@ func TestCopyTreeDeltaPass(t *testing.T) {
 	if delta.Unchanged == 0 {
 		t.Error("delta left nothing alone")
 	}
-	a, _ := TreeDigest(ctx, src, DigestOptions{Mtime: true})
-	b, _ := TreeDigest(ctx, dst, DigestOptions{Mtime: true})
+	a, _ := Digest(ctx, src, DigestOptions{Mtime: true})
+	b, _ := Digest(ctx, dst, DigestOptions{Mtime: true})
 	if a != b {
 		t.Error("digests differ after the delta pass")
 	}
@@ -209,17 +159,17 @@ func TestVerifyTreesFindsDifferences(t *testing.T) {
 	if err := os.Mkdir(src, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	buildRuntimeLikeTree(t, src)
+	treecopytest.RuntimeLikeTree(t, src)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dst := filepath.Join(t.TempDir(), "dst")
-			if _, err := CopyTree(ctx, src, dst, CopyOptions{}); err != nil {
+			if _, err := Copy(ctx, src, dst, Options{}); err != nil {
 				t.Fatal(err)
 			}
 			if err := tc.mutate(dst); err != nil {
 				t.Fatal(err)
 			}
-			_, err := VerifyTrees(ctx, src, dst, VerifyOptions{Checksums: true})
+			_, err := Verify(ctx, src, dst, VerifyOptions{Checksums: true})
 			if !errors.Is(err, ErrTreesDiffer) || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("got %v, want ErrTreesDiffer mentioning %q", err, tc.want)
 			}
@@ -246,11 +196,11 @@ func TestDiskUsageCountsHardLinksOnce(t *testing.T) {
 
 func TestCopyProgressString(t *testing.T) {
 	tests := []struct {
-		p    CopyProgress
+		p    Progress
 		want string
 	}{
-		{CopyProgress{Bytes: 1 << 30, TotalBytes: 2 << 30, Elapsed: 2 * time.Second, Entries: 5}, "1.0 GiB / 2.0 GiB  512.0 MiB/s  5 entries  ETA 2s"},
-		{CopyProgress{Bytes: 512, Elapsed: time.Second}, "512 B  512 B/s  0 entries"},
+		{Progress{Bytes: 1 << 30, TotalBytes: 2 << 30, Elapsed: 2 * time.Second, Entries: 5}, "1.0 GiB / 2.0 GiB  512.0 MiB/s  5 entries  ETA 2s"},
+		{Progress{Bytes: 512, Elapsed: time.Second}, "512 B  512 B/s  0 entries"},
 	}
 	for _, tc := range tests {
 		if got := tc.p.String(); got != tc.want {
@@ -332,14 +282,14 @@ func TestCopyTreeModesAndOwners(t *testing.T) {
 				}
 			}
 			dst := filepath.Join(parent, "dst")
-			if _, err := CopyTree(ctx, src, dst, CopyOptions{}); err != nil {
+			if _, err := Copy(ctx, src, dst, Options{}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := VerifyTrees(ctx, src, dst, VerifyOptions{Checksums: true}); err != nil {
+			if _, err := Verify(ctx, src, dst, VerifyOptions{Checksums: true}); err != nil {
 				t.Fatal(err)
 			}
-			a, _ := TreeDigest(ctx, src, DigestOptions{Mtime: true})
-			b, _ := TreeDigest(ctx, dst, DigestOptions{Mtime: true})
+			a, _ := Digest(ctx, src, DigestOptions{Mtime: true})
+			b, _ := Digest(ctx, dst, DigestOptions{Mtime: true})
 			if a != b {
 				t.Error("digests differ")
 			}
@@ -406,10 +356,10 @@ func TestCopyTreeSparseShapes(t *testing.T) {
 		}
 	}
 	dst := filepath.Join(t.TempDir(), "dst")
-	if _, err := CopyTree(ctx, src, dst, CopyOptions{}); err != nil {
+	if _, err := Copy(ctx, src, dst, Options{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := VerifyTrees(ctx, src, dst, VerifyOptions{Checksums: true}); err != nil {
+	if _, err := Verify(ctx, src, dst, VerifyOptions{Checksums: true}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range tests {
@@ -472,13 +422,13 @@ func TestVerifyTreesParallel(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dst := filepath.Join(t.TempDir(), "dst")
-			if _, err := CopyTree(ctx, src, dst, CopyOptions{}); err != nil {
+			if _, err := Copy(ctx, src, dst, Options{}); err != nil {
 				t.Fatal(err)
 			}
 			if err := tc.mutate(dst); err != nil {
 				t.Fatal(err)
 			}
-			st, err := VerifyTrees(ctx, src, dst, VerifyOptions{Checksums: true})
+			st, err := Verify(ctx, src, dst, VerifyOptions{Checksums: true})
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -497,7 +447,7 @@ func TestVerifyTreesParallel(t *testing.T) {
 
 // TestCopyTreeDeltaTrustsUnchanged: a delta pass does not look at the destination of what did
 // not change at the source since the pre-copy began (that is what makes it short); a
-// destination changed behind its back is VerifyTrees' to find.
+// destination changed behind its back is Verify' to find.
 func TestCopyTreeDeltaTrustsUnchanged(t *testing.T) {
 	ctx := context.Background()
 	src := filepath.Join(t.TempDir(), "src")
@@ -505,10 +455,10 @@ func TestCopyTreeDeltaTrustsUnchanged(t *testing.T) {
 	if err := os.Mkdir(src, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	buildRuntimeLikeTree(t, src)
+	treecopytest.RuntimeLikeTree(t, src)
 	time.Sleep(1100 * time.Millisecond) // the source's ctimes before the pre-copy, past the slack
 	since := time.Now()
-	if _, err := CopyTree(ctx, src, dst, CopyOptions{Delete: true}); err != nil {
+	if _, err := Copy(ctx, src, dst, Options{Delete: true}); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(src, "containers/c1/new"), []byte("new"), 0o644); err != nil {
@@ -517,7 +467,7 @@ func TestCopyTreeDeltaTrustsUnchanged(t *testing.T) {
 	if err := os.Chmod(filepath.Join(dst, "volumes/v1/_data/hello"), 0o666); err != nil { // behind its back
 		t.Fatal(err)
 	}
-	delta, err := CopyTree(ctx, src, dst, CopyOptions{Since: since, Delete: true})
+	delta, err := Copy(ctx, src, dst, Options{Since: since, Delete: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -527,7 +477,7 @@ func TestCopyTreeDeltaTrustsUnchanged(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dst, "containers/c1/new")); err != nil {
 		t.Error(err)
 	}
-	_, err = VerifyTrees(ctx, src, dst, VerifyOptions{})
+	_, err = Verify(ctx, src, dst, VerifyOptions{})
 	if !errors.Is(err, ErrTreesDiffer) || !strings.Contains(err.Error(), "volumes/v1/_data/hello: mode") {
 		t.Errorf("verify: %v, want the mode changed at the destination", err)
 	}

@@ -1,4 +1,4 @@
-package remediate
+package treecopy
 
 import (
 	"context"
@@ -20,27 +20,27 @@ import (
 // bulk is copied while the runtime runs and only the delta once it is stopped. The Linux
 // parts are in copy_linux.go.
 
-// CopyOptions tunes CopyTree.
-type CopyOptions struct {
+// Options tunes Copy.
+type Options struct {
 	// Since makes the pass incremental after a pass that began at Since: an entry whose status
 	// has not changed since (ctime < Since) is left alone without a look at the destination,
 	// and one that did change is copied again unless the destination has the same type, size,
 	// mtime, mode and owner. Zero compares size, mtime, mode and owner of every entry.
-	// VerifyTrees checks the result.
+	// Verify checks the result.
 	Since time.Time
 	// Delete removes destination entries that no longer exist at the source (a delta pass).
 	Delete bool
 	// Progress, if set, receives a snapshot every ProgressInterval (default 5s) and once at
 	// the end.
-	Progress         func(CopyProgress)
+	Progress         func(Progress)
 	ProgressInterval time.Duration
 	// TotalBytes is the expected number of bytes to copy, for the ETA (0: unknown).
 	TotalBytes int64
 	Log        *slog.Logger
 }
 
-// CopyStats counts what a pass did.
-type CopyStats struct {
+// Stats counts what a pass did.
+type Stats struct {
 	Files     int64 `json:"files"`     // regular files whose data was copied
 	Unchanged int64 `json:"unchanged"` // entries an incremental pass left alone
 	Dirs      int64 `json:"dirs"`
@@ -53,15 +53,15 @@ type CopyStats struct {
 }
 
 // Rate is the pass's data rate in bytes per second.
-func (s CopyStats) Rate() float64 {
+func (s Stats) Rate() float64 {
 	if s.Duration <= 0 {
 		return 0
 	}
 	return float64(s.Bytes) / s.Duration.Seconds()
 }
 
-// CopyProgress is a point-in-time view of a running copy.
-type CopyProgress struct {
+// Progress is a point-in-time view of a running copy.
+type Progress struct {
 	Bytes, TotalBytes int64
 	Entries           int64
 	Elapsed           time.Duration
@@ -69,7 +69,7 @@ type CopyProgress struct {
 }
 
 // Rate is bytes per second so far.
-func (p CopyProgress) Rate() float64 {
+func (p Progress) Rate() float64 {
 	if p.Elapsed <= 0 {
 		return 0
 	}
@@ -77,7 +77,7 @@ func (p CopyProgress) Rate() float64 {
 }
 
 // ETA is the expected remaining time, or -1 when unknown.
-func (p CopyProgress) ETA() time.Duration {
+func (p Progress) ETA() time.Duration {
 	r := p.Rate()
 	if p.TotalBytes <= 0 || r <= 0 {
 		return -1
@@ -89,7 +89,7 @@ func (p CopyProgress) ETA() time.Duration {
 	return time.Duration(float64(left) / r * float64(time.Second))
 }
 
-func (p CopyProgress) String() string {
+func (p Progress) String() string {
 	s := HumanBytes(p.Bytes)
 	if p.TotalBytes > 0 {
 		s += " / " + HumanBytes(p.TotalBytes)
@@ -115,10 +115,10 @@ func HumanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-// ProgressPrinter returns a CopyOptions.Progress callback: on a terminal it redraws one line
+// ProgressPrinter returns a Options.Progress callback: on a terminal it redraws one line
 // (bytes, rate, ETA); otherwise it logs a line per call.
-func ProgressPrinter(w io.Writer, terminal bool, log *slog.Logger, what string) func(CopyProgress) {
-	return func(p CopyProgress) {
+func ProgressPrinter(w io.Writer, terminal bool, log *slog.Logger, what string) func(Progress) {
+	return func(p Progress) {
 		if terminal {
 			end := ""
 			if p.Done {
@@ -134,17 +134,17 @@ func ProgressPrinter(w io.Writer, terminal bool, log *slog.Logger, what string) 
 	}
 }
 
-// progressTracker feeds CopyOptions.Progress from a ticker.
+// progressTracker feeds Options.Progress from a ticker.
 type progressTracker struct {
 	bytes, entries atomic.Int64
 	start          time.Time
 	total          int64
 	stop           chan struct{}
 	done           chan struct{}
-	fn             func(CopyProgress)
+	fn             func(Progress)
 }
 
-func startProgress(ctx context.Context, opts CopyOptions) *progressTracker {
+func startProgress(ctx context.Context, opts Options) *progressTracker {
 	p := &progressTracker{start: time.Now(), total: opts.TotalBytes, stop: make(chan struct{}), done: make(chan struct{}), fn: opts.Progress}
 	if p.fn == nil {
 		close(p.done)
@@ -172,8 +172,8 @@ func startProgress(ctx context.Context, opts CopyOptions) *progressTracker {
 	return p
 }
 
-func (p *progressTracker) snapshot(done bool) CopyProgress {
-	return CopyProgress{Bytes: p.bytes.Load(), TotalBytes: p.total, Entries: p.entries.Load(), Elapsed: time.Since(p.start), Done: done}
+func (p *progressTracker) snapshot(done bool) Progress {
+	return Progress{Bytes: p.bytes.Load(), TotalBytes: p.total, Entries: p.entries.Load(), Elapsed: time.Since(p.start), Done: done}
 }
 
 func (p *progressTracker) finish() {
@@ -184,7 +184,7 @@ func (p *progressTracker) finish() {
 	}
 }
 
-// VerifyOptions tunes VerifyTrees.
+// VerifyOptions tunes Verify.
 type VerifyOptions struct {
 	// Checksums compares file contents (SHA-256) in addition to metadata.
 	Checksums bool
@@ -192,7 +192,7 @@ type VerifyOptions struct {
 	MaxDifferences int
 
 	// CopiedSince is when the last copy pass into dst began. A source entry whose status
-	// changed since (ctime ≥ CopiedSince, less ctimeSlack) may differ from its copy for a good
+	// changed since (ctime ≥ CopiedSince, less CtimeSlack) may differ from its copy for a good
 	// reason while the source is in use: the next pass copies it again.
 	CopiedSince time.Time
 	// Live verifies while the source is still in use — before the runtime stops — so that
@@ -204,7 +204,7 @@ type VerifyOptions struct {
 	Live bool
 	// VerifiedSince is when a Live verification that passed began (zero: there was none).
 	// Then an entry changed on neither side since — source ctime before CopiedSince and copy
-	// ctime before VerifiedSince, less ctimeSlack — has only its status compared (type,
+	// ctime before VerifiedSince, less CtimeSlack — has only its status compared (type,
 	// mode, owner, size, mtime, device, link count and hard-link structure: the lstat of each
 	// side) and is counted in VerifyStats.StatOnly: its xattrs, symlink target, directory
 	// listing and contents were compared by the Live pass and none of them can change without
@@ -212,16 +212,16 @@ type VerifyOptions struct {
 	VerifiedSince time.Time
 }
 
-// ctimeSlack is how much older than a time.Now() reading a ctime set after it can be: the
+// CtimeSlack is how much older than a time.Now() reading a ctime set after it can be: the
 // kernel stamps inodes from its coarse clock, which lags by up to a few ticks (a few ms;
 // more when a virtual CPU is descheduled). A second is far more than that, and costs
 // nothing but a few entries compared again.
-const ctimeSlack = time.Second
+const CtimeSlack = time.Second
 
-// ErrTreesDiffer is wrapped by VerifyTrees' error when the trees differ.
+// ErrTreesDiffer is wrapped by Verify' error when the trees differ.
 var ErrTreesDiffer = errors.New("trees differ")
 
-// VerifyStats is what VerifyTrees compared.
+// VerifyStats is what Verify compared.
 type VerifyStats struct {
 	Entries   int64 `json:"entries"`
 	Files     int64 `json:"files"`
