@@ -171,20 +171,20 @@ func (o *MigrateOptions) defaults() {
 // MigrationPlan is the preflight's result: what would be moved where, whether it fits, and
 // why not.
 type MigrationPlan struct {
-	Runtime    string             `json:"runtime"`
-	From       string             `json:"from"` // node path of the current data root
-	FromSource string             `json:"fromSource"`
-	To         string             `json:"to"`
-	Config     string             `json:"config"`    // node path of the file to rewrite
-	ConfigKey  string             `json:"configKey"` // data-root / root
-	Driver     string             `json:"driver,omitempty"`
-	Facts      *RuntimeFacts      `json:"facts,omitempty"` // nil when the runtime is not running
+	Runtime    string         `json:"runtime"`
+	From       string         `json:"from"` // node path of the current data root
+	FromSource string         `json:"fromSource"`
+	To         string         `json:"to"`
+	Config     string         `json:"config"`    // node path of the file to rewrite
+	ConfigKey  string         `json:"configKey"` // data-root / root
+	Driver     string         `json:"driver,omitempty"`
+	Facts      *RuntimeFacts  `json:"facts,omitempty"` // nil when the runtime is not running
 	Used       treecopy.Usage `json:"used"`
-	FromFs     string             `json:"fromFs"`
-	ToFs       string             `json:"toFs"`
-	ToAvail    int64              `json:"toAvailableBytes"`
-	ToInodes   int64              `json:"toInodesFree"`
-	Need       int64              `json:"needBytes"`
+	FromFs     string         `json:"fromFs"`
+	ToFs       string         `json:"toFs"`
+	ToAvail    int64          `json:"toAvailableBytes"`
+	ToInodes   int64          `json:"toInodesFree"`
+	Need       int64          `json:"needBytes"`
 	// SharesNodeFs: the current root is on nodefs (the situation migration fixes).
 	SharesNodeFs bool `json:"sharesNodeFs"`
 	// RateBytesPerSecond is the copy rate measured on a sample (0 when nothing to sample).
@@ -420,19 +420,19 @@ func setContainerdSocket(o *MigrateOptions, addr string) {
 
 // migrationState is the operation's Data: everything resume and rollback need.
 type migrationState struct {
-	Plan        MigrationPlan       `json:"plan"`
-	Lease       string              `json:"lease,omitempty"`
-	Cordoned    bool                `json:"cordoned,omitempty"`    // we cordoned the node
-	WasCordoned bool                `json:"wasCordoned,omitempty"` // it already was
+	Plan        MigrationPlan   `json:"plan"`
+	Lease       string          `json:"lease,omitempty"`
+	Cordoned    bool            `json:"cordoned,omitempty"`    // we cordoned the node
+	WasCordoned bool            `json:"wasCordoned,omitempty"` // it already was
 	Precopy     *treecopy.Stats `json:"precopy,omitempty"`
 	// The preverify step: a catch-up pass (what changed during the pre-copy) and a live
 	// verification, so that the stopped runtime waits only for what changed after them.
 	Precopied    treecopy.TimeMark     `json:"precopied,omitzero"`   // the pre-copy began
 	CaughtUp     treecopy.TimeMark     `json:"caughtUp,omitzero"`    // the catch-up pass began
 	Preverified  treecopy.TimeMark     `json:"preverified,omitzero"` // the live verification began
-	Catchup      *treecopy.Stats   `json:"catchup,omitempty"`
+	Catchup      *treecopy.Stats       `json:"catchup,omitempty"`
 	Preverify    *treecopy.VerifyStats `json:"preverify,omitempty"`
-	Delta        *treecopy.Stats   `json:"delta,omitempty"`
+	Delta        *treecopy.Stats       `json:"delta,omitempty"`
 	Verify       *treecopy.VerifyStats `json:"verify,omitempty"`
 	StoppedAt    time.Time             `json:"stoppedAt,omitzero"`
 	StartedAt    time.Time             `json:"startedAt,omitzero"`
