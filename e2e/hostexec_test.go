@@ -17,6 +17,7 @@ import (
 
 	"github.com/evictguard/evictguard/e2e/harness"
 	"github.com/evictguard/evictguard/hostexec"
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/remediate"
 )
 
@@ -32,9 +33,9 @@ func unitLoadState(t *testing.T, conn *sddbus.Conn, name string) string {
 }
 
 // waitOp waits until the state dir's journal holds one operation that passed step (or ended).
-func waitOp(t *testing.T, stateDir, step string, timeout time.Duration, diag ...func() string) *remediate.Operation {
+func waitOp(t *testing.T, stateDir, step string, timeout time.Duration, diag ...func() string) *journal.Operation {
 	t.Helper()
-	var op *remediate.Operation
+	var op *journal.Operation
 	err := harness.WaitFor(t.Context(), timeout, nil, func() error {
 		ops := journalOps(t, stateDir)
 		if len(ops) == 0 {
@@ -46,7 +47,7 @@ func waitOp(t *testing.T, stateDir, step string, timeout time.Duration, diag ...
 				return nil
 			}
 		}
-		if op.State != remediate.StateInProgress {
+		if op.State != journal.StateInProgress {
 			return nil
 		}
 		return fmt.Errorf("operation %s after step %q", op.ID, op.Step)
@@ -99,7 +100,7 @@ func TestMigrateOnHostUnit(t *testing.T) {
 	}
 	err = harness.WaitFor(t.Context(), 2*time.Minute, nil, func() error {
 		ops := journalOps(t, m.stateDir)
-		if ops[0].State == remediate.StateInProgress {
+		if ops[0].State == journal.StateInProgress {
 			return fmt.Errorf("operation after step %s", ops[0].Step)
 		}
 		if s := unitLoadState(t, conn, unit); s != "not-found" {
@@ -111,7 +112,7 @@ func TestMigrateOnHostUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	ops := journalOps(t, m.stateDir)
-	if len(ops) != 1 || ops[0].State != remediate.StateDone {
+	if len(ops) != 1 || ops[0].State != journal.StateDone {
 		t.Fatalf("journal: %d operations, the first %s after %s", len(ops), ops[0].State, ops[0].Step)
 	}
 	m.checkDaemonJSON(t, to)
@@ -192,7 +193,7 @@ func TestMigrateFromDockerContainer(t *testing.T) {
 	}
 	t.Logf("container %s after %s", state, time.Since(start).Round(100*time.Millisecond))
 	ops := journalOps(t, m.stateDir)
-	if len(ops) != 1 || ops[0].State != remediate.StateDone {
+	if len(ops) != 1 || ops[0].State != journal.StateDone {
 		t.Fatalf("journal: %d operations (want 1, done): %+v\ncontainer logs:\n%s", len(ops), ops, logs)
 	}
 	op := ops[0]

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/evictguard/evictguard/treecopy"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,7 +15,9 @@ import (
 	"time"
 
 	"github.com/evictguard/evictguard/e2e/harness"
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/treecopy"
 )
 
 // ociBusyboxTar writes an OCI image layout tarball (one layer: the busybox rootfs) named ref,
@@ -157,7 +158,7 @@ func TestMigrateContainerd(t *testing.T) {
 		t.Errorf("kubelet unhealthy after the migration: %v", err)
 	}
 	ops := journalOps(t, stateDir)
-	if len(ops) != 1 || ops[0].State != remediate.StateDone {
+	if len(ops) != 1 || ops[0].State != journal.StateDone {
 		t.Fatalf("journal: %+v", ops)
 	}
 	for _, h := range ops[0].History {

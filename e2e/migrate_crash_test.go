@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/remediate"
 )
 
@@ -18,7 +19,7 @@ func (m *dockerMigration) crashAt(t *testing.T, step, to string) {
 	}
 }
 
-func (m *dockerMigration) journalState(t *testing.T) []*remediate.Operation {
+func (m *dockerMigration) journalState(t *testing.T) []*journal.Operation {
 	t.Helper()
 	return journalOps(t, m.stateDir)
 }
@@ -53,7 +54,7 @@ func TestMigrateCrashResume(t *testing.T) {
 		assertSameData(t, other, digest, lines)
 		m.checkDaemonJSON(t, other)
 		ops := m.journalState(t)
-		if last := ops[len(ops)-1]; last.State != remediate.StateDone {
+		if last := ops[len(ops)-1]; last.State != journal.StateDone {
 			t.Fatalf("after resume at %s the operation is %s", step, last.State)
 		}
 		removeBackups(t, cur)
@@ -88,7 +89,7 @@ func TestMigrateCrashRollback(t *testing.T) {
 			t.Fatalf("after rollback at %s daemon.json is\n%s\nwant\n%s", step, now, cfg)
 		}
 		ops := m.journalState(t)
-		if last := ops[len(ops)-1]; last.State != remediate.StateRolledBack {
+		if last := ops[len(ops)-1]; last.State != journal.StateRolledBack {
 			t.Fatalf("after rollback at %s the operation is %s", step, last.State)
 		}
 		// A copy the runtime ran on is kept for the operator; this test removes it.
@@ -123,7 +124,7 @@ func TestMigrateResumeKeepsPlanOptions(t *testing.T) {
 	assertSameData(t, to, digest, lines)
 	ops := m.journalState(t)
 	op := ops[len(ops)-1]
-	if op.State != remediate.StateDone {
+	if op.State != journal.StateDone {
 		t.Fatalf("operation %s is %s", op.ID, op.State)
 	}
 	var verify, preverify string

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/evictguard/evictguard/e2e/harness"
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/remediate"
 )
 
@@ -249,7 +250,7 @@ func TestMigrateDaemonRecovers(t *testing.T) {
 		t.Errorf("apply did not print the migration plan:\n%s", out)
 	}
 	ops := dm.journalState(t)
-	if last := ops[len(ops)-1]; last.Kind != remediate.KindMigrateDataRoot || last.State != remediate.StateInProgress || last.Step != remediate.MigStepVerify {
+	if last := ops[len(ops)-1]; last.Kind != remediate.KindMigrateDataRoot || last.State != journal.StateInProgress || last.Step != remediate.MigStepVerify {
 		t.Fatalf("journal after the crash: %+v", last)
 	}
 
@@ -276,7 +277,7 @@ func TestMigrateDaemonRecovers(t *testing.T) {
 		t.Errorf("the daemon did not re-discover its filesystems after the recovery:\n%s", tail(log, 4000))
 	}
 	ops = dm.journalState(t)
-	if last := ops[len(ops)-1]; last.State != remediate.StateDone {
+	if last := ops[len(ops)-1]; last.State != journal.StateDone {
 		t.Errorf("migration %s after the daemon's recovery: %s", last.ID, last.State)
 	}
 	dm.checkMigrated(t)

@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"github.com/evictguard/evictguard/treecopy"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/evictguard/evictguard/e2e/harness"
 	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/treecopy"
 )
 
 // overlayNode is a node as it is in the field: dockerd with overlay2 on an ext4 disk (the

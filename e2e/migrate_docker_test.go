@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/evictguard/evictguard/e2e/harness"
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/remediate"
 )
 
@@ -40,12 +41,12 @@ func TestMigrateDocker(t *testing.T) {
 	m.checkIntact(t, to)
 
 	// The journal says done, with every step.
-	j, err := remediate.OpenJournal("/", m.stateDir, nil)
+	j, err := journal.Open("/", m.stateDir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ops, _ := j.List()
-	if len(ops) != 1 || ops[0].State != remediate.StateDone || ops[0].Step != remediate.MigStepRelease {
+	if len(ops) != 1 || ops[0].State != journal.StateDone || ops[0].Step != remediate.MigStepRelease {
 		t.Fatalf("journal: %+v", ops)
 	}
 	for _, h := range ops[0].History {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/evictguard/evictguard/treecopy"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,7 +14,8 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/evictguard/evictguard/e2e/harness"
-	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/journal"
+	"github.com/evictguard/evictguard/treecopy"
 )
 
 // dockerMigration is a dockerd unit under the sandboxed systemd whose data root sits on one
@@ -191,9 +191,9 @@ func mustJSON(v any) string {
 }
 
 // journalOps lists the operations journaled under stateDir.
-func journalOps(t *testing.T, stateDir string) []*remediate.Operation {
+func journalOps(t *testing.T, stateDir string) []*journal.Operation {
 	t.Helper()
-	j, err := remediate.OpenJournal("/", stateDir, nil)
+	j, err := journal.Open("/", stateDir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

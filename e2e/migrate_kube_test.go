@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/evictguard/evictguard/e2e/harness"
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/remediate"
 )
 
@@ -323,7 +324,7 @@ func TestMigrateKubernetesAware(t *testing.T) {
 	assertSameData(t, to, before, beforeLines)
 	m.checkIntact(t, to)
 
-	j, err := remediate.OpenJournal("/", m.stateDir, nil)
+	j, err := journal.Open("/", m.stateDir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,13 +332,13 @@ func TestMigrateKubernetesAware(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var last *remediate.Operation
+	var last *journal.Operation
 	for _, op := range ops {
 		if last == nil || op.Started.After(last.Started) {
 			last = op
 		}
 	}
-	if last == nil || last.State != remediate.StateDone {
+	if last == nil || last.State != journal.StateDone {
 		t.Fatalf("journal: %+v", ops)
 	}
 	notes := map[string]string{}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/evictguard/evictguard/e2e/harness"
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/remediate"
 )
 
@@ -122,7 +123,7 @@ func TestMigrateDockerSocketActivated(t *testing.T) {
 			}
 			attempts := probe.finish()
 
-			j, err := remediate.OpenJournal("/", stateDir, nil)
+			j, err := journal.Open("/", stateDir, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -193,9 +194,9 @@ func TestMigrateDockerSocketActivated(t *testing.T) {
 					t.Errorf("%s is %s after the migration, want active", u, got)
 				}
 			}
-			want, wantState := to, remediate.StateDone
+			want, wantState := to, journal.StateDone
 			if tc.wantOld {
-				want, wantState = from, remediate.StateRolledBack
+				want, wantState = from, journal.StateRolledBack
 			}
 			if ops, _ := j.List(); ops[0].State != wantState {
 				t.Errorf("operation %s, want %s", ops[0].State, wantState)

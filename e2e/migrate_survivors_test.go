@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"github.com/evictguard/evictguard/treecopy"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,7 +16,9 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/evictguard/evictguard/e2e/harness"
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/treecopy"
 )
 
 // TestMigrateDockerLiveRestore: dockerd with "live-restore": true keeps containers running
@@ -156,7 +157,7 @@ spec:
 			t.Errorf("the running container's root filesystem is not mounted from the old root after the rollback: %v", pins)
 		}
 		ops := journalOps(t, stateDir)
-		if len(ops) != 1 || ops[0].State != remediate.StateRolledBack {
+		if len(ops) != 1 || ops[0].State != journal.StateRolledBack {
 			t.Fatalf("journal: %+v", ops)
 		}
 		waitRunningContainer(t, rt, k, "app") // the kubelet's pod runs again after the rollback
@@ -186,7 +187,7 @@ spec:
 		}
 		ops := journalOps(t, stateDir)
 		last := ops[len(ops)-1]
-		if last.State != remediate.StateDone {
+		if last.State != journal.StateDone {
 			t.Fatalf("journal: %+v", last)
 		}
 		for _, h := range last.History {

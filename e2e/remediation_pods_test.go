@@ -18,6 +18,7 @@ import (
 	"github.com/evictguard/evictguard/deploy"
 	"github.com/evictguard/evictguard/e2e/harness"
 	"github.com/evictguard/evictguard/hostexec"
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/remediate"
 )
 
@@ -190,13 +191,13 @@ func TestRemediationPodMigratesContainerd(t *testing.T) {
 	release(remediate.MigStepStop)
 
 	// 3. The stop takes the pods down with containerd; afterwards a pod reports the outcome.
-	var done *remediate.Operation
+	var done *journal.Operation
 	err := harness.WaitFor(ctx, 4*time.Minute, nil, func() error {
 		ops := journalOps(t, stateDir)
 		if len(ops) != 1 {
 			return fmt.Errorf("%d operations", len(ops))
 		}
-		if ops[0].State == remediate.StateInProgress || ops[0].Reported == nil {
+		if ops[0].State == journal.StateInProgress || ops[0].Reported == nil {
 			return fmt.Errorf("operation %s after step %s, reported %v", ops[0].State, ops[0].Step, ops[0].Reported)
 		}
 		done = ops[0]
@@ -205,7 +206,7 @@ func TestRemediationPodMigratesContainerd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\npods' logs:\n%s\nunit output:\n%s", err, n.podLog(t), tail(readFile(filepath.Join(stateDir, "ops", op.ID, "output.log")), 4000))
 	}
-	if done.State != remediate.StateDone {
+	if done.State != journal.StateDone {
 		t.Fatalf("operation %s: %s\nunit output:\n%s", done.ID, done.State, readFile(filepath.Join(stateDir, "ops", op.ID, "output.log")))
 	}
 	for _, h := range done.History {
@@ -304,14 +305,14 @@ func TestRemediationPodRestartsKubelet(t *testing.T) {
 		t.Fatal(err)
 	}
 	filled := time.Now()
-	var op *remediate.Operation
+	var op *journal.Operation
 	err = harness.WaitFor(ctx, 3*time.Minute, nil, func() error {
 		ops := journalOps(t, stateDir)
 		if len(ops) == 0 {
 			return errors.New("no operation")
 		}
 		op = ops[len(ops)-1]
-		if op.State == remediate.StateInProgress {
+		if op.State == journal.StateInProgress {
 			return fmt.Errorf("operation %s after step %s", op.ID, op.Step)
 		}
 		return nil
@@ -319,7 +320,7 @@ func TestRemediationPodRestartsKubelet(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\npods' logs:\n%s", err, n.podLog(t))
 	}
-	if op.Kind != remediate.KindThresholdRewrite || op.State != remediate.StateDone {
+	if op.Kind != remediate.KindThresholdRewrite || op.State != journal.StateDone {
 		t.Fatalf("operation %s: %s %s\npods' logs:\n%s", op.ID, op.Kind, op.State, n.podLog(t))
 	}
 	var restarted, verified time.Time

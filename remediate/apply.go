@@ -8,6 +8,7 @@ import (
 	"maps"
 	"time"
 
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/systemd"
 )
@@ -70,7 +71,7 @@ func (l LogReporter) Report(_ context.Context, r Report) {
 // Executor carries out a threshold rewrite: journal → write → daemon-reload → restart →
 // health wait → verification, rolling back on any failure within Timeout.
 type Executor struct {
-	Journal *Journal
+	Journal *journal.Journal
 	Systemd Systemd
 	// Unit is the kubelet's unit (default kubelet.service).
 	Unit string
@@ -105,7 +106,7 @@ func (e *Executor) report(ctx context.Context, r Report) {
 	}
 }
 
-func (e *Executor) step(op *Operation, step, note string) error {
+func (e *Executor) step(op *journal.Operation, step, note string) error {
 	if err := e.Journal.Step(op, step, note); err != nil {
 		return err
 	}
@@ -118,7 +119,7 @@ func (e *Executor) step(op *Operation, step, note string) error {
 // Apply writes plan's files and restarts the kubelet so it enforces newHard; oldHard is what
 // it enforced before (verified again after a rollback). It returns the operation and an error
 // when the change was not applied (the operation then says rolled-back or failed).
-func (e *Executor) Apply(ctx context.Context, plan *kubeletcfg.WritePlan, oldHard, newHard map[string]string) (*Operation, error) {
+func (e *Executor) Apply(ctx context.Context, plan *kubeletcfg.WritePlan, oldHard, newHard map[string]string) (*journal.Operation, error) {
 	files := make([]string, 0, len(plan.Files))
 	for _, f := range plan.Files {
 		files = append(files, f.Path)
@@ -142,7 +143,7 @@ func (e *Executor) Apply(ctx context.Context, plan *kubeletcfg.WritePlan, oldHar
 }
 
 // finishForward continues an operation from the step after `from`.
-func (e *Executor) finishForward(ctx context.Context, op *Operation, from string, oldHard, newHard map[string]string) error {
+func (e *Executor) finishForward(ctx context.Context, op *journal.Operation, from string, oldHard, newHard map[string]string) error {
 	timeout := e.Timeout
 	if timeout <= 0 {
 		timeout = 2 * time.Minute
@@ -181,7 +182,7 @@ func (e *Executor) finishForward(ctx context.Context, op *Operation, from string
 	if err := e.step(op, StepVerify, "kubelet healthy and enforcing the new thresholds"); err != nil {
 		return err
 	}
-	if err := e.Journal.Finish(op, StateDone, ""); err != nil {
+	if err := e.Journal.Finish(op, journal.StateDone, ""); err != nil {
 		return err
 	}
 	e.report(ctx, Report{Op: op.ID, Result: ResultApplied, Reason: "kubelet restarted and verified", Old: oldHard, New: newHard})
@@ -204,7 +205,7 @@ var ErrRolledBack = errors.New("change rolled back")
 var ErrRollbackFailed = errors.New("rollback failed")
 
 // rollback restores the files, reloads, restarts and verifies the old thresholds.
-func (e *Executor) rollback(ctx context.Context, op *Operation, oldHard, newHard map[string]string, cause error) error {
+func (e *Executor) rollback(ctx context.Context, op *journal.Operation, oldHard, newHard map[string]string, cause error) error {
 	e.Log.Error("threshold change failed; rolling back", "op", op.ID, "err", cause)
 	timeout := e.Timeout
 	if timeout <= 0 {
@@ -214,7 +215,7 @@ func (e *Executor) rollback(ctx context.Context, op *Operation, oldHard, newHard
 	defer cancel()
 	fail := func(err error) error {
 		note := fmt.Sprintf("change failed (%v) and rollback failed (%v)", cause, err)
-		if ferr := e.Journal.Finish(op, StateFailed, note); ferr != nil {
+		if ferr := e.Journal.Finish(op, journal.StateFailed, note); ferr != nil {
 			e.Log.Error("could not mark the operation failed", "op", op.ID, "err", ferr)
 		}
 		e.report(ctx, Report{Op: op.ID, Result: ResultFailed, Reason: note, Old: oldHard, New: newHard})
@@ -241,7 +242,7 @@ func (e *Executor) rollback(ctx context.Context, op *Operation, oldHard, newHard
 		return fail(fmt.Errorf("old thresholds not effective: %w", err))
 	}
 	note := fmt.Sprintf("rolled back: %v", cause)
-	if err := e.Journal.Finish(op, StateRolledBack, note); err != nil {
+	if err := e.Journal.Finish(op, journal.StateRolledBack, note); err != nil {
 		return err
 	}
 	e.report(ctx, Report{Op: op.ID, Result: ResultRolledBack, Reason: cause.Error(), Old: oldHard, New: newHard})
@@ -279,7 +280,7 @@ func (e *Executor) Recover(ctx context.Context) error {
 		switch {
 		case unknown:
 			rerr = fmt.Errorf("operation %s: a file was changed by someone else since; not touching it", op.ID)
-			_ = e.Journal.Finish(op, StateFailed, rerr.Error())
+			_ = e.Journal.Finish(op, journal.StateFailed, rerr.Error())
 			e.report(ctx, Report{Op: op.ID, Result: ResultFailed, Reason: rerr.Error(), Old: oldHard, New: newHard})
 		case allAfter:
 			crashed := op.Step

@@ -18,6 +18,7 @@ import (
 
 	"github.com/evictguard/evictguard/internal/atomicfile"
 	"github.com/evictguard/evictguard/internal/kube"
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/monitor"
 )
 
@@ -26,7 +27,7 @@ const (
 	// AnnotationLogBudget is the Node annotation carrying the smallest budget, in bytes.
 	AnnotationLogBudget = "evictguard.dev/log-budget-bytes"
 	// DefaultLogBudgetFile is where the env file goes when enabled without a path.
-	DefaultLogBudgetFile = DefaultStateDir + "/log-budget.env"
+	DefaultLogBudgetFile = journal.DefaultStateDir + "/log-budget.env"
 	// FluentBitSnippetName and FluentdSnippetName sit next to the env file.
 	FluentBitSnippetName = "log-budget.fluent-bit.conf"
 	FluentdSnippetName   = "log-budget.fluentd.conf"

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/evictguard/evictguard/treecopy"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -16,8 +15,10 @@ import (
 
 	"github.com/evictguard/evictguard/internal/hostfs"
 	"github.com/evictguard/evictguard/internal/kube"
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/systemd"
+	"github.com/evictguard/evictguard/treecopy"
 )
 
 // KindMigrateDataRoot is the journal kind of a runtime data-root migration.
@@ -112,7 +113,7 @@ type MigrateOptions struct {
 	// Lock, if set, is the cluster Lease taken for the duration of the migration.
 	Lock *LeaseLock
 
-	Journal *Journal
+	Journal *journal.Journal
 	Systemd MigrateSystemd
 	Log     *slog.Logger
 	// Progress returns the progress callback for a copy pass ("pre-copy", "delta"); nil: logs.
@@ -442,7 +443,7 @@ type migrationState struct {
 	OldRemoved   bool                  `json:"oldRemoved,omitempty"` // the old root is gone: no rollback
 }
 
-func loadState(op *Operation) (*migrationState, error) {
+func loadState(op *journal.Operation) (*migrationState, error) {
 	b, err := json.Marshal(op.Data["migration"])
 	if err != nil {
 		return nil, err
@@ -457,7 +458,7 @@ func loadState(op *Operation) (*migrationState, error) {
 	return &s, nil
 }
 
-func saveState(op *Operation, s *migrationState) {
+func saveState(op *journal.Operation, s *migrationState) {
 	b, _ := json.Marshal(s)
 	var m map[string]any
 	_ = json.Unmarshal(b, &m)
@@ -470,14 +471,14 @@ func saveState(op *Operation, s *migrationState) {
 // Migration runs one migration operation.
 type migration struct {
 	o  MigrateOptions
-	op *Operation
+	op *journal.Operation
 	s  *migrationState
 }
 
 // Migrate carries out a plan (from PlanMigration, with no refusals): journal, then every step
 // in MigrateSteps. On a failure before the runtime runs on the new root it rolls back; the
 // returned operation says what happened.
-func Migrate(ctx context.Context, opts MigrateOptions, plan *MigrationPlan) (*Operation, error) {
+func Migrate(ctx context.Context, opts MigrateOptions, plan *MigrationPlan) (*journal.Operation, error) {
 	if opts.Systemd == nil {
 		return nil, errors.New("migration needs a journal and a systemd client")
 	}
@@ -492,7 +493,7 @@ func Migrate(ctx context.Context, opts MigrateOptions, plan *MigrationPlan) (*Op
 // carrying out any step: the operation is then run by ResumeMigration, here or by an
 // `evictguard migrate --resume --op ID` on the host (package hostexec). It refuses as Migrate
 // does: a refused plan, a failed operation, an unfinished one.
-func BeginMigration(opts MigrateOptions, plan *MigrationPlan) (*Operation, error) {
+func BeginMigration(opts MigrateOptions, plan *MigrationPlan) (*journal.Operation, error) {
 	opts.defaults()
 	if !plan.OK() {
 		return nil, fmt.Errorf("migration refused: %s", strings.Join(plan.Refusals, "; "))
@@ -517,7 +518,7 @@ func BeginMigration(opts MigrateOptions, plan *MigrationPlan) (*Operation, error
 		return nil, err
 	}
 	saveState(op, s)
-	if err := opts.Journal.save(op); err != nil {
+	if err := opts.Journal.Save(op); err != nil {
 		return nil, err
 	}
 	return op, nil
@@ -551,7 +552,7 @@ func refuseSurvivors(p *MigrationPlan, opts MigrateOptions) {
 }
 
 // UnfinishedMigration returns the interrupted migration, or nil.
-func UnfinishedMigration(j *Journal) (*Operation, error) {
+func UnfinishedMigration(j *journal.Journal) (*journal.Operation, error) {
 	ops, err := j.Unfinished()
 	if err != nil {
 		return nil, err
@@ -565,7 +566,7 @@ func UnfinishedMigration(j *Journal) (*Operation, error) {
 }
 
 // ResumeMigration finishes an interrupted migration from the step after its last one.
-func ResumeMigration(ctx context.Context, opts MigrateOptions, op *Operation) error {
+func ResumeMigration(ctx context.Context, opts MigrateOptions, op *journal.Operation) error {
 	opts.defaults()
 	s, err := loadState(op)
 	if err != nil {
@@ -617,7 +618,7 @@ func (m *migration) forward(ctx context.Context, after string) error {
 			m.o.Log.Error("migration step failed", "op", m.op.ID, "step", step, "err", err)
 			if slices.Index(MigrateSteps, step) <= slices.Index(MigrateSteps, MigStepStartRuntime) {
 				if rerr := m.rollback(context.WithoutCancel(ctx)); rerr != nil {
-					_ = m.o.Journal.Finish(m.op, StateFailed, rerr.Error())
+					_ = m.o.Journal.Finish(m.op, journal.StateFailed, rerr.Error())
 					return errors.Join(err, fmt.Errorf("rollback failed: %w", rerr))
 				}
 				return fmt.Errorf("%w (rolled back to %s)", err, m.s.Plan.From)
@@ -630,7 +631,7 @@ func (m *migration) forward(ctx context.Context, after string) error {
 			return err
 		}
 	}
-	return m.o.Journal.Finish(m.op, StateDone, fmt.Sprintf("%s data root moved from %s to %s", m.s.Plan.Runtime, m.s.Plan.From, m.s.Plan.To))
+	return m.o.Journal.Finish(m.op, journal.StateDone, fmt.Sprintf("%s data root moved from %s to %s", m.s.Plan.Runtime, m.s.Plan.From, m.s.Plan.To))
 }
 
 func (m *migration) host(p string) string { return m.o.Root.Path(p) }
@@ -707,7 +708,7 @@ func (m *migration) run(ctx context.Context, step string) (string, error) {
 			}
 			// Persist before stopping anything: a crash mid-stop must know what to start again.
 			saveState(m.op, s)
-			if err := o.Journal.save(m.op); err != nil {
+			if err := o.Journal.Save(m.op); err != nil {
 				return "", err
 			}
 		}
@@ -824,7 +825,7 @@ func (m *migration) run(ctx context.Context, step string) (string, error) {
 		}
 		s.OldRemoved = true
 		saveState(m.op, s)
-		if err := m.o.Journal.save(m.op); err != nil {
+		if err := m.o.Journal.Save(m.op); err != nil {
 			return "", err
 		}
 		if err := removeTree(from); err != nil {
@@ -1078,7 +1079,7 @@ func (m *migration) checkRuntime(ctx context.Context, root string) (RuntimeFacts
 // kubelet restarted, the node uncordoned if we cordoned it, the Lease released. A copy the
 // runtime never ran on is removed; one it ran on is kept (it may hold newer data) and named
 // in the log.
-func RollbackMigration(ctx context.Context, opts MigrateOptions, op *Operation) error {
+func RollbackMigration(ctx context.Context, opts MigrateOptions, op *journal.Operation) error {
 	opts.defaults()
 	s, err := loadState(op)
 	if err != nil {
@@ -1091,7 +1092,7 @@ func RollbackMigration(ctx context.Context, opts MigrateOptions, op *Operation) 
 	}
 	m := &migration{o: opts, op: op, s: s}
 	if err := m.rollback(ctx); err != nil {
-		_ = opts.Journal.Finish(op, StateFailed, err.Error())
+		_ = opts.Journal.Finish(op, journal.StateFailed, err.Error())
 		return err
 	}
 	return nil
@@ -1154,7 +1155,7 @@ func (m *migration) rollback(ctx context.Context) error {
 		s.Lease = ""
 	}
 	saveState(op, s)
-	return o.Journal.Finish(op, StateRolledBack, fmt.Sprintf("%s data root back at %s", s.Plan.Runtime, s.Plan.From))
+	return o.Journal.Finish(op, journal.StateRolledBack, fmt.Sprintf("%s data root back at %s", s.Plan.Runtime, s.Plan.From))
 }
 
 // MigrationCandidate says whether the daemon's planner may propose a data-root migration for
@@ -1173,7 +1174,7 @@ func MigrationCandidate(l *monitor.Layout) (bool, string) {
 }
 
 // MigrationPlanOf returns the plan journaled with a migration operation.
-func MigrationPlanOf(op *Operation) (*MigrationPlan, error) {
+func MigrationPlanOf(op *journal.Operation) (*MigrationPlan, error) {
 	if op.Kind != KindMigrateDataRoot {
 		return nil, fmt.Errorf("operation %s is a %s, not a migration", op.ID, op.Kind)
 	}
@@ -1187,7 +1188,7 @@ func MigrationPlanOf(op *Operation) (*MigrationPlan, error) {
 // LastMigrationTo returns the latest migration operation (in any state) whose target is to,
 // or nil: a command started again with the same --to (by a restart policy, or an operator
 // running it twice) reports that operation rather than starting a second one.
-func LastMigrationTo(j *Journal, to string) (*Operation, error) {
+func LastMigrationTo(j *journal.Journal, to string) (*journal.Operation, error) {
 	ops, err := j.List()
 	if err != nil {
 		return nil, err

@@ -3,12 +3,13 @@ package remediate
 import (
 	"context"
 	"fmt"
-	"github.com/evictguard/evictguard/treecopy"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/evictguard/evictguard/treecopy"
 )
 
 // TestCopyBench is the copy engine's half of hack/bench-migrate.sh; it runs only when

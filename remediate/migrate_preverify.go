@@ -3,9 +3,10 @@ package remediate
 import (
 	"context"
 	"fmt"
-	"github.com/evictguard/evictguard/treecopy"
 	"log/slog"
 	"time"
+
+	"github.com/evictguard/evictguard/treecopy"
 )
 
 // preverify runs while the runtime still runs, so that the stopped window has less to do.

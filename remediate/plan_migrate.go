@@ -2,7 +2,6 @@ package remediate
 
 import (
 	"fmt"
-	"github.com/evictguard/evictguard/treecopy"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/evictguard/evictguard/monitor"
+	"github.com/evictguard/evictguard/treecopy"
 )
 
 // MigrationPolicy lets the daemon's planner move the container runtime's data root off nodefs

@@ -1,11 +1,11 @@
 package remediate
 
 import (
-	"github.com/evictguard/evictguard/treecopy"
 	"strings"
 	"testing"
 
 	"github.com/evictguard/evictguard/monitor"
+	"github.com/evictguard/evictguard/treecopy"
 )
 
 func migPolicy(to string) *Policy {

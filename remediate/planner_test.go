@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/evictguard/evictguard/internal/hostfs"
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/systemd"
@@ -148,7 +149,7 @@ func TestLocalBlockers(t *testing.T) {
 		{name: "cooldown", in: GateInput{KubeletSince: now.Add(-time.Hour), Restarts: []time.Time{now.Add(-10 * time.Minute)}}, want: "within cooldown"},
 		{name: "budget", policy: Policy{Cooldown: Duration{time.Minute}}, in: GateInput{KubeletSince: now.Add(-time.Hour), Restarts: []time.Time{now.Add(-5 * time.Hour), now.Add(-2 * time.Hour)}}, want: "restart budget"},
 		{name: "uptime", in: GateInput{KubeletSince: now.Add(-time.Minute)}, want: "kubelet up for"},
-		{name: "failed op", in: GateInput{KubeletSince: now.Add(-time.Hour), FailedOps: []*Operation{{ID: "x"}}}, want: "--clear x"},
+		{name: "failed op", in: GateInput{KubeletSince: now.Add(-time.Hour), FailedOps: []*journal.Operation{{ID: "x"}}}, want: "--clear x"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -212,10 +213,10 @@ func TestExecutor(t *testing.T) {
 		wantFile   string
 		wantResult string
 	}{
-		{name: "applied", wantState: StateDone, wantFile: "new", wantResult: ResultApplied},
-		{name: "unhealthy: rolled back", healthErrs: []error{errors.New("restart loop")}, wantErr: ErrRolledBack, wantState: StateRolledBack, wantFile: "old", wantResult: ResultRolledBack},
-		{name: "not effective: rolled back", verifyFail: map[string]bool{"new": true}, wantErr: ErrRolledBack, wantState: StateRolledBack, wantFile: "old", wantResult: ResultRolledBack},
-		{name: "rollback fails too", verifyFail: map[string]bool{"new": true, "old": true}, wantErr: ErrRollbackFailed, wantState: StateFailed, wantFile: "old", wantResult: ResultFailed},
+		{name: "applied", wantState: journal.StateDone, wantFile: "new", wantResult: ResultApplied},
+		{name: "unhealthy: rolled back", healthErrs: []error{errors.New("restart loop")}, wantErr: ErrRolledBack, wantState: journal.StateRolledBack, wantFile: "old", wantResult: ResultRolledBack},
+		{name: "not effective: rolled back", verifyFail: map[string]bool{"new": true}, wantErr: ErrRolledBack, wantState: journal.StateRolledBack, wantFile: "old", wantResult: ResultRolledBack},
+		{name: "rollback fails too", verifyFail: map[string]bool{"new": true, "old": true}, wantErr: ErrRollbackFailed, wantState: journal.StateFailed, wantFile: "old", wantResult: ResultFailed},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -226,7 +227,7 @@ func TestExecutor(t *testing.T) {
 			if err := os.WriteFile(root.Path("/etc/x/a.conf"), []byte("old"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			j, err := OpenJournal(root, "/state", nil)
+			j, err := journal.Open(root, "/state", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -275,10 +276,10 @@ func TestRecover(t *testing.T) {
 		wantFile  string
 		wantCalls string
 	}{
-		{name: "crash after write: finish", fileNow: "new", step: StepWrite, wantState: StateDone, wantFile: "new", wantCalls: "reload restart health"},
-		{name: "crash after restart: verify only", fileNow: "new", step: StepRestart, wantState: StateDone, wantFile: "new", wantCalls: "health"},
-		{name: "crash during write: roll back", fileNow: "old", step: "", wantState: StateRolledBack, wantFile: "old", wantCalls: "reload restart health"},
-		{name: "changed by someone else: failed", fileNow: "other", step: StepReload, wantState: StateFailed, wantFile: "other", wantCalls: ""},
+		{name: "crash after write: finish", fileNow: "new", step: StepWrite, wantState: journal.StateDone, wantFile: "new", wantCalls: "reload restart health"},
+		{name: "crash after restart: verify only", fileNow: "new", step: StepRestart, wantState: journal.StateDone, wantFile: "new", wantCalls: "health"},
+		{name: "crash during write: roll back", fileNow: "old", step: "", wantState: journal.StateRolledBack, wantFile: "old", wantCalls: "reload restart health"},
+		{name: "changed by someone else: failed", fileNow: "other", step: StepReload, wantState: journal.StateFailed, wantFile: "other", wantCalls: ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -288,7 +289,7 @@ func TestRecover(t *testing.T) {
 			if err := os.WriteFile(p, []byte("old"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			j, _ := OpenJournal(root, "/state", nil)
+			j, _ := journal.Open(root, "/state", nil)
 			op, _ := j.Begin(KindThresholdRewrite, map[string]any{"old": map[string]string{"a": "1"}, "new": map[string]string{"a": "2"}})
 			if err := j.WriteFile(op, "/etc/a.conf", []byte("new"), 0o644); err != nil {
 				t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/remediate"
 	"github.com/evictguard/evictguard/systemd"
@@ -66,7 +67,7 @@ Exit code 1 when blocked, refused, rolled back or failed.`,
 
 func runApply(ctx context.Context, g *globalOptions, o *applyOptions) error {
 	if o.clear != "" {
-		j, err := remediate.OpenJournal(g.root(), o.stateDir, g.logger)
+		j, err := journal.Open(g.root(), o.stateDir, g.logger)
 		if err != nil {
 			return problem(err)
 		}

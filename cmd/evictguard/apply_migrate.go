@@ -4,14 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/evictguard/evictguard/treecopy"
 	"io"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/evictguard/evictguard/hostexec"
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/treecopy"
 )
 
 // migrateOptions builds the options of `evictguard migrate` from the policy's migration
@@ -79,7 +80,7 @@ func (f *remediationFlags) planMigration(ctx context.Context, g *globalOptions, 
 		d.Refusals = append(d.Refusals, fmt.Sprintf("%s: %v", plan.Config, err))
 		return
 	}
-	r.migDiff = remediate.UnifiedDiff(plan.Config, before, after)
+	r.migDiff = journal.UnifiedDiff(plan.Config, before, after)
 }
 
 // printMigrationDecision prints the migration part of a plan: the reasons, and for an offered
@@ -121,9 +122,9 @@ func migrationReport(ctx context.Context, g *globalOptions, rep remediate.Report
 
 // markReported records in the journal that the ended operation id was reported, so that the
 // next daemon does not report it again (reportUnreported).
-func markReported(g *globalOptions, j *remediate.Journal, id string) {
+func markReported(g *globalOptions, j *journal.Journal, id string) {
 	op, err := j.Load(id)
-	if err == nil && op.State != remediate.StateInProgress && op.Reported == nil {
+	if err == nil && op.State != journal.StateInProgress && op.Reported == nil {
 		err = j.MarkReported(op)
 	}
 	if err != nil {
@@ -134,7 +135,7 @@ func markReported(g *globalOptions, j *remediate.Journal, id string) {
 // reportUnreported reports the migrations that ended on the host while nobody followed them
 // (the pod that started or adopted one was killed, or the runtime's stop took it down with
 // the runtime) in the last day: the next daemon tells what happened, once.
-func reportUnreported(ctx context.Context, g *globalOptions, j *remediate.Journal, rep remediate.Reporter) {
+func reportUnreported(ctx context.Context, g *globalOptions, j *journal.Journal, rep remediate.Reporter) {
 	ops, err := j.Unreported(remediate.KindMigrateDataRoot, time.Now().Add(-24*time.Hour))
 	if err != nil {
 		g.logger.Warn("could not read the journal for unreported operations", "err", err)
@@ -143,9 +144,9 @@ func reportUnreported(ctx context.Context, g *globalOptions, j *remediate.Journa
 	for _, op := range ops {
 		r := remediate.Report{Op: op.ID, Reason: "ended on the host while no evictguard followed it: " + lastNote(op)}
 		switch op.State {
-		case remediate.StateDone:
+		case journal.StateDone:
 			r.Result = remediate.ResultApplied
-		case remediate.StateRolledBack:
+		case journal.StateRolledBack:
 			r.Result = remediate.ResultRolledBack
 		default:
 			r.Result = remediate.ResultFailed
@@ -160,8 +161,8 @@ func reportUnreported(ctx context.Context, g *globalOptions, j *remediate.Journa
 
 // failedMigrationResult is how a migration that returned an error ended: rolled back (as the
 // journal says) or failed.
-func failedMigrationResult(j *remediate.Journal, id string) string {
-	if cur, err := j.Load(id); err == nil && cur.State == remediate.StateRolledBack {
+func failedMigrationResult(j *journal.Journal, id string) string {
+	if cur, err := j.Load(id); err == nil && cur.State == journal.StateRolledBack {
 		return remediate.ResultRolledBack
 	}
 	return remediate.ResultFailed

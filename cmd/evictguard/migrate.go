@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/evictguard/evictguard/treecopy"
 	"io"
 	"os"
 	"path/filepath"
@@ -19,9 +18,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/evictguard/evictguard/hostexec"
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/remediate"
 	"github.com/evictguard/evictguard/systemd"
+	"github.com/evictguard/evictguard/treecopy"
 )
 
 func init() { subcommands = append(subcommands, newMigrateCommand) }
@@ -95,7 +96,7 @@ Refusals exit 2 and change nothing.`,
 	f.StringVar(&o.execute, "execute", execAuto, "where the steps run: here (this process), host (a transient systemd unit on the node, followed from here) or auto (host when --host-root is not /)")
 	f.BoolVar(&o.retry, "retry", false, "start a migration to --to even though the last one to it was rolled back")
 	f.StringVar(&o.busAddress, "bus-address", "", "D-Bus address of the systemd manager (default: the system bus)")
-	f.StringVar(&o.stateDir, "state-dir", remediate.DefaultStateDir, "node path of evictguard's journal and backups")
+	f.StringVar(&o.stateDir, "state-dir", journal.DefaultStateDir, "node path of evictguard's journal and backups")
 	f.StringVar(&o.dockerSocket, "docker-socket", "", "dockerd API socket (default /var/run/docker.sock under --host-root)")
 	f.StringVar(&o.dockerConfig, "docker-config", "/etc/docker/daemon.json", "daemon.json (node path)")
 	f.StringVar(&o.containerdConfig, "containerd-config", "/etc/containerd/config.toml", "containerd config.toml (node path)")
@@ -215,12 +216,12 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 		return usageErr(err)
 	}
 	// A preflight that refuses (or a dry run) must leave no trace, not even a journal directory.
-	var pending *remediate.Operation
+	var pending *journal.Operation
 	openJournal := func() error {
 		if mo.Journal != nil {
 			return nil
 		}
-		j, err := remediate.OpenJournal(g.root(), o.stateDir, g.logger)
+		j, err := journal.Open(g.root(), o.stateDir, g.logger)
 		if err != nil {
 			return problem(err)
 		}
@@ -238,7 +239,7 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 	}
 	// carryOn runs an operation already in the journal to its end, here or on the host;
 	// fresh: it was begun by this invocation (not resumed or rolled back).
-	carryOn := func(op *remediate.Operation, action string, fresh bool) error {
+	carryOn := func(op *journal.Operation, action string, fresh bool) error {
 		sd, err := o.systemd(ctx, g)
 		if err != nil {
 			return problem(err)
@@ -280,7 +281,7 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 			if err != nil {
 				return usageErr(fmt.Errorf("--op %s: %w", o.op, err))
 			}
-			if op.Kind != remediate.KindMigrateDataRoot || op.State != remediate.StateInProgress {
+			if op.Kind != remediate.KindMigrateDataRoot || op.State != journal.StateInProgress {
 				return usageErr(fmt.Errorf("--op %s: a %s operation that is %s: nothing to %s", o.op, op.Kind, op.State, action))
 			}
 			pending = op
@@ -320,21 +321,21 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 	}
 	// Asked again for a move that was made (a restart policy re-running a one-shot, an
 	// operator running it twice), or that was rolled back: report it, start nothing.
-	var last *remediate.Operation
+	var last *journal.Operation
 	if mo.Journal != nil {
 		if last, err = remediate.LastMigrationTo(mo.Journal, o.to); err != nil {
 			return problem(err)
 		}
 	}
 	if plan.From != "" && filepath.Clean(plan.From) == filepath.Clean(o.to) {
-		if last != nil && last.State == remediate.StateDone {
+		if last != nil && last.State == journal.StateDone {
 			fmt.Fprintf(g.stdout, "Already migrated (operation %s, done at %s): the data root is %s; nothing to do.\n", last.ID, lastAt(last), o.to)
 		} else {
 			fmt.Fprintf(g.stdout, "The %s data root is already %s; nothing to do.\n", plan.Runtime, o.to)
 		}
 		return nil
 	}
-	if last != nil && !o.retry && (last.State == remediate.StateRolledBack || last.State == remediate.StateFailed) {
+	if last != nil && !o.retry && (last.State == journal.StateRolledBack || last.State == journal.StateFailed) {
 		return usageErr(fmt.Errorf("refused: the migration to %s (operation %s) ended %s at %s: %s; not starting another one (--retry does); nothing changed",
 			o.to, last.ID, last.State, lastAt(last), lastNote(last)))
 	}
@@ -425,7 +426,7 @@ func printMigrationPlan(g *globalOptions, p *remediate.MigrationPlan) error {
 }
 
 // lastAt is when op's last step was recorded.
-func lastAt(op *remediate.Operation) string {
+func lastAt(op *journal.Operation) string {
 	if len(op.History) == 0 {
 		return op.Started.Format(time.RFC3339)
 	}

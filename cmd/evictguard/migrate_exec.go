@@ -11,6 +11,7 @@ import (
 
 	"github.com/evictguard/evictguard/hostexec"
 	"github.com/evictguard/evictguard/internal/kube"
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/remediate"
 	"github.com/evictguard/evictguard/systemd"
 )
@@ -66,7 +67,7 @@ type migrationRunner struct {
 	poll time.Duration
 }
 
-func (x *migrationRunner) run(ctx context.Context, mo remediate.MigrateOptions, op *remediate.Operation, action string) error {
+func (x *migrationRunner) run(ctx context.Context, mo remediate.MigrateOptions, op *journal.Operation, action string) error {
 	if x.mode == execHere {
 		// A signal must not abandon the operation half way (a stop job waited on, a copy
 		// half done): it goes on to done or rolled back. SIGKILL leaves it resumable.
@@ -88,12 +89,12 @@ func (x *migrationRunner) host() *hostexec.Host {
 
 // onHost starts the operation's unit (unless it runs already: then it is adopted) and follows
 // it until it ends.
-func (x *migrationRunner) onHost(ctx context.Context, mo remediate.MigrateOptions, op *remediate.Operation, action string) error {
+func (x *migrationRunner) onHost(ctx context.Context, mo remediate.MigrateOptions, op *journal.Operation, action string) error {
 	return x.hostRun(ctx, mo, op, action, true)
 }
 
 // hostRun is onHost; again allows one more unit when an adopted one ends short.
-func (x *migrationRunner) hostRun(ctx context.Context, mo remediate.MigrateOptions, op *remediate.Operation, action string, again bool) error {
+func (x *migrationRunner) hostRun(ctx context.Context, mo remediate.MigrateOptions, op *journal.Operation, action string, again bool) error {
 	h := x.host()
 	st, err := h.Status(ctx, op.ID)
 	if err != nil {
@@ -156,7 +157,7 @@ func (x *migrationRunner) hostRun(ctx context.Context, mo remediate.MigrateOptio
 	if err != nil {
 		return fmt.Errorf("operation %s: %w", op.ID, err)
 	}
-	if again && adopted && cur.State == remediate.StateInProgress && action == actionResume {
+	if again && adopted && cur.State == journal.StateInProgress && action == actionResume {
 		// The adopted unit stopped short (e.g. its lent token died with the pod that lent
 		// it): carry the operation on once more in a unit of our own, with our credentials.
 		x.g.logger.Warn("the adopted operation's unit ended before the operation; resuming it in a new unit", "op", op.ID, "after", cur.Step)
@@ -165,25 +166,25 @@ func (x *migrationRunner) hostRun(ctx context.Context, mo remediate.MigrateOptio
 	}
 	*op = *cur
 	switch cur.State {
-	case remediate.StateDone:
+	case journal.StateDone:
 		return nil
-	case remediate.StateRolledBack:
+	case journal.StateRolledBack:
 		return fmt.Errorf("%s (rolled back on the host)", lastNote(cur))
-	case remediate.StateFailed:
+	case journal.StateFailed:
 		return fmt.Errorf("%s (failed on the host: the operation needs an operator)", lastNote(cur))
 	}
 	return fmt.Errorf("the host unit %s ended with the operation unfinished after step %q; --resume finishes it. Its output:\n%s", st.Unit, cur.Step, h.OutputTail(op.ID, 2048))
 }
 
 // historyAfter is the records after the last one named step ("" = all but "begin").
-func historyAfter(h []remediate.StepRecord, step string) []remediate.StepRecord {
+func historyAfter(h []journal.StepRecord, step string) []journal.StepRecord {
 	start := 0
 	for i, rec := range h {
 		if rec.Step == step {
 			start = i + 1
 		}
 	}
-	var out []remediate.StepRecord
+	var out []journal.StepRecord
 	for _, rec := range h[start:] {
 		if rec.Step != "begin" {
 			out = append(out, rec)
@@ -192,7 +193,7 @@ func historyAfter(h []remediate.StepRecord, step string) []remediate.StepRecord 
 	return out
 }
 
-func lastNote(op *remediate.Operation) string {
+func lastNote(op *journal.Operation) string {
 	if len(op.History) == 0 {
 		return op.State
 	}

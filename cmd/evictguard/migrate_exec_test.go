@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/evictguard/evictguard/hostexec"
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/remediate"
 )
 
@@ -70,8 +71,8 @@ func TestUnitArgs(t *testing.T) {
 }
 
 func TestHistoryAfter(t *testing.T) {
-	h := []remediate.StepRecord{{Step: "begin"}, {Step: "lease"}, {Step: "cordon"}, {Step: "drain"}}
-	steps := func(rs []remediate.StepRecord) (out []string) {
+	h := []journal.StepRecord{{Step: "begin"}, {Step: "lease"}, {Step: "cordon"}, {Step: "drain"}}
+	steps := func(rs []journal.StepRecord) (out []string) {
 		for _, r := range rs {
 			out = append(out, r.Step)
 		}

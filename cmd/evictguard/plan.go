@@ -17,6 +17,7 @@ import (
 	"github.com/evictguard/evictguard/hostexec"
 	"github.com/evictguard/evictguard/internal/config"
 	"github.com/evictguard/evictguard/internal/kube"
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/remediate"
@@ -49,7 +50,7 @@ type remediationFlags struct {
 func (f *remediationFlags) addFlags(fs *pflag.FlagSet) {
 	f.monitorFlags.addFlags(fs)
 	fs.StringVar(&f.policyFile, "policy", "", "remediation policy file (YAML, strict); default: dry run with default floors")
-	fs.StringVar(&f.stateDir, "state-dir", remediate.DefaultStateDir, "node path of evictguard's journal, backups and restart log")
+	fs.StringVar(&f.stateDir, "state-dir", journal.DefaultStateDir, "node path of evictguard's journal, backups and restart log")
 	fs.StringVar(&f.unit, "unit", "kubelet.service", "the kubelet's systemd unit")
 	fs.StringVar(&f.busAddress, "bus-address", "", "D-Bus address of the systemd manager (default: the system bus)")
 	fs.StringVar(&f.configz, "configz", kubeletcfg.DefaultConfigzURL, "kubelet /configz URL used to verify a change, or \""+kubeletcfg.ConfigzViaAPIServer+"\" through the API server's node proxy (needs get nodes/proxy)")
@@ -79,7 +80,7 @@ type remediation struct {
 	snap    *monitor.Snapshot
 	tp      *remediate.ThresholdPlan
 	write   *kubeletcfg.WritePlan
-	journal *remediate.Journal
+	journal *journal.Journal
 	sd      *systemd.Client
 	kube    kube.Interface
 	// blockers: why the policy forbids acting now (besides refusals in tp).
@@ -126,7 +127,7 @@ func (f *remediationFlags) prepare(ctx context.Context, g *globalOptions) (*reme
 	}
 	r := &remediation{policy: p}
 	var err error
-	if r.journal, err = remediate.OpenJournal(g.root(), f.stateDir, g.logger); err != nil {
+	if r.journal, err = journal.Open(g.root(), f.stateDir, g.logger); err != nil {
 		return nil, problem(err)
 	}
 	if r.kube, err = f.kubeClient(); err != nil {
@@ -237,7 +238,7 @@ func printPlan(w io.Writer, g *globalOptions, r *remediation) {
 		}
 		fmt.Fprintf(w, "New evictionHard (complete): %s\n", kubeletcfg.EvictionHardFlag(r.tp.New))
 		for _, fw := range r.write.Files {
-			fmt.Fprint(w, remediate.UnifiedDiff(fw.Path, fw.Before, fw.After))
+			fmt.Fprint(w, journal.UnifiedDiff(fw.Path, fw.Before, fw.After))
 		}
 	}
 	printMigrationDecision(w, g, r)

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/evictguard/evictguard/internal/config"
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/remediate"
 )
@@ -64,7 +65,7 @@ type layoutFollower struct {
 	// path), whose mtime changes with every entry written (atomic rename), so a stat per
 	// poll is all an idle journal costs.
 	journal interface {
-		List() ([]*remediate.Operation, error)
+		List() ([]*journal.Operation, error)
 	}
 	journalDir string
 	interval   atomic.Int64 // time.Duration; a reload changes it (setInterval)
@@ -116,13 +117,13 @@ func newLayoutFollower(g *globalOptions, o *runOptions, s *setup) (*layoutFollow
 	if o.follow.interval < 0 {
 		return nil, usageErr(fmt.Errorf("--rediscover-interval must not be negative, not %v", o.follow.interval))
 	}
-	j, err := remediate.OpenJournal(g.root(), o.remediation.stateDir, g.logger)
+	j, err := journal.Open(g.root(), o.remediation.stateDir, g.logger)
 	if err != nil {
 		return nil, problem(fmt.Errorf("follow filesystems: %w", err))
 	}
 	stateDir := o.remediation.stateDir
 	if stateDir == "" {
-		stateDir = remediate.DefaultStateDir
+		stateDir = journal.DefaultStateDir
 	}
 	f := &layoutFollower{
 		log: g.logger,
@@ -133,7 +134,7 @@ func newLayoutFollower(g *globalOptions, o *runOptions, s *setup) (*layoutFollow
 		current:    s.monitor.Layout,
 		set:        s.monitor.SetLayout,
 		journal:    j,
-		journalDir: g.root().Path(filepath.Join(stateDir, "journal")), // remediate.Journal's layout
+		journalDir: g.root().Path(filepath.Join(stateDir, "journal")), // journal.Journal's layout
 		poll:       max(o.interval, time.Second),
 		now:        time.Now,
 		seen:       map[string]string{},
@@ -290,10 +291,10 @@ func (f *layoutFollower) refresh(ctx context.Context, reason string) bool {
 // finishedMigrations returns the IDs of the data-root migrations in ops that are finished
 // (done, rolled back or failed: the runtime may be on either root) and not yet in seen, and
 // records them in seen.
-func finishedMigrations(ops []*remediate.Operation, seen map[string]string) []string {
+func finishedMigrations(ops []*journal.Operation, seen map[string]string) []string {
 	var out []string
 	for _, op := range ops {
-		if op.Kind != remediate.KindMigrateDataRoot || op.State == remediate.StateInProgress {
+		if op.Kind != remediate.KindMigrateDataRoot || op.State == journal.StateInProgress {
 			continue
 		}
 		if seen[op.ID] == op.State {
@@ -302,7 +303,7 @@ func finishedMigrations(ops []*remediate.Operation, seen map[string]string) []st
 		_, known := seen[op.ID]
 		seen[op.ID] = op.State
 		switch op.State {
-		case remediate.StateDone, remediate.StateRolledBack, remediate.StateFailed:
+		case journal.StateDone, journal.StateRolledBack, journal.StateFailed:
 			out = append(out, op.ID+" "+op.State)
 		default:
 			// "cleared" by an operator after failed: nothing moved since.

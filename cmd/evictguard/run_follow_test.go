@@ -12,10 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/evictguard/evictguard/internal/config"
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/remediate"
-	"github.com/spf13/cobra"
 )
 
 // testLayout is nodefs on /dev/sda1 and imagefs at imagePath: on nodefs, or on /dev/sdb1
@@ -134,27 +136,27 @@ func TestRuntimeAnswered(t *testing.T) {
 }
 
 func TestFinishedMigrations(t *testing.T) {
-	op := func(id, kind, state string) *remediate.Operation {
-		return &remediate.Operation{ID: id, Kind: kind, State: state}
+	op := func(id, kind, state string) *journal.Operation {
+		return &journal.Operation{ID: id, Kind: kind, State: state}
 	}
 	mig := remediate.KindMigrateDataRoot
 	tests := []struct {
 		name string
 		seen map[string]string
-		ops  []*remediate.Operation
+		ops  []*journal.Operation
 		want []string
 	}{
 		{"empty journal", map[string]string{}, nil, nil},
-		{"in progress is not finished", map[string]string{}, []*remediate.Operation{op("m1", mig, remediate.StateInProgress)}, nil},
-		{"done", map[string]string{}, []*remediate.Operation{op("m1", mig, remediate.StateDone)}, []string{"m1 done"}},
-		{"rolled back and failed count", map[string]string{}, []*remediate.Operation{
-			op("m1", mig, remediate.StateRolledBack), op("m2", mig, remediate.StateFailed)}, []string{"m1 rolled-back", "m2 failed"}},
-		{"other kinds do not", map[string]string{}, []*remediate.Operation{op("t1", remediate.KindThresholdRewrite, remediate.StateDone)}, nil},
-		{"already seen", map[string]string{"m1": remediate.StateDone}, []*remediate.Operation{op("m1", mig, remediate.StateDone)}, nil},
-		{"failed, then resumed to done", map[string]string{"m1": remediate.StateFailed}, []*remediate.Operation{op("m1", mig, remediate.StateDone)}, []string{"m1 done"}},
-		{"failed, then cleared by an operator", map[string]string{"m1": remediate.StateFailed}, []*remediate.Operation{op("m1", mig, "cleared")}, nil},
-		{"only the new one", map[string]string{"m1": remediate.StateDone}, []*remediate.Operation{
-			op("m1", mig, remediate.StateDone), op("m2", mig, remediate.StateInProgress), op("m3", mig, remediate.StateDone)}, []string{"m3 done"}},
+		{"in progress is not finished", map[string]string{}, []*journal.Operation{op("m1", mig, journal.StateInProgress)}, nil},
+		{"done", map[string]string{}, []*journal.Operation{op("m1", mig, journal.StateDone)}, []string{"m1 done"}},
+		{"rolled back and failed count", map[string]string{}, []*journal.Operation{
+			op("m1", mig, journal.StateRolledBack), op("m2", mig, journal.StateFailed)}, []string{"m1 rolled-back", "m2 failed"}},
+		{"other kinds do not", map[string]string{}, []*journal.Operation{op("t1", remediate.KindThresholdRewrite, journal.StateDone)}, nil},
+		{"already seen", map[string]string{"m1": journal.StateDone}, []*journal.Operation{op("m1", mig, journal.StateDone)}, nil},
+		{"failed, then resumed to done", map[string]string{"m1": journal.StateFailed}, []*journal.Operation{op("m1", mig, journal.StateDone)}, []string{"m1 done"}},
+		{"failed, then cleared by an operator", map[string]string{"m1": journal.StateFailed}, []*journal.Operation{op("m1", mig, "cleared")}, nil},
+		{"only the new one", map[string]string{"m1": journal.StateDone}, []*journal.Operation{
+			op("m1", mig, journal.StateDone), op("m2", mig, journal.StateInProgress), op("m3", mig, journal.StateDone)}, []string{"m3 done"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -163,7 +165,7 @@ func TestFinishedMigrations(t *testing.T) {
 				t.Errorf("finishedMigrations = %q, want %q", got, tt.want)
 			}
 			for _, o := range tt.ops {
-				if o.Kind == mig && o.State != remediate.StateInProgress && tt.seen[o.ID] != o.State {
+				if o.Kind == mig && o.State != journal.StateInProgress && tt.seen[o.ID] != o.State {
 					t.Errorf("%s not recorded as seen: %v", o.ID, tt.seen)
 				}
 			}
@@ -184,7 +186,7 @@ type followRig struct {
 	cur    *monitor.Layout
 	sets   int
 	finds  int
-	ops    []*remediate.Operation
+	ops    []*journal.Operation
 	log    bytes.Buffer
 	jdir   string
 	stamps int
@@ -213,10 +215,10 @@ func newFollowRig(t *testing.T, interval time.Duration, cur *monitor.Layout) *fo
 }
 
 // List implements the journal.
-func (r *followRig) List() ([]*remediate.Operation, error) { return r.ops, nil }
+func (r *followRig) List() ([]*journal.Operation, error) { return r.ops, nil }
 
 // journal sets the operations and touches the directory, as an entry written does.
-func (r *followRig) journal(t *testing.T, ops ...*remediate.Operation) {
+func (r *followRig) journal(t *testing.T, ops ...*journal.Operation) {
 	t.Helper()
 	r.ops = ops
 	if err := os.MkdirAll(r.jdir, 0o700); err != nil {
@@ -238,7 +240,7 @@ func (r *followRig) tick(d time.Duration) {
 func TestFollowerPaths(t *testing.T) {
 	const api = "docker API DockerRootDir"
 	shared, dedicated := testLayout("/var/lib/docker", api), testLayout("/data/docker", api)
-	done := &remediate.Operation{ID: "m1", Kind: remediate.KindMigrateDataRoot, State: remediate.StateDone}
+	done := &journal.Operation{ID: "m1", Kind: remediate.KindMigrateDataRoot, State: journal.StateDone}
 
 	t.Run("periodic", func(t *testing.T) {
 		r := newFollowRig(t, time.Minute, shared)
@@ -275,12 +277,12 @@ func TestFollowerPaths(t *testing.T) {
 		if r.finds != 0 {
 			t.Fatalf("periodic discovery with interval 0, or a migration from before the start followed: %d", r.finds)
 		}
-		r.journal(t, done, &remediate.Operation{ID: "m2", Kind: remediate.KindMigrateDataRoot, State: remediate.StateInProgress})
+		r.journal(t, done, &journal.Operation{ID: "m2", Kind: remediate.KindMigrateDataRoot, State: journal.StateInProgress})
 		r.tick(time.Second)
 		if r.finds != 0 {
 			t.Fatalf("followed a migration in progress: %d", r.finds)
 		}
-		r.journal(t, done, &remediate.Operation{ID: "m2", Kind: remediate.KindMigrateDataRoot, State: remediate.StateDone})
+		r.journal(t, done, &journal.Operation{ID: "m2", Kind: remediate.KindMigrateDataRoot, State: journal.StateDone})
 		r.tick(time.Second)
 		if r.finds != 1 || r.cur != dedicated {
 			t.Fatalf("after m2 finished: %d discoveries, layout %v", r.finds, r.cur.DedicatedImageFs)

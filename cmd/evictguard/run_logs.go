@@ -11,6 +11,7 @@ import (
 
 	"github.com/evictguard/evictguard/internal/config"
 	"github.com/evictguard/evictguard/internal/kube"
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/remediate"
 )
@@ -45,7 +46,7 @@ func (f *logReclaimFlags) addFlags(fl *pflag.FlagSet) {
 	fl.StringVar(&f.budgetFile, "log-budget-file", "", "write the log budget here (env file; fluent-bit and fluentd snippets next to it), e.g. "+remediate.DefaultLogBudgetFile+" (node path; empty: metric and annotation only)")
 	fl.StringVar(&f.budgetMargin, "log-budget-margin", "5%", "safety margin kept free above the nearest threshold: a quantity (\"512Mi\") or a percentage of capacity")
 	fl.StringVar(&f.ballastSize, "ballast-size", "", "keep a preallocated ballast of this size on nodefs, released first when eviction nears (e.g. 1Gi; empty: none)")
-	fl.StringVar(&f.ballastPath, "ballast-path", remediate.DefaultStateDir+"/ballast", "the ballast file (node path, on nodefs)")
+	fl.StringVar(&f.ballastPath, "ballast-path", journal.DefaultStateDir+"/ballast", "the ballast file (node path, on nodefs)")
 	fl.StringSliceVar(&f.reclaim, "reclaim", nil, "reclaim steps allowed before eviction: ballast, gc, logs, escalate (comma-separated; empty: off)")
 	fl.BoolVar(&f.dryRun, "reclaim-dry-run", false, "report what the reclaim steps would do and change nothing")
 	fl.DurationVar(&f.horizon, "reclaim-horizon", 30*time.Minute, "climb the reclaim ladder while eviction is predicted sooner than this")

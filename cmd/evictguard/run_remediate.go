@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/remediate"
 )
@@ -75,7 +76,7 @@ func (r metricsReporter) Report(_ context.Context, rep remediate.Report) {
 
 func (d *daemonRemediation) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&d.policyFile, "policy", "", "remediation policy file (YAML, strict); empty: no remediation. The policy is a dry run unless it sets dryRun: false")
-	fs.StringVar(&d.stateDir, "state-dir", remediate.DefaultStateDir, "node path of evictguard's journal, backups and restart log")
+	fs.StringVar(&d.stateDir, "state-dir", journal.DefaultStateDir, "node path of evictguard's journal, backups and restart log")
 	fs.StringVar(&d.unit, "unit", "kubelet.service", "the kubelet's systemd unit")
 	fs.StringVar(&d.busAddress, "bus-address", "", "D-Bus address of the systemd manager (default: the system bus)")
 	fs.StringVar(&d.healthz, "healthz", "http://127.0.0.1:10248/healthz", "kubelet /healthz URL checked after a restart")

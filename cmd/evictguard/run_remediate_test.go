@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"github.com/evictguard/evictguard/treecopy"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/treecopy"
 )
 
 // TestDaemonRemediationTrigger: a pass is triggered when a signal enters warning or breached

@@ -28,6 +28,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/remediate"
 )
 
@@ -306,7 +307,7 @@ func (c *Configuration) ApplyDefaults(set func(path string) bool) {
 	dur(&c.Alerts.CriticalHorizon, "alerts.criticalHorizon", DefaultCriticalHorizon)
 	c.Policy.ApplyDefaults()
 	if c.Actions.StateDir == "" {
-		c.Actions.StateDir = remediate.DefaultStateDir
+		c.Actions.StateDir = journal.DefaultStateDir
 	}
 	if c.Actions.KubeletUnit == "" {
 		c.Actions.KubeletUnit = DefaultKubeletUnit

@@ -1,4 +1,4 @@
-package remediate
+package journal
 
 import (
 	udiff "github.com/aymanbagabas/go-udiff"

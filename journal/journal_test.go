@@ -1,4 +1,4 @@
-package remediate
+package journal
 
 import (
 	"os"
@@ -36,7 +36,7 @@ func TestJournalWriteAndRestore(t *testing.T) {
 			for p, c := range tt.existing {
 				mustWriteFile(t, root.Path(p), c)
 			}
-			j, err := OpenJournal(root, "", nil)
+			j, err := Open(root, "", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -53,7 +53,7 @@ func TestJournalWriteAndRestore(t *testing.T) {
 				}
 			}
 			// A fresh journal (as after a crash) sees the operation as unfinished.
-			j2, _ := OpenJournal(root, "", nil)
+			j2, _ := Open(root, "", nil)
 			unfinished, err := j2.Unfinished()
 			if err != nil || len(unfinished) != 1 || unfinished[0].ID != op.ID {
 				t.Fatalf("Unfinished = %v, %v; want [%s]", unfinished, err, op.ID)
@@ -90,7 +90,7 @@ func TestJournalWriteAndRestore(t *testing.T) {
 func TestJournalRefusesTamperedBackup(t *testing.T) {
 	root := hostfs.Root(t.TempDir())
 	mustWriteFile(t, root.Path("/etc/f"), "orig")
-	j, _ := OpenJournal(root, "", nil)
+	j, _ := Open(root, "", nil)
 	op, _ := j.Begin("test", nil)
 	if err := j.WriteFile(op, "/etc/f", []byte("new"), 0o644); err != nil {
 		t.Fatal(err)
@@ -106,7 +106,7 @@ func TestJournalRefusesTamperedBackup(t *testing.T) {
 }
 
 func TestFailedOperationsNeedClearing(t *testing.T) {
-	j, _ := OpenJournal(hostfs.Root(t.TempDir()), "", nil)
+	j, _ := Open(hostfs.Root(t.TempDir()), "", nil)
 	op, _ := j.Begin("test", nil)
 	if err := j.Finish(op, StateFailed, "rollback failed"); err != nil {
 		t.Fatal(err)
@@ -159,7 +159,7 @@ func mustWriteFile(t *testing.T, path, content string) {
 
 func TestOpenJournalWritesNothing(t *testing.T) {
 	dir := t.TempDir()
-	j, err := OpenJournal(hostfs.Root(dir), "", nil)
+	j, err := Open(hostfs.Root(dir), "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

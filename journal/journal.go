@@ -1,4 +1,4 @@
-package remediate
+package journal
 
 import (
 	"bytes"
@@ -77,10 +77,10 @@ type Journal struct {
 	now      func() time.Time
 }
 
-// OpenJournal opens the journal under stateDir (DefaultStateDir when empty). It writes
+// Open opens the journal under stateDir (DefaultStateDir when empty). It writes
 // nothing: the directories are created by the first write, so read-only users (plan, a
 // dry run) leave no trace on the host.
-func OpenJournal(root hostfs.Root, stateDir string, log *slog.Logger) (*Journal, error) {
+func Open(root hostfs.Root, stateDir string, log *slog.Logger) (*Journal, error) {
 	if stateDir == "" {
 		stateDir = DefaultStateDir
 	}
@@ -118,7 +118,7 @@ func (j *Journal) Begin(kind string, data map[string]any) (*Operation, error) {
 		Data:    data,
 		History: []StepRecord{{Step: "begin", At: now}},
 	}
-	if err := j.save(op); err != nil {
+	if err := j.Save(op); err != nil {
 		return nil, err
 	}
 	j.log.Info("operation started", "op", op.ID, "kind", kind)
@@ -129,7 +129,7 @@ func (j *Journal) Begin(kind string, data map[string]any) (*Operation, error) {
 func (j *Journal) Step(op *Operation, step, note string) error {
 	op.Step = step
 	op.History = append(op.History, StepRecord{Step: step, At: j.now().UTC(), Note: note})
-	if err := j.save(op); err != nil {
+	if err := j.Save(op); err != nil {
 		return err
 	}
 	j.log.Info("operation step", "op", op.ID, "step", step, "note", note)
@@ -140,7 +140,7 @@ func (j *Journal) Step(op *Operation, step, note string) error {
 func (j *Journal) Finish(op *Operation, state, note string) error {
 	op.State = state
 	op.History = append(op.History, StepRecord{Step: state, At: j.now().UTC(), Note: note})
-	if err := j.save(op); err != nil {
+	if err := j.Save(op); err != nil {
 		return err
 	}
 	j.log.Info("operation finished", "op", op.ID, "state", state, "note", note)
@@ -155,7 +155,7 @@ func (j *Journal) MarkReported(op *Operation) error {
 	}
 	now := j.now().UTC()
 	op.Reported = &now
-	return j.save(op)
+	return j.Save(op)
 }
 
 // Unreported returns the operations of kind that ended since `since` without their outcome
@@ -178,7 +178,9 @@ func (j *Journal) Unreported(kind string, since time.Time) ([]*Operation, error)
 	return out, nil
 }
 
-func (j *Journal) save(op *Operation) error {
+// Save persists op as it is now (atomically): the migration records its own progress in
+// op.Data between steps.
+func (j *Journal) Save(op *Operation) error {
 	if err := j.ensureDirs(); err != nil {
 		return err
 	}
@@ -298,7 +300,7 @@ func (j *Journal) WriteFile(op *Operation, nodePath string, content []byte, perm
 	fc.After = checksum(content)
 	// Journal first: after a crash between these two writes, the journal knows the file may
 	// hold either version and the backup restores the original.
-	if err := j.save(op); err != nil {
+	if err := j.Save(op); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(hostPath), 0o755); err != nil {
