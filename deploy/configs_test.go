@@ -16,7 +16,8 @@ import (
 )
 
 // exampleConfigs finds every evictguard configuration shipped in deploy/ (files whose kind is
-// EvictguardConfiguration) and every fenced ```yaml block of that kind in the READMEs.
+// EvictguardConfiguration) and every fenced ```yaml block of that kind in README.md and
+// docs/**/*.md.
 func exampleConfigs(t *testing.T) map[string][]byte {
 	t.Helper()
 	out := map[string][]byte{}
@@ -40,7 +41,17 @@ func exampleConfigs(t *testing.T) map[string][]byte {
 		t.Fatal(err)
 	}
 	fence := regexp.MustCompile("(?ms)^```ya?ml[^\n]*\n(.*?)^```")
-	for _, md := range []string{"../README.md"} {
+	mds := []string{"../README.md"}
+	err = filepath.WalkDir("../docs", func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".md") {
+			mds = append(mds, path)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, md := range mds {
 		b, err := os.ReadFile(md)
 		if err != nil {
 			t.Fatalf("read %s: %v", md, err)

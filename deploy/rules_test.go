@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,8 +18,10 @@ import (
 const (
 	rulesFile          = "prometheus/evictguard-rules.yaml"
 	prometheusRuleFile = "kubernetes/prometheusrule.yaml"
-	readmeSections     = "../README.md"
-	runbookBase        = "https://github.com/evictguard/evictguard/blob/main/README.md#alert-"
+	// runbookDir holds one page per alert, docs/runbooks/<Alert>.md; runbookBase is where
+	// the rules' runbook_url annotations find it on GitHub.
+	runbookDir  = "../docs/runbooks"
+	runbookBase = "https://github.com/evictguard/evictguard/blob/main/docs/runbooks/"
 )
 
 type ruleGroups struct {
@@ -103,42 +106,42 @@ metadata:
 	}
 }
 
-// TestAlertsDocumented: every alert has a summary, a description and a runbook_url pointing
-// at its README anchor, and README.md has that anchor.
+// TestAlertsDocumented: every alert has a summary, a description, a known severity and a
+// runbook_url pointing at its page docs/runbooks/<Alert>.md, which exists and is titled with
+// the alert's name.
 func TestAlertsDocumented(t *testing.T) {
 	var plain ruleGroups
 	readYAML(t, rulesFile, &plain)
-	readme, err := os.ReadFile(readmeSections)
-	if err != nil {
-		t.Fatal(err)
-	}
 	seen := map[string]bool{}
 	for _, g := range plain.Groups {
 		for _, r := range g.Rules {
 			if r.Alert == "" {
 				continue
 			}
-			for _, k := range []string{"summary", "description", "runbook_url"} {
-				if strings.TrimSpace(r.Annotations[k]) == "" {
-					t.Errorf("alert %s: no %s annotation", r.Alert, k)
+			t.Run(r.Alert+"/"+r.Labels["severity"], func(t *testing.T) {
+				for _, k := range []string{"summary", "description", "runbook_url"} {
+					if strings.TrimSpace(r.Annotations[k]) == "" {
+						t.Errorf("no %s annotation", k)
+					}
 				}
-			}
-			if want := runbookBase + strings.ToLower(r.Alert); r.Annotations["runbook_url"] != want {
-				t.Errorf("alert %s: runbook_url = %q, want %q", r.Alert, r.Annotations["runbook_url"], want)
-			}
-			switch r.Labels["severity"] {
-			case "warning", "critical", "info":
-			default:
-				t.Errorf("alert %s: severity %q", r.Alert, r.Labels["severity"])
-			}
-			if seen[r.Alert] {
-				continue
-			}
+				if want := runbookBase + r.Alert + ".md"; r.Annotations["runbook_url"] != want {
+					t.Errorf("runbook_url = %q, want %q", r.Annotations["runbook_url"], want)
+				}
+				switch r.Labels["severity"] {
+				case "warning", "critical", "info":
+				default:
+					t.Errorf("severity %q", r.Labels["severity"])
+				}
+				page := filepath.Join(runbookDir, r.Alert+".md")
+				b, err := os.ReadFile(page)
+				if err != nil {
+					t.Fatalf("no runbook: %v", err)
+				}
+				if title := "# " + r.Alert + "\n"; !strings.HasPrefix(string(b), title) {
+					t.Errorf("%s does not start with %q", page, title)
+				}
+			})
 			seen[r.Alert] = true
-			heading := regexp.MustCompile(`(?m)^### alert-` + strings.ToLower(r.Alert) + `\s*$`)
-			if !heading.Match(readme) {
-				t.Errorf("%s: no \"### alert-%s\" section", readmeSections, strings.ToLower(r.Alert))
-			}
 		}
 	}
 	for _, name := range []string{"EvictionImminent", "EvictionThresholdBreached", "EvictionThresholdsMismatch",
@@ -146,6 +149,75 @@ func TestAlertsDocumented(t *testing.T) {
 		if !seen[name] {
 			t.Errorf("alert %s missing from %s", name, rulesFile)
 		}
+	}
+
+	// The other direction: a runbook without an alert is a page nobody is sent to.
+	pages, err := filepath.Glob(filepath.Join(runbookDir, "*"))
+	if err != nil || len(pages) == 0 {
+		t.Fatalf("no runbooks in %s: %v", runbookDir, err)
+	}
+	for _, p := range pages {
+		name := strings.TrimSuffix(filepath.Base(p), ".md")
+		if !seen[name] || filepath.Ext(p) != ".md" {
+			t.Errorf("%s belongs to no alert in %s", p, rulesFile)
+		}
+	}
+}
+
+// TestRunbookURLsResolve: every runbook_url in deploy/ (the rules, the PrometheusRule, the
+// Helm chart's copy and the promtool tests' expected alerts) names the runbook of its own
+// alert, so an edited copy cannot point at a page that is not there.
+func TestRunbookURLsResolve(t *testing.T) {
+	url := regexp.MustCompile(`runbook_url:\s*(\S+)`)
+	alert := regexp.MustCompile(`(?:alert|alertname):\s*(\w+)`)
+	files := map[string]int{}
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".yaml") {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		files[path] = len(url.FindAll(b, -1))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{rulesFile, prometheusRuleFile, "helm/evictguard/files/prometheusrule.yaml"} {
+		if files[want] == 0 {
+			t.Errorf("%s: no runbook_url found", want)
+		}
+	}
+	for path, n := range files {
+		if n == 0 {
+			continue
+		}
+		t.Run(path, func(t *testing.T) {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Each runbook_url belongs to the nearest alert name above it (a rule's
+			// "alert:" or a promtool test's "alertname:").
+			last := ""
+			for i, line := range strings.Split(string(b), "\n") {
+				if m := alert.FindStringSubmatch(line); m != nil {
+					last = m[1]
+				}
+				m := url.FindStringSubmatch(line)
+				if m == nil {
+					continue
+				}
+				if want := runbookBase + last + ".md"; m[1] != want {
+					t.Errorf("%s:%d: runbook_url %s, want %s", path, i+1, m[1], want)
+				}
+				if _, err := os.Stat(filepath.Join(runbookDir, last+".md")); err != nil {
+					t.Errorf("%s:%d: %v", path, i+1, err)
+				}
+			}
+		})
 	}
 }
 

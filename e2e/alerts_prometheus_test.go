@@ -65,7 +65,7 @@ func TestAlertsPrometheusEvictionImminent(t *testing.T) {
 		if a.Labels["job"] != "evictguard" || a.Labels["kind"] != "hard" || a.Labels["role"] != "nodefs" {
 			t.Errorf("alert labels = %v", a.Labels)
 		}
-		if !strings.HasSuffix(a.Annotations["runbook_url"], "README.md#alert-evictionimminent") || a.Annotations["summary"] == "" {
+		if !strings.HasSuffix(a.Annotations["runbook_url"], "docs/runbooks/EvictionImminent.md") || a.Annotations["summary"] == "" {
 			t.Errorf("alert annotations = %v", a.Annotations)
 		}
 		sawWarning = sawWarning || a.Labels["severity"] == "warning"
