@@ -14,7 +14,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/evictguard/evictguard/e2e/harness"
-	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/reclaim"
 )
 
 const gcStaticPod = `apiVersion: v1
@@ -90,7 +90,7 @@ func TestLogsCRIGCKeepsWhatPodsNeed(t *testing.T) {
 		t.Fatalf("static pod did not start: %v\n%s", err, k.Proc.LogTail(30))
 	}
 
-	gc := &remediate.CRIGC{Socket: c.Address}
+	gc := &reclaim.CRIGC{Socket: c.Address}
 	plan, err := gc.Plan(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +206,7 @@ func TestLogsCRIGCDirect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gc := &remediate.CRIGC{Socket: c.Address}
+	gc := &reclaim.CRIGC{Socket: c.Address}
 	done, err := gc.Run(ctx)
 	if err != nil {
 		t.Fatal(err)

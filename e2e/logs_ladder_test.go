@@ -23,9 +23,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/evictguard/evictguard/e2e/harness"
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/monitor"
-	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/reclaim"
 )
 
 const mib = 1 << 20
@@ -232,21 +233,21 @@ func TestLogsLadderKeepsNodefsAboveThreshold(t *testing.T) {
 	stateDir := harness.TempDir(t, "evictguard-state")
 	budgetFile := filepath.Join(stateDir, "log-budget.env")
 	reg := prometheus.NewRegistry()
-	pub, err := remediate.NewBudgetPublisher(remediate.BudgetPublisherConfig{File: budgetFile, Kube: productClient(t, api),
+	pub, err := reclaim.NewBudgetPublisher(reclaim.BudgetPublisherConfig{File: budgetFile, Kube: productClient(t, api),
 		NodeName: "logs-node", Registerer: reg, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ballast := &remediate.Ballast{Path: filepath.Join(nodefs, "evictguard", "ballast"), Size: 32 * mib, RecreateAbove: 72 * mib}
+	ballast := &reclaim.Ballast{Path: filepath.Join(nodefs, "evictguard", "ballast"), Size: 32 * mib, RecreateAbove: 72 * mib}
 	if err := ballast.Create(); err != nil {
 		t.Fatal(err)
 	}
 	rec := &reportLog{}
-	ladder := &remediate.Ladder{
-		Policy: remediate.ReclaimPolicy{Allow: []string{remediate.ReclaimBallast, remediate.ReclaimGC}, Horizon: 20 * time.Second, LowHeadroom: 24 * mib,
+	ladder := &reclaim.Ladder{
+		Policy: reclaim.Policy{Allow: []string{reclaim.StepBallast, reclaim.StepGC}, Horizon: 20 * time.Second, LowHeadroom: 24 * mib,
 			RecreateCooldown: 5 * time.Second},
-		FsPath: nodefs, Ballast: ballast, GC: &remediate.DockerGC{Socket: d.Socket, KeepExited: 1},
-		Reporter: remediate.MultiReporter{rec, remediate.ReclaimEventReporter{Client: productClient(t, api), Node: "logs-node", Log: log}},
+		FsPath: nodefs, Ballast: ballast, GC: &reclaim.DockerGC{Socket: d.Socket, KeepExited: 1},
+		Reporter: journal.MultiReporter{rec, reclaim.EventReporter{Client: productClient(t, api), Node: "logs-node", Log: log}},
 		Log:      log,
 	}
 	if err := ladder.RegisterMetrics(reg); err != nil {
@@ -296,7 +297,7 @@ func TestLogsLadderKeepsNodefsAboveThreshold(t *testing.T) {
 			if err != nil {
 				return
 			}
-			budgets := remediate.ComputeLogBudgets(snap, remediate.BudgetConfig{MarginBytes: 8 * mib, BufferDirs: []string{bufferDir}})
+			budgets := reclaim.ComputeLogBudgets(snap, reclaim.BudgetConfig{MarginBytes: 8 * mib, BufferDirs: []string{bufferDir}})
 			if _, err := pub.Update(ctx, budgets); err != nil {
 				loopMu.Lock()
 				loopErr = err
@@ -304,7 +305,7 @@ func TestLogsLadderKeepsNodefsAboveThreshold(t *testing.T) {
 			}
 			// The published value is within the material-change band of the current budget.
 			if len(budgets) > 0 {
-				if got := envValue(budgetFile, "EVICTGUARD_LOG_BUDGET_BYTES"); got < 0 || remediate.MaterialChange(got, minBytes(budgets)) {
+				if got := envValue(budgetFile, "EVICTGUARD_LOG_BUDGET_BYTES"); got < 0 || reclaim.MaterialChange(got, minBytes(budgets)) {
 					loopMu.Lock()
 					loopErr = fmt.Errorf("budget file says %d, current budget %d", got, minBytes(budgets))
 					loopMu.Unlock()
@@ -370,7 +371,7 @@ func TestLogsLadderKeepsNodefsAboveThreshold(t *testing.T) {
 	}
 	acts := rec.byAction()
 	t.Logf("reports: %v", rec.all())
-	if acts[remediate.ReclaimBallast] != 1 || acts[remediate.ReclaimGC] == 0 || acts[remediate.BallastRecreate] != 0 {
+	if acts[reclaim.StepBallast] != 1 || acts[reclaim.StepGC] == 0 || acts[reclaim.BallastRecreate] != 0 {
 		t.Errorf("want one ballast release, GC, and no re-creation while the disk fills: %v", acts)
 	}
 	if st, _ := ballast.State(); st.Present {
@@ -409,7 +410,7 @@ func TestLogsLadderKeepsNodefsAboveThreshold(t *testing.T) {
 	if running := strings.TrimSpace(d.CLI(t, "inspect", "-f", "{{.State.Running}}", "logger")); running != "true" {
 		t.Errorf("logger not running")
 	}
-	if n := testutil.ToFloat64(counterOf(t, reg, "evictguard_reclaimed_bytes_total", remediate.ReclaimBallast)); n < 32*mib {
+	if n := testutil.ToFloat64(counterOf(t, reg, "evictguard_reclaimed_bytes_total", reclaim.StepBallast)); n < 32*mib {
 		t.Errorf("evictguard_reclaimed_bytes_total{action=ballast} = %v", n)
 	}
 
@@ -427,16 +428,16 @@ func TestLogsLadderKeepsNodefsAboveThreshold(t *testing.T) {
 	// Budget file and annotation follow headroom within one update period (+ the step).
 	time.Sleep(2 * period)
 	snap := mon.Latest()
-	want := remediate.ComputeLogBudgets(snap, remediate.BudgetConfig{MarginBytes: 8 * mib, BufferDirs: []string{bufferDir}})
-	if got := envValue(budgetFile, "EVICTGUARD_LOG_BUDGET_BYTES"); len(want) == 0 || remediate.MaterialChange(got, minBytes(want)) {
+	want := reclaim.ComputeLogBudgets(snap, reclaim.BudgetConfig{MarginBytes: 8 * mib, BufferDirs: []string{bufferDir}})
+	if got := envValue(budgetFile, "EVICTGUARD_LOG_BUDGET_BYTES"); len(want) == 0 || reclaim.MaterialChange(got, minBytes(want)) {
 		t.Errorf("budget file %d, budget from headroom %v", got, want)
 	}
 	node, err := api.Client.CoreV1().Nodes().Get(ctx, "logs-node", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a, _ := strconv.ParseInt(node.Annotations[remediate.AnnotationLogBudget], 10, 64); remediate.MaterialChange(a, minBytes(want)) {
-		t.Errorf("node annotation %q, budget %d", node.Annotations[remediate.AnnotationLogBudget], minBytes(want))
+	if a, _ := strconv.ParseInt(node.Annotations[reclaim.AnnotationLogBudget], 10, 64); reclaim.MaterialChange(a, minBytes(want)) {
+		t.Errorf("node annotation %q, budget %d", node.Annotations[reclaim.AnnotationLogBudget], minBytes(want))
 	}
 	loopMu.Lock()
 	t.Logf("budget: %d publications over %d checks; now %d MiB", pub.Publications(), budgetChecks, minBytes(want)/mib)
@@ -466,10 +467,10 @@ func TestLogsLadderKeepsNodefsAboveThreshold(t *testing.T) {
 // reportLog records the ladder's reports.
 type reportLog struct {
 	mu sync.Mutex
-	r  []remediate.Report
+	r  []journal.Report
 }
 
-func (l *reportLog) Report(_ context.Context, r remediate.Report) {
+func (l *reportLog) Report(_ context.Context, r journal.Report) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.r = append(l.r, r)
@@ -480,7 +481,7 @@ func (l *reportLog) byAction() map[string]int {
 	defer l.mu.Unlock()
 	m := map[string]int{}
 	for _, r := range l.r {
-		if r.Result == remediate.ResultApplied {
+		if r.Result == journal.ResultApplied {
 			m[r.Action]++
 		}
 	}
@@ -538,7 +539,7 @@ func counterOf(t *testing.T, reg *prometheus.Registry, name, action string) prom
 	return prometheus.NewGauge(prometheus.GaugeOpts{Name: "x"})
 }
 
-func minBytes(budgets []remediate.LogBudget) int64 {
+func minBytes(budgets []reclaim.LogBudget) int64 {
 	m := int64(-1)
 	for _, b := range budgets {
 		if m < 0 || b.Bytes < m {

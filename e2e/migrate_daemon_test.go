@@ -177,7 +177,7 @@ func TestMigrateDaemon(t *testing.T) {
 			if !strings.Contains(p.Log(), "would migrate docker data root "+dm.oldRoot+" → "+dm.newRoot) {
 				return fmt.Errorf("no dry-run migration report yet")
 			}
-			_, err := attemptsMetric(port, remediate.ResultDryRun)
+			_, err := attemptsMetric(port, journal.ResultDryRun)
 			return err
 		})
 		if err != nil {
@@ -217,7 +217,7 @@ func TestMigrateDaemon(t *testing.T) {
 			if !strings.Contains(p.Log(), `msg="filesystems re-discovered"`) {
 				return fmt.Errorf("the daemon has not re-discovered its filesystems yet")
 			}
-			_, err := attemptsMetric(port, remediate.ResultApplied)
+			_, err := attemptsMetric(port, journal.ResultApplied)
 			return err
 		})
 		if err != nil {
@@ -250,7 +250,7 @@ func TestMigrateDaemonRecovers(t *testing.T) {
 		t.Errorf("apply did not print the migration plan:\n%s", out)
 	}
 	ops := dm.journalState(t)
-	if last := ops[len(ops)-1]; last.Kind != remediate.KindMigrateDataRoot || last.State != journal.StateInProgress || last.Step != remediate.MigStepVerify {
+	if last := ops[len(ops)-1]; last.Kind != journal.KindMigrateDataRoot || last.State != journal.StateInProgress || last.Step != remediate.MigStepVerify {
 		t.Fatalf("journal after the crash: %+v", last)
 	}
 
@@ -260,7 +260,7 @@ func TestMigrateDaemonRecovers(t *testing.T) {
 		if !strings.Contains(p.Log(), "migration finished after a crash after step verify") {
 			return fmt.Errorf("no recovered migration report yet")
 		}
-		_, err := attemptsMetric(port, remediate.ResultRecovered)
+		_, err := attemptsMetric(port, journal.ResultRecovered)
 		return err
 	})
 	if err != nil {

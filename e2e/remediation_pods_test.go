@@ -320,7 +320,7 @@ func TestRemediationPodRestartsKubelet(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\npods' logs:\n%s", err, n.podLog(t))
 	}
-	if op.Kind != remediate.KindThresholdRewrite || op.State != journal.StateDone {
+	if op.Kind != journal.KindThresholdRewrite || op.State != journal.StateDone {
 		t.Fatalf("operation %s: %s %s\npods' logs:\n%s", op.ID, op.Kind, op.State, n.podLog(t))
 	}
 	var restarted, verified time.Time

@@ -13,9 +13,6 @@ import (
 	"github.com/evictguard/evictguard/systemd"
 )
 
-// KindThresholdRewrite is the journal kind of a kubelet eviction threshold change.
-const KindThresholdRewrite = "threshold-rewrite"
-
 // Steps of a threshold rewrite, in order, as recorded in the journal.
 const (
 	StepWrite   = "write"
@@ -29,43 +26,6 @@ type Systemd interface {
 	DaemonReload(ctx context.Context) error
 	Restart(ctx context.Context, unit string, timeout time.Duration) error
 	WaitHealthy(ctx context.Context, unit string, opts systemd.HealthOptions) error
-}
-
-// Result values of a Report.
-const (
-	ResultApplied    = "applied"
-	ResultRolledBack = "rolled-back"
-	ResultFailed     = "failed"
-	ResultBlocked    = "blocked"
-	ResultRecovered  = "recovered"
-)
-
-// Report is one outcome of a remediation, for Events, metrics and logs.
-type Report struct {
-	Op     string // journal operation ID ("" when blocked before starting)
-	Action string // KindThresholdRewrite
-	Result string // ResultApplied, ResultRolledBack, ResultFailed, ResultBlocked, ResultRecovered
-	Reason string
-	Old    map[string]string
-	New    map[string]string
-}
-
-// Reporter receives every outcome (Node Event, remediation counter, …). Implementations must
-// not block for long; errors are theirs to log.
-type Reporter interface {
-	Report(ctx context.Context, r Report)
-}
-
-// LogReporter logs reports; it is always used in addition to the configured Reporter.
-type LogReporter struct{ Log *slog.Logger }
-
-// Report implements Reporter.
-func (l LogReporter) Report(_ context.Context, r Report) {
-	lvl := slog.LevelInfo
-	if r.Result == ResultRolledBack || r.Result == ResultFailed {
-		lvl = slog.LevelError
-	}
-	l.Log.Log(context.Background(), lvl, "remediation", "action", r.Action, "result", r.Result, "op", r.Op, "reason", r.Reason, "old", r.Old, "new", r.New)
 }
 
 // Executor carries out a threshold rewrite: journal → write → daemon-reload → restart →
@@ -84,7 +44,7 @@ type Executor struct {
 	// of the rollback.
 	Timeout  time.Duration
 	Log      *slog.Logger
-	Reporter Reporter
+	Reporter journal.Reporter
 	// AfterStep, if set, runs after each journaled step (a test hook for crash safety).
 	AfterStep func(step string)
 }
@@ -96,10 +56,10 @@ func (e *Executor) unit() string {
 	return e.Unit
 }
 
-func (e *Executor) report(ctx context.Context, r Report) {
-	r.Action = KindThresholdRewrite
+func (e *Executor) report(ctx context.Context, r journal.Report) {
+	r.Action = journal.KindThresholdRewrite
 	if e.Log != nil {
-		LogReporter{Log: e.Log}.Report(ctx, r)
+		journal.LogReporter{Log: e.Log}.Report(ctx, r)
 	}
 	if e.Reporter != nil {
 		e.Reporter.Report(ctx, r)
@@ -124,7 +84,7 @@ func (e *Executor) Apply(ctx context.Context, plan *kubeletcfg.WritePlan, oldHar
 	for _, f := range plan.Files {
 		files = append(files, f.Path)
 	}
-	op, err := e.Journal.Begin(KindThresholdRewrite, map[string]any{
+	op, err := e.Journal.Begin(journal.KindThresholdRewrite, map[string]any{
 		"method": string(plan.Method), "unit": e.unit(), "old": oldHard, "new": newHard, "files": files,
 		"unitChanged": plan.UnitChanged,
 	})
@@ -185,7 +145,7 @@ func (e *Executor) finishForward(ctx context.Context, op *journal.Operation, fro
 	if err := e.Journal.Finish(op, journal.StateDone, ""); err != nil {
 		return err
 	}
-	e.report(ctx, Report{Op: op.ID, Result: ResultApplied, Reason: "kubelet restarted and verified", Old: oldHard, New: newHard})
+	e.report(ctx, journal.Report{Op: op.ID, Result: journal.ResultApplied, Reason: "kubelet restarted and verified", Old: oldHard, New: newHard})
 	return nil
 }
 
@@ -218,7 +178,7 @@ func (e *Executor) rollback(ctx context.Context, op *journal.Operation, oldHard,
 		if ferr := e.Journal.Finish(op, journal.StateFailed, note); ferr != nil {
 			e.Log.Error("could not mark the operation failed", "op", op.ID, "err", ferr)
 		}
-		e.report(ctx, Report{Op: op.ID, Result: ResultFailed, Reason: note, Old: oldHard, New: newHard})
+		e.report(ctx, journal.Report{Op: op.ID, Result: journal.ResultFailed, Reason: note, Old: oldHard, New: newHard})
 		return fmt.Errorf("%w: %w (cause: %w)", ErrRollbackFailed, err, cause)
 	}
 	if err := e.Journal.RestoreFiles(op); err != nil {
@@ -245,7 +205,7 @@ func (e *Executor) rollback(ctx context.Context, op *journal.Operation, oldHard,
 	if err := e.Journal.Finish(op, journal.StateRolledBack, note); err != nil {
 		return err
 	}
-	e.report(ctx, Report{Op: op.ID, Result: ResultRolledBack, Reason: cause.Error(), Old: oldHard, New: newHard})
+	e.report(ctx, journal.Report{Op: op.ID, Result: journal.ResultRolledBack, Reason: cause.Error(), Old: oldHard, New: newHard})
 	return fmt.Errorf("%w: %w", ErrRolledBack, cause)
 }
 
@@ -260,7 +220,7 @@ func (e *Executor) Recover(ctx context.Context) error {
 	}
 	var errs []error
 	for _, op := range ops {
-		if op.Kind != KindThresholdRewrite {
+		if op.Kind != journal.KindThresholdRewrite {
 			continue
 		}
 		oldHard, newHard := mapData(op.Data["old"]), mapData(op.Data["new"])
@@ -281,7 +241,7 @@ func (e *Executor) Recover(ctx context.Context) error {
 		case unknown:
 			rerr = fmt.Errorf("operation %s: a file was changed by someone else since; not touching it", op.ID)
 			_ = e.Journal.Finish(op, journal.StateFailed, rerr.Error())
-			e.report(ctx, Report{Op: op.ID, Result: ResultFailed, Reason: rerr.Error(), Old: oldHard, New: newHard})
+			e.report(ctx, journal.Report{Op: op.ID, Result: journal.ResultFailed, Reason: rerr.Error(), Old: oldHard, New: newHard})
 		case allAfter:
 			crashed := op.Step
 			from := crashed
@@ -290,7 +250,7 @@ func (e *Executor) Recover(ctx context.Context) error {
 			}
 			rerr = e.finishForward(ctx, op, from, oldHard, newHard)
 			if rerr == nil {
-				e.report(ctx, Report{Op: op.ID, Result: ResultRecovered, Reason: "finished after a crash after step " + crashed, Old: oldHard, New: newHard})
+				e.report(ctx, journal.Report{Op: op.ID, Result: journal.ResultRecovered, Reason: "finished after a crash after step " + crashed, Old: oldHard, New: newHard})
 			}
 		default:
 			rerr = e.rollback(ctx, op, oldHard, newHard, fmt.Errorf("interrupted at step %q before every file was written", op.Step))

@@ -10,9 +10,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/evictguard/evictguard/internal/kube"
+	"github.com/evictguard/evictguard/journal"
 )
 
-// EventReporter records each Report as a core/v1 Event on the Node (reason
+// EventReporter records each journal.Report as a core/v1 Event on the Node (reason
 // EvictionThresholds<Result>, type Warning for rollbacks and failures).
 type EventReporter struct {
 	Client kube.Interface
@@ -20,19 +21,19 @@ type EventReporter struct {
 	Log    *slog.Logger
 }
 
-// Report implements Reporter.
-func (r EventReporter) Report(ctx context.Context, rep Report) {
+// journal.Report implements journal.Reporter.
+func (r EventReporter) Report(ctx context.Context, rep journal.Report) {
 	typ := corev1.EventTypeNormal
-	if rep.Result == ResultRolledBack || rep.Result == ResultFailed || rep.Result == ResultBlocked {
+	if rep.Result == journal.ResultRolledBack || rep.Result == journal.ResultFailed || rep.Result == journal.ResultBlocked {
 		typ = corev1.EventTypeWarning
 	}
-	reason := map[string]string{ResultApplied: "EvictionThresholdsChanged", ResultRolledBack: "EvictionThresholdsRolledBack",
-		ResultFailed: "EvictionThresholdsRollbackFailed", ResultBlocked: "EvictionThresholdsBlocked", ResultRecovered: "EvictionThresholdsRecovered",
-		ResultDryRun: "EvictionThresholdsDryRun"}[rep.Result]
-	if rep.Action == KindMigrateDataRoot {
-		reason = map[string]string{ResultApplied: "DataRootMigrated", ResultRolledBack: "DataRootMigrationRolledBack",
-			ResultFailed: "DataRootMigrationFailed", ResultBlocked: "DataRootMigrationBlocked", ResultRecovered: "DataRootMigrationRecovered",
-			ResultDryRun: "DataRootMigrationDryRun", ResultTriggered: "DataRootMigrationTriggered"}[rep.Result]
+	reason := map[string]string{journal.ResultApplied: "EvictionThresholdsChanged", journal.ResultRolledBack: "EvictionThresholdsRolledBack",
+		journal.ResultFailed: "EvictionThresholdsRollbackFailed", journal.ResultBlocked: "EvictionThresholdsBlocked", journal.ResultRecovered: "EvictionThresholdsRecovered",
+		journal.ResultDryRun: "EvictionThresholdsDryRun"}[rep.Result]
+	if rep.Action == journal.KindMigrateDataRoot {
+		reason = map[string]string{journal.ResultApplied: "DataRootMigrated", journal.ResultRolledBack: "DataRootMigrationRolledBack",
+			journal.ResultFailed: "DataRootMigrationFailed", journal.ResultBlocked: "DataRootMigrationBlocked", journal.ResultRecovered: "DataRootMigrationRecovered",
+			journal.ResultDryRun: "DataRootMigrationDryRun", journal.ResultTriggered: "DataRootMigrationTriggered"}[rep.Result]
 	}
 	now := metav1.NewTime(time.Now())
 	ev := &corev1.Event{
@@ -46,17 +47,5 @@ func (r EventReporter) Report(ctx context.Context, rep Report) {
 	}
 	if _, err := r.Client.CreateEvent(ctx, ev); err != nil && r.Log != nil {
 		r.Log.Warn("could not record a Node event", "node", r.Node, "err", err)
-	}
-}
-
-// MultiReporter fans a Report out to several reporters.
-type MultiReporter []Reporter
-
-// Report implements Reporter.
-func (m MultiReporter) Report(ctx context.Context, r Report) {
-	for _, x := range m {
-		if x != nil {
-			x.Report(ctx, r)
-		}
 	}
 }

@@ -21,9 +21,6 @@ import (
 	"github.com/evictguard/evictguard/treecopy"
 )
 
-// KindMigrateDataRoot is the journal kind of a runtime data-root migration.
-const KindMigrateDataRoot = "migrate-data-root"
-
 // Steps of a data-root migration, in order, as recorded in the journal. A crash after any of
 // them is resumed (ResumeMigration) or rolled back (RollbackMigration).
 const (
@@ -513,7 +510,7 @@ func BeginMigration(opts MigrateOptions, plan *MigrationPlan) (*journal.Operatio
 	}
 	s := &migrationState{Plan: *plan}
 	data := map[string]any{}
-	op, err := opts.Journal.Begin(KindMigrateDataRoot, data)
+	op, err := opts.Journal.Begin(journal.KindMigrateDataRoot, data)
 	if err != nil {
 		return nil, err
 	}
@@ -558,7 +555,7 @@ func UnfinishedMigration(j *journal.Journal) (*journal.Operation, error) {
 		return nil, err
 	}
 	for _, op := range slices.Backward(ops) {
-		if op.Kind == KindMigrateDataRoot {
+		if op.Kind == journal.KindMigrateDataRoot {
 			return op, nil
 		}
 	}
@@ -1175,7 +1172,7 @@ func MigrationCandidate(l *monitor.Layout) (bool, string) {
 
 // MigrationPlanOf returns the plan journaled with a migration operation.
 func MigrationPlanOf(op *journal.Operation) (*MigrationPlan, error) {
-	if op.Kind != KindMigrateDataRoot {
+	if op.Kind != journal.KindMigrateDataRoot {
 		return nil, fmt.Errorf("operation %s is a %s, not a migration", op.ID, op.Kind)
 	}
 	s, err := loadState(op)
@@ -1194,7 +1191,7 @@ func LastMigrationTo(j *journal.Journal, to string) (*journal.Operation, error) 
 		return nil, err
 	}
 	for _, op := range slices.Backward(ops) {
-		if op.Kind != KindMigrateDataRoot {
+		if op.Kind != journal.KindMigrateDataRoot {
 			continue
 		}
 		if p, err := MigrationPlanOf(op); err == nil && filepath.Clean(p.To) == filepath.Clean(to) {

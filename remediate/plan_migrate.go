@@ -44,10 +44,6 @@ type MigrationPolicy struct {
 	LockTTL Duration `json:"lockTTL,omitzero" yaml:"lockTTL,omitempty"`
 }
 
-// ResultTriggered is the Report result of an escalation that started a migration (its outcome
-// is reported separately).
-const ResultTriggered = "triggered"
-
 // Runtimes a migration policy may name.
 const (
 	MigrationRuntimeAuto = "auto"

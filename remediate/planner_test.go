@@ -197,7 +197,7 @@ func (f *fakeSystemd) WaitHealthy(context.Context, string, systemd.HealthOptions
 
 type recReporter struct{ results []string }
 
-func (r *recReporter) Report(_ context.Context, rep Report) {
+func (r *recReporter) Report(_ context.Context, rep journal.Report) {
 	r.results = append(r.results, rep.Result)
 }
 
@@ -213,10 +213,10 @@ func TestExecutor(t *testing.T) {
 		wantFile   string
 		wantResult string
 	}{
-		{name: "applied", wantState: journal.StateDone, wantFile: "new", wantResult: ResultApplied},
-		{name: "unhealthy: rolled back", healthErrs: []error{errors.New("restart loop")}, wantErr: ErrRolledBack, wantState: journal.StateRolledBack, wantFile: "old", wantResult: ResultRolledBack},
-		{name: "not effective: rolled back", verifyFail: map[string]bool{"new": true}, wantErr: ErrRolledBack, wantState: journal.StateRolledBack, wantFile: "old", wantResult: ResultRolledBack},
-		{name: "rollback fails too", verifyFail: map[string]bool{"new": true, "old": true}, wantErr: ErrRollbackFailed, wantState: journal.StateFailed, wantFile: "old", wantResult: ResultFailed},
+		{name: "applied", wantState: journal.StateDone, wantFile: "new", wantResult: journal.ResultApplied},
+		{name: "unhealthy: rolled back", healthErrs: []error{errors.New("restart loop")}, wantErr: ErrRolledBack, wantState: journal.StateRolledBack, wantFile: "old", wantResult: journal.ResultRolledBack},
+		{name: "not effective: rolled back", verifyFail: map[string]bool{"new": true}, wantErr: ErrRolledBack, wantState: journal.StateRolledBack, wantFile: "old", wantResult: journal.ResultRolledBack},
+		{name: "rollback fails too", verifyFail: map[string]bool{"new": true, "old": true}, wantErr: ErrRollbackFailed, wantState: journal.StateFailed, wantFile: "old", wantResult: journal.ResultFailed},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -290,7 +290,7 @@ func TestRecover(t *testing.T) {
 				t.Fatal(err)
 			}
 			j, _ := journal.Open(root, "/state", nil)
-			op, _ := j.Begin(KindThresholdRewrite, map[string]any{"old": map[string]string{"a": "1"}, "new": map[string]string{"a": "2"}})
+			op, _ := j.Begin(journal.KindThresholdRewrite, map[string]any{"old": map[string]string{"a": "1"}, "new": map[string]string{"a": "2"}})
 			if err := j.WriteFile(op, "/etc/a.conf", []byte("new"), 0o644); err != nil {
 				t.Fatal(err)
 			}

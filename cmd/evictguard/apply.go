@@ -115,7 +115,7 @@ func runApply(ctx context.Context, g *globalOptions, o *applyOptions) error {
 		return nil
 	case len(r.tp.Refusals) > 0 || len(r.blockers) > 0:
 		reason := strings.Join(append(append([]string{}, r.tp.Refusals...), r.blockers...), "; ")
-		remediate.MultiReporter{remediate.LogReporter{Log: g.logger}, exec.Reporter}.Report(ctx, remediate.Report{Action: remediate.KindThresholdRewrite, Result: remediate.ResultBlocked, Reason: reason, Old: r.tp.Old, New: r.tp.New})
+		journal.MultiReporter{journal.LogReporter{Log: g.logger}, exec.Reporter}.Report(ctx, journal.Report{Action: journal.KindThresholdRewrite, Result: journal.ResultBlocked, Reason: reason, Old: r.tp.Old, New: r.tp.New})
 		return problem(errors.New("not applied: " + reason))
 	case r.policy.Dry():
 		fmt.Fprintln(g.stdout, "Dry run: nothing written (set dryRun: false in the policy).")
@@ -154,7 +154,7 @@ func runApply(ctx context.Context, g *globalOptions, o *applyOptions) error {
 		case err != nil:
 			return problem(fmt.Errorf("not applied: restart lock unavailable (failing closed): %w", err))
 		case slot == "":
-			remediate.MultiReporter{remediate.LogReporter{Log: g.logger}, exec.Reporter}.Report(ctx, remediate.Report{Action: remediate.KindThresholdRewrite, Result: remediate.ResultBlocked, Reason: why})
+			journal.MultiReporter{journal.LogReporter{Log: g.logger}, exec.Reporter}.Report(ctx, journal.Report{Action: journal.KindThresholdRewrite, Result: journal.ResultBlocked, Reason: why})
 			fmt.Fprintln(g.stdout, "Would NOT act:\n  - "+why)
 			return problem(errors.New("not applied: " + why))
 		}
@@ -177,14 +177,14 @@ func runApply(ctx context.Context, g *globalOptions, o *applyOptions) error {
 }
 
 func (o *applyOptions) executor(g *globalOptions, r *remediation, _ string) *remediate.Executor {
-	var reps remediate.MultiReporter
+	var reps journal.MultiReporter
 	if r.kube != nil && o.nodeName != "" {
 		reps = append(reps, remediate.EventReporter{Client: r.kube, Node: o.nodeName, Log: g.logger})
 	}
 	if o.reporter != nil {
 		reps = append(reps, o.reporter)
 	}
-	var rep remediate.Reporter
+	var rep journal.Reporter
 	if len(reps) > 0 {
 		rep = reps
 	}

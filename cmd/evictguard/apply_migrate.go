@@ -115,9 +115,9 @@ func printMigrationDecision(w io.Writer, g *globalOptions, r *remediation) {
 }
 
 // migrationReport reports a migration outcome as migrate-data-root (log, Event, metrics).
-func migrationReport(ctx context.Context, g *globalOptions, rep remediate.Reporter, r remediate.Report) {
-	r.Action = remediate.KindMigrateDataRoot
-	remediate.MultiReporter{remediate.LogReporter{Log: g.logger}, rep}.Report(ctx, r)
+func migrationReport(ctx context.Context, g *globalOptions, rep journal.Reporter, r journal.Report) {
+	r.Action = journal.KindMigrateDataRoot
+	journal.MultiReporter{journal.LogReporter{Log: g.logger}, rep}.Report(ctx, r)
 }
 
 // markReported records in the journal that the ended operation id was reported, so that the
@@ -135,21 +135,21 @@ func markReported(g *globalOptions, j *journal.Journal, id string) {
 // reportUnreported reports the migrations that ended on the host while nobody followed them
 // (the pod that started or adopted one was killed, or the runtime's stop took it down with
 // the runtime) in the last day: the next daemon tells what happened, once.
-func reportUnreported(ctx context.Context, g *globalOptions, j *journal.Journal, rep remediate.Reporter) {
-	ops, err := j.Unreported(remediate.KindMigrateDataRoot, time.Now().Add(-24*time.Hour))
+func reportUnreported(ctx context.Context, g *globalOptions, j *journal.Journal, rep journal.Reporter) {
+	ops, err := j.Unreported(journal.KindMigrateDataRoot, time.Now().Add(-24*time.Hour))
 	if err != nil {
 		g.logger.Warn("could not read the journal for unreported operations", "err", err)
 		return
 	}
 	for _, op := range ops {
-		r := remediate.Report{Op: op.ID, Reason: "ended on the host while no evictguard followed it: " + lastNote(op)}
+		r := journal.Report{Op: op.ID, Reason: "ended on the host while no evictguard followed it: " + lastNote(op)}
 		switch op.State {
 		case journal.StateDone:
-			r.Result = remediate.ResultApplied
+			r.Result = journal.ResultApplied
 		case journal.StateRolledBack:
-			r.Result = remediate.ResultRolledBack
+			r.Result = journal.ResultRolledBack
 		default:
-			r.Result = remediate.ResultFailed
+			r.Result = journal.ResultFailed
 		}
 		if p, err := remediate.MigrationPlanOf(op); err == nil {
 			r.Reason = migrationSummary(p) + ": " + r.Reason
@@ -163,9 +163,9 @@ func reportUnreported(ctx context.Context, g *globalOptions, j *journal.Journal,
 // journal says) or failed.
 func failedMigrationResult(j *journal.Journal, id string) string {
 	if cur, err := j.Load(id); err == nil && cur.State == journal.StateRolledBack {
-		return remediate.ResultRolledBack
+		return journal.ResultRolledBack
 	}
-	return remediate.ResultFailed
+	return journal.ResultFailed
 }
 
 func migrationSummary(p *remediate.MigrationPlan) string {
@@ -177,16 +177,16 @@ func migrationSummary(p *remediate.MigrationPlan) string {
 // rewrite (windows, cooldown and restart budget, blockers, failed operations; the Lease is
 // the migration's own lease step), through remediate.Migrate: the journal and steps of
 // `evictguard migrate`.
-func applyMigration(ctx context.Context, g *globalOptions, o *applyOptions, r *remediation, rep remediate.Reporter) error {
+func applyMigration(ctx context.Context, g *globalOptions, o *applyOptions, r *remediation, rep journal.Reporter) error {
 	p := r.mig.Preflight
 	sum := migrationSummary(p)
 	if len(r.blockers) > 0 {
 		reason := strings.Join(r.blockers, "; ")
-		migrationReport(ctx, g, rep, remediate.Report{Result: remediate.ResultBlocked, Reason: "not migrating " + sum + ": " + reason})
+		migrationReport(ctx, g, rep, journal.Report{Result: journal.ResultBlocked, Reason: "not migrating " + sum + ": " + reason})
 		return problem(errors.New("not applied: " + reason))
 	}
 	if r.policy.Dry() {
-		migrationReport(ctx, g, rep, remediate.Report{Result: remediate.ResultDryRun, Reason: "dry run: would migrate " + sum})
+		migrationReport(ctx, g, rep, journal.Report{Result: journal.ResultDryRun, Reason: "dry run: would migrate " + sum})
 		fmt.Fprintln(g.stdout, "Dry run: nothing changed (set dryRun: false in the policy).")
 		return nil
 	}
@@ -219,18 +219,18 @@ func applyMigration(ctx context.Context, g *globalOptions, o *applyOptions, r *r
 		return problem(fmt.Errorf("operation %s: %w", op.ID, err))
 	}
 	if err != nil {
-		res, id := remediate.ResultFailed, ""
+		res, id := journal.ResultFailed, ""
 		if op != nil {
 			res, id = failedMigrationResult(r.journal, op.ID), op.ID
 		}
-		migrationReport(ctx, g, rep, remediate.Report{Op: id, Result: res, Reason: sum + ": " + err.Error()})
+		migrationReport(ctx, g, rep, journal.Report{Op: id, Result: res, Reason: sum + ": " + err.Error()})
 		if op != nil {
 			markReported(g, r.journal, op.ID)
 			return problem(fmt.Errorf("operation %s: %w", op.ID, err))
 		}
 		return problem(err)
 	}
-	migrationReport(ctx, g, rep, remediate.Report{Op: op.ID, Result: remediate.ResultApplied, Reason: "migrated " + sum})
+	migrationReport(ctx, g, rep, journal.Report{Op: op.ID, Result: journal.ResultApplied, Reason: "migrated " + sum})
 	markReported(g, r.journal, op.ID)
 	if o.rediscover != nil {
 		o.rediscover(ctx) // the daemon: its monitor follows imagefs to the new filesystem
@@ -246,7 +246,7 @@ func applyMigration(ctx context.Context, g *globalOptions, o *applyOptions, r *r
 // recoverMigration finishes an interrupted migration as `evictguard migrate --resume` does
 // (ResumeMigration: the steps after the last journaled one; a failure before the runtime runs
 // on the new root rolls back). Nil when there is none.
-func (f *remediationFlags) recoverMigration(ctx context.Context, g *globalOptions, r *remediation, rep remediate.Reporter) error {
+func (f *remediationFlags) recoverMigration(ctx context.Context, g *globalOptions, r *remediation, rep journal.Reporter) error {
 	op, err := remediate.UnfinishedMigration(r.journal)
 	if err != nil || op == nil {
 		return err
@@ -283,14 +283,14 @@ func (f *remediationFlags) recoverMigration(ctx context.Context, g *globalOption
 		return fmt.Errorf("migration %s: %w", op.ID, err)
 	}
 	if err != nil {
-		migrationReport(ctx, g, rep, remediate.Report{Op: op.ID, Result: failedMigrationResult(r.journal, op.ID), Reason: how + ": " + err.Error()})
+		migrationReport(ctx, g, rep, journal.Report{Op: op.ID, Result: failedMigrationResult(r.journal, op.ID), Reason: how + ": " + err.Error()})
 		markReported(g, r.journal, op.ID)
 		return fmt.Errorf("resume migration %s: %w", op.ID, err)
 	}
 	if err := r.journal.RecordRestart(time.Now()); err != nil {
 		g.logger.Warn("could not record the restart", "err", err)
 	}
-	migrationReport(ctx, g, rep, remediate.Report{Op: op.ID, Result: remediate.ResultRecovered, Reason: reason})
+	migrationReport(ctx, g, rep, journal.Report{Op: op.ID, Result: journal.ResultRecovered, Reason: reason})
 	markReported(g, r.journal, op.ID)
 	return nil
 }

@@ -281,7 +281,7 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 			if err != nil {
 				return usageErr(fmt.Errorf("--op %s: %w", o.op, err))
 			}
-			if op.Kind != remediate.KindMigrateDataRoot || op.State != journal.StateInProgress {
+			if op.Kind != journal.KindMigrateDataRoot || op.State != journal.StateInProgress {
 				return usageErr(fmt.Errorf("--op %s: a %s operation that is %s: nothing to %s", o.op, op.Kind, op.State, action))
 			}
 			pending = op

@@ -38,7 +38,7 @@ type remediationFlags struct {
 	policy *remediate.Policy
 	// reporter, when set, receives every outcome besides the log and Node Events (the
 	// daemon's remediation counters).
-	reporter remediate.Reporter
+	reporter journal.Reporter
 	// observed, when set (the daemon), is its latest snapshot, whose predictions a pass's
 	// fresh sample lacks.
 	observed func() *monitor.Snapshot

@@ -9,6 +9,7 @@ import (
 
 	"github.com/evictguard/evictguard/internal/config"
 	"github.com/evictguard/evictguard/internal/hostfs"
+	"github.com/evictguard/evictguard/reclaim"
 	"github.com/evictguard/evictguard/remediate"
 )
 
@@ -71,7 +72,7 @@ func (l *logsLive) set(u *logsUpdate) {
 // the publisher's file, and the ladder's policy, GC keep rules and rotated-log rules
 // (ladder may be nil: no ladder was built). The ballast is not touched. Only the worker
 // goroutine may call it.
-func (l *logsLive) apply(root hostfs.Root, budget *remediate.BudgetConfig, pub *remediate.BudgetPublisher, ladder *remediate.Ladder, log *slog.Logger) {
+func (l *logsLive) apply(root hostfs.Root, budget *reclaim.BudgetConfig, pub *reclaim.BudgetPublisher, ladder *reclaim.Ladder, log *slog.Logger) {
 	if l == nil {
 		return
 	}
@@ -93,9 +94,9 @@ func (l *logsLive) apply(root hostfs.Root, budget *remediate.BudgetConfig, pub *
 		p.Allow, p.DryRun, p.Horizon, p.LowHeadroom = u.allow, u.dryRun, u.horizon, u.lowHeadroom
 		ladder.Policy = p
 		switch gc := ladder.GC.(type) {
-		case *remediate.DockerGC:
+		case *reclaim.DockerGC:
 			gc.KeepExited, gc.KeepImages = u.keepExited, u.keepImages
-		case *remediate.CRIGC:
+		case *reclaim.CRIGC:
 			gc.KeepPerContainer, gc.KeepImages = u.keepExited, u.keepImages
 		}
 		if ladder.Logs != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/monitor/feed"
+	"github.com/evictguard/evictguard/reclaim"
 	"github.com/evictguard/evictguard/remediate"
 )
 
@@ -40,9 +41,9 @@ type reloadRig struct {
 	m         *monitor.Monitor
 	log       *syncBuffer
 	ticker    *time.Ticker
-	budget    remediate.BudgetConfig
-	pub       *remediate.BudgetPublisher
-	ladder    *remediate.Ladder
+	budget    reclaim.BudgetConfig
+	pub       *reclaim.BudgetPublisher
+	ladder    *reclaim.Ladder
 }
 
 const reloadHead = "apiVersion: evictguard.dev/v1alpha1\nkind: EvictguardConfiguration\n"
@@ -77,15 +78,15 @@ func newReloadRig(t *testing.T, file string, args ...string) *reloadRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.budget = remediate.BudgetConfig{MarginPercent: u.marginPercent, MarginBytes: u.marginBytes}
-	if r.pub, err = remediate.NewBudgetPublisher(remediate.BudgetPublisherConfig{}); err != nil {
+	r.budget = reclaim.BudgetConfig{MarginPercent: u.marginPercent, MarginBytes: u.marginBytes}
+	if r.pub, err = reclaim.NewBudgetPublisher(reclaim.BudgetPublisherConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	r.ladder = &remediate.Ladder{
-		Policy:  remediate.ReclaimPolicy{Allow: u.allow, DryRun: u.dryRun, Horizon: u.horizon, LowHeadroom: u.lowHeadroom, RecreateCooldown: time.Minute},
-		Ballast: &remediate.Ballast{Path: filepath.Join(r.dir, "ballast"), Size: 1 << 20},
-		GC:      &remediate.DockerGC{KeepExited: u.keepExited, KeepImages: u.keepImages},
-		Logs:    &remediate.RotatedLogs{MinAge: u.rotatedAge},
+	r.ladder = &reclaim.Ladder{
+		Policy:  reclaim.Policy{Allow: u.allow, DryRun: u.dryRun, Horizon: u.horizon, LowHeadroom: u.lowHeadroom, RecreateCooldown: time.Minute},
+		Ballast: &reclaim.Ballast{Path: filepath.Join(r.dir, "ballast"), Size: 1 << 20},
+		GC:      &reclaim.DockerGC{KeepExited: u.keepExited, KeepImages: u.keepImages},
+		Logs:    &reclaim.RotatedLogs{MinAge: u.rotatedAge},
 	}
 	return r
 }
@@ -178,16 +179,16 @@ func TestReloadAppliesLive(t *testing.T) {
 			e := r.m.Eval()
 			return e.WarnHorizon == 2*time.Hour && e.WarnMargin == 0.2 && e.ExitBand == 0.5 && e.BreachHold == 0
 		}(), r.m.Eval()},
-		{"reclaim policy", slices.Equal(r.ladder.Policy.Allow, []string{remediate.ReclaimBallast, remediate.ReclaimGC, remediate.ReclaimLogs}) &&
+		{"reclaim policy", slices.Equal(r.ladder.Policy.Allow, []string{reclaim.StepBallast, reclaim.StepGC, reclaim.StepLogs}) &&
 			r.ladder.Policy.DryRun && r.ladder.Policy.Horizon == time.Hour && r.ladder.Policy.LowHeadroom == 2<<30 &&
 			r.ladder.Policy.RecreateCooldown == time.Minute, r.ladder.Policy},
-		{"GC keep rules (--gc-keep-exited wins)", r.ladder.GC.(*remediate.DockerGC).KeepExited == 9 &&
-			slices.Equal(r.ladder.GC.(*remediate.DockerGC).KeepImages, []string{"pause:3.10"}), r.ladder.GC},
+		{"GC keep rules (--gc-keep-exited wins)", r.ladder.GC.(*reclaim.DockerGC).KeepExited == 9 &&
+			slices.Equal(r.ladder.GC.(*reclaim.DockerGC).KeepImages, []string{"pause:3.10"}), r.ladder.GC},
 		{"CRI GC keep rules", func() bool {
-			cri := &remediate.CRIGC{KeepPerContainer: 1}
-			ladder := remediate.Ladder{GC: cri}
+			cri := &reclaim.CRIGC{KeepPerContainer: 1}
+			ladder := reclaim.Ladder{GC: cri}
 			r.o.logs.live.set(&logsUpdate{keepExited: 4, keepImages: []string{"pause:3.10"}})
-			r.o.logs.live.apply(hostfs.Root("/"), &remediate.BudgetConfig{}, nil, &ladder, nil)
+			r.o.logs.live.apply(hostfs.Root("/"), &reclaim.BudgetConfig{}, nil, &ladder, nil)
 			return cri.KeepPerContainer == 4 && slices.Equal(cri.KeepImages, []string{"pause:3.10"})
 		}(), nil},
 		{"alert feeds", func() bool {

@@ -19,7 +19,6 @@ import (
 	"github.com/evictguard/evictguard/internal/config"
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/monitor"
-	"github.com/evictguard/evictguard/remediate"
 )
 
 // The daemon follows its filesystems: the runtime's data root can move without it (an
@@ -294,7 +293,7 @@ func (f *layoutFollower) refresh(ctx context.Context, reason string) bool {
 func finishedMigrations(ops []*journal.Operation, seen map[string]string) []string {
 	var out []string
 	for _, op := range ops {
-		if op.Kind != remediate.KindMigrateDataRoot || op.State == journal.StateInProgress {
+		if op.Kind != journal.KindMigrateDataRoot || op.State == journal.StateInProgress {
 			continue
 		}
 		if seen[op.ID] == op.State {

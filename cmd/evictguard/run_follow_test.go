@@ -17,7 +17,6 @@ import (
 	"github.com/evictguard/evictguard/internal/config"
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/monitor"
-	"github.com/evictguard/evictguard/remediate"
 )
 
 // testLayout is nodefs on /dev/sda1 and imagefs at imagePath: on nodefs, or on /dev/sdb1
@@ -139,7 +138,7 @@ func TestFinishedMigrations(t *testing.T) {
 	op := func(id, kind, state string) *journal.Operation {
 		return &journal.Operation{ID: id, Kind: kind, State: state}
 	}
-	mig := remediate.KindMigrateDataRoot
+	mig := journal.KindMigrateDataRoot
 	tests := []struct {
 		name string
 		seen map[string]string
@@ -151,7 +150,7 @@ func TestFinishedMigrations(t *testing.T) {
 		{"done", map[string]string{}, []*journal.Operation{op("m1", mig, journal.StateDone)}, []string{"m1 done"}},
 		{"rolled back and failed count", map[string]string{}, []*journal.Operation{
 			op("m1", mig, journal.StateRolledBack), op("m2", mig, journal.StateFailed)}, []string{"m1 rolled-back", "m2 failed"}},
-		{"other kinds do not", map[string]string{}, []*journal.Operation{op("t1", remediate.KindThresholdRewrite, journal.StateDone)}, nil},
+		{"other kinds do not", map[string]string{}, []*journal.Operation{op("t1", journal.KindThresholdRewrite, journal.StateDone)}, nil},
 		{"already seen", map[string]string{"m1": journal.StateDone}, []*journal.Operation{op("m1", mig, journal.StateDone)}, nil},
 		{"failed, then resumed to done", map[string]string{"m1": journal.StateFailed}, []*journal.Operation{op("m1", mig, journal.StateDone)}, []string{"m1 done"}},
 		{"failed, then cleared by an operator", map[string]string{"m1": journal.StateFailed}, []*journal.Operation{op("m1", mig, "cleared")}, nil},
@@ -240,7 +239,7 @@ func (r *followRig) tick(d time.Duration) {
 func TestFollowerPaths(t *testing.T) {
 	const api = "docker API DockerRootDir"
 	shared, dedicated := testLayout("/var/lib/docker", api), testLayout("/data/docker", api)
-	done := &journal.Operation{ID: "m1", Kind: remediate.KindMigrateDataRoot, State: journal.StateDone}
+	done := &journal.Operation{ID: "m1", Kind: journal.KindMigrateDataRoot, State: journal.StateDone}
 
 	t.Run("periodic", func(t *testing.T) {
 		r := newFollowRig(t, time.Minute, shared)
@@ -277,12 +276,12 @@ func TestFollowerPaths(t *testing.T) {
 		if r.finds != 0 {
 			t.Fatalf("periodic discovery with interval 0, or a migration from before the start followed: %d", r.finds)
 		}
-		r.journal(t, done, &journal.Operation{ID: "m2", Kind: remediate.KindMigrateDataRoot, State: journal.StateInProgress})
+		r.journal(t, done, &journal.Operation{ID: "m2", Kind: journal.KindMigrateDataRoot, State: journal.StateInProgress})
 		r.tick(time.Second)
 		if r.finds != 0 {
 			t.Fatalf("followed a migration in progress: %d", r.finds)
 		}
-		r.journal(t, done, &journal.Operation{ID: "m2", Kind: remediate.KindMigrateDataRoot, State: journal.StateDone})
+		r.journal(t, done, &journal.Operation{ID: "m2", Kind: journal.KindMigrateDataRoot, State: journal.StateDone})
 		r.tick(time.Second)
 		if r.finds != 1 || r.cur != dedicated {
 			t.Fatalf("after m2 finished: %d discoveries, layout %v", r.finds, r.cur.DedicatedImageFs)

@@ -13,7 +13,7 @@ import (
 	"github.com/evictguard/evictguard/internal/kube"
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/monitor"
-	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/reclaim"
 )
 
 // logReclaimFlags are `run`'s log-budget and reclaim-ladder settings (issue 8). Everything is
@@ -39,11 +39,11 @@ type logReclaimFlags struct {
 	live *logsLive
 	// escalator receives the ladder's escalations: the daemon's remediation pass, set by
 	// daemonRemediation.start before the first snapshot (nil: no remediation policy).
-	escalator remediate.Escalator
+	escalator reclaim.Escalator
 }
 
 func (f *logReclaimFlags) addFlags(fl *pflag.FlagSet) {
-	fl.StringVar(&f.budgetFile, "log-budget-file", "", "write the log budget here (env file; fluent-bit and fluentd snippets next to it), e.g. "+remediate.DefaultLogBudgetFile+" (node path; empty: metric and annotation only)")
+	fl.StringVar(&f.budgetFile, "log-budget-file", "", "write the log budget here (env file; fluent-bit and fluentd snippets next to it), e.g. "+reclaim.DefaultLogBudgetFile+" (node path; empty: metric and annotation only)")
 	fl.StringVar(&f.budgetMargin, "log-budget-margin", "5%", "safety margin kept free above the nearest threshold: a quantity (\"512Mi\") or a percentage of capacity")
 	fl.StringVar(&f.ballastSize, "ballast-size", "", "keep a preallocated ballast of this size on nodefs, released first when eviction nears (e.g. 1Gi; empty: none)")
 	fl.StringVar(&f.ballastPath, "ballast-path", journal.DefaultStateDir+"/ballast", "the ballast file (node path, on nodefs)")
@@ -61,16 +61,16 @@ func (f *logReclaimFlags) addFlags(fl *pflag.FlagSet) {
 // socket discovery found (containerd, CRI-O); nil when there is neither. Through CRI,
 // --gc-keep-exited counts exited attempts per pod container (at least 1, the one the
 // kubelet keeps for logs and restart counts).
-func (f *logReclaimFlags) runtimeGC(g *globalOptions, layout *monitor.Layout, dockerSocket string) remediate.RuntimeGC {
+func (f *logReclaimFlags) runtimeGC(g *globalOptions, layout *monitor.Layout, dockerSocket string) reclaim.RuntimeGC {
 	switch {
 	case layout.Runtime == monitor.RuntimeDocker:
 		sock := dockerSocket
 		if sock == "" {
 			sock = g.root().Path("/var/run/docker.sock")
 		}
-		return &remediate.DockerGC{Socket: sock, KeepExited: f.keepExited, KeepImages: f.keepImages}
+		return &reclaim.DockerGC{Socket: sock, KeepExited: f.keepExited, KeepImages: f.keepImages}
 	case layout.CRISocket != "":
-		return &remediate.CRIGC{Socket: layout.CRISocket, KeepPerContainer: f.keepExited, KeepImages: f.keepImages}
+		return &reclaim.CRIGC{Socket: layout.CRISocket, KeepPerContainer: f.keepExited, KeepImages: f.keepImages}
 	}
 	return nil
 }
@@ -85,20 +85,20 @@ func (f *logReclaimFlags) start(ctx context.Context, g *globalOptions, s *setup,
 	if err != nil {
 		return usageErr(err)
 	}
-	budgetCfg := remediate.BudgetConfig{MarginPercent: u.marginPercent, MarginBytes: u.marginBytes}
+	budgetCfg := reclaim.BudgetConfig{MarginPercent: u.marginPercent, MarginBytes: u.marginBytes}
 	for _, fs := range s.layout.Filesystems {
 		if fs.Role == monitor.RoleLogs && fs.Source == "configured" {
 			budgetCfg.BufferDirs = append(budgetCfg.BufferDirs, fs.Path)
 		}
 	}
-	pcfg := remediate.BudgetPublisherConfig{Registerer: f.reg, Log: log, Kube: f.client, NodeName: node}
+	pcfg := reclaim.BudgetPublisherConfig{Registerer: f.reg, Log: log, Kube: f.client, NodeName: node}
 	if f.budgetFile != "" {
 		pcfg.File = g.root().Path(f.budgetFile)
 	}
 	if f.client == nil {
 		pcfg.NodeName = ""
 	}
-	pub, err := remediate.NewBudgetPublisher(pcfg)
+	pub, err := reclaim.NewBudgetPublisher(pcfg)
 	if err != nil {
 		return problem(err)
 	}
@@ -108,23 +108,23 @@ func (f *logReclaimFlags) start(ctx context.Context, g *globalOptions, s *setup,
 	if err != nil {
 		return usageErr(fmt.Errorf("--ballast-size: %w", err))
 	}
-	var ladder *remediate.Ladder
+	var ladder *reclaim.Ladder
 	if len(allow) > 0 || size > 0 {
-		ladder = &remediate.Ladder{
-			Policy: remediate.ReclaimPolicy{Allow: allow, DryRun: f.dryRun, Horizon: f.horizon, LowHeadroom: low},
+		ladder = &reclaim.Ladder{
+			Policy: reclaim.Policy{Allow: allow, DryRun: f.dryRun, Horizon: f.horizon, LowHeadroom: low},
 			Log:    log,
 		}
 		if f.client != nil {
-			ladder.Reporter = remediate.ReclaimEventReporter{Client: f.client, Node: node, Log: log}
+			ladder.Reporter = reclaim.EventReporter{Client: f.client, Node: node, Log: log}
 		}
 		if nfs := s.layout.ByRole(monitor.RoleNodeFs); nfs != nil {
 			ladder.FsPath = nfs.HostPath
 		}
 		if size > 0 {
-			ladder.Ballast = &remediate.Ballast{Path: g.root().Path(f.ballastPath), Size: size}
+			ladder.Ballast = &reclaim.Ballast{Path: g.root().Path(f.ballastPath), Size: size}
 		}
 		ladder.GC = f.runtimeGC(g, s.layout, dockerSocket)
-		if ladder.GC == nil && slices.Contains(allow, remediate.ReclaimGC) {
+		if ladder.GC == nil && slices.Contains(allow, reclaim.StepGC) {
 			log.Warn("no runtime API found for runtime GC (docker socket or CRI socket); the step is skipped", "runtime", s.layout.Runtime)
 		}
 		// Container logs only: the kubelet's pod logs and the runtime's, never /var/log at large.
@@ -141,7 +141,7 @@ func (f *logReclaimFlags) start(ctx context.Context, g *globalOptions, s *setup,
 		for _, p := range f.posFiles {
 			pos = append(pos, g.root().Path(p))
 		}
-		ladder.Logs = &remediate.RotatedLogs{Dirs: dirs, MinAge: f.rotatedAge, PosFiles: pos}
+		ladder.Logs = &reclaim.RotatedLogs{Dirs: dirs, MinAge: f.rotatedAge, PosFiles: pos}
 		if f.reg != nil {
 			if err := ladder.RegisterMetrics(f.reg); err != nil {
 				return problem(err)
@@ -149,9 +149,9 @@ func (f *logReclaimFlags) start(ctx context.Context, g *globalOptions, s *setup,
 		}
 		gcAPI := "none"
 		switch gc := ladder.GC.(type) {
-		case *remediate.DockerGC:
+		case *reclaim.DockerGC:
 			gcAPI = "docker " + gc.Socket
-		case *remediate.CRIGC:
+		case *reclaim.CRIGC:
 			gcAPI = "cri " + gc.Socket
 		}
 		log.Info("reclaim ladder", "allow", allow, "dryRun", f.dryRun, "horizon", f.horizon, "ballast", size, "logDirs", dirs, "runtimeGC", gcAPI)
@@ -172,7 +172,7 @@ func (f *logReclaimFlags) start(ctx context.Context, g *globalOptions, s *setup,
 				return
 			case snap := <-snaps:
 				f.live.apply(g.root(), &budgetCfg, pub, ladder, log)
-				if _, err := pub.Update(ctx, remediate.ComputeLogBudgets(snap, budgetCfg)); err != nil {
+				if _, err := pub.Update(ctx, reclaim.ComputeLogBudgets(snap, budgetCfg)); err != nil {
 					log.Warn("log budget", "err", err)
 				}
 				if ladder == nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/monitor"
+	"github.com/evictguard/evictguard/reclaim"
 	"github.com/evictguard/evictguard/remediate"
 )
 
@@ -27,7 +28,7 @@ type daemonRemediation struct {
 	Policy *remediate.Policy
 
 	// reporter, when set, also receives every outcome (the remediation counters).
-	reporter remediate.Reporter
+	reporter journal.Reporter
 	// rediscover re-discovers the monitor's filesystems after the data root moved.
 	rediscover func(context.Context)
 
@@ -37,15 +38,15 @@ type daemonRemediation struct {
 	last *atomic.Pointer[monitor.Snapshot]
 	// escalation is the reclaim ladder's latest escalation, taken by the next pass (made
 	// with trigger: runOptions is copied before start).
-	escalation *atomic.Pointer[remediate.Escalation]
+	escalation *atomic.Pointer[reclaim.Escalation]
 	// live carries a policy reloaded from the config file to the next pass (reload.go).
 	live *policyLive
 }
 
-// Escalate implements remediate.Escalator for the reclaim ladder (run_logs.go): local
+// Escalate implements reclaim.Escalator for the reclaim ladder (run_logs.go): local
 // reclaim is exhausted, so a remediation pass is queued. It never blocks: a pass already
 // pending takes the escalation.
-func (d *daemonRemediation) Escalate(_ context.Context, e remediate.Escalation) (string, error) {
+func (d *daemonRemediation) Escalate(_ context.Context, e reclaim.Escalation) (string, error) {
 	if d.trigger == nil || d.escalation == nil {
 		return "", errors.New("remediation is not running")
 	}
@@ -69,8 +70,8 @@ func (d *daemonRemediation) Escalate(_ context.Context, e remediate.Escalation) 
 // metricsReporter counts remediation outcomes in evictguard_remediation_attempts_total.
 type metricsReporter struct{ m *monitor.RemediationMetrics }
 
-// Report implements remediate.Reporter.
-func (r metricsReporter) Report(_ context.Context, rep remediate.Report) {
+// Report implements journal.Reporter.
+func (r metricsReporter) Report(_ context.Context, rep journal.Report) {
 	r.m.Observe(rep.Action, rep.Result)
 }
 
@@ -124,7 +125,7 @@ func (d *daemonRemediation) start(ctx context.Context, g *globalOptions, o *runO
 	f := d.flags(o)
 	d.prev = map[string]monitor.State{}
 	d.trigger = make(chan struct{}, 1)
-	d.escalation = &atomic.Pointer[remediate.Escalation]{}
+	d.escalation = &atomic.Pointer[reclaim.Escalation]{}
 	// Before the first snapshot reaches the reclaim ladder's worker, which reads it.
 	o.logs.escalator = d
 	out.notifiers = append(out.notifiers, d.notify)
@@ -213,7 +214,7 @@ func (d *daemonRemediation) recover(ctx context.Context, g *globalOptions, f *re
 // gates as in `evictguard plan`, the outcome reported (log, Node Event, remediation metrics)
 // as the escalation's answer, and, when the plan may act and the policy is not a dry run,
 // the journaled apply of `evictguard apply --yes` (which re-plans under the same gates).
-func escalationPass(ctx context.Context, g *globalOptions, f remediationFlags, esc *remediate.Escalation) error {
+func escalationPass(ctx context.Context, g *globalOptions, f remediationFlags, esc *reclaim.Escalation) error {
 	r, err := f.prepare(ctx, g)
 	if err != nil {
 		return err
@@ -228,11 +229,11 @@ func escalationPass(ctx context.Context, g *globalOptions, f remediationFlags, e
 	rep, apply := escalationOutcome(esc, r.tp, r.mig, r.blockers, r.policy.Dry(), r.setup.layout)
 	switch {
 	case !apply:
-		remediate.MultiReporter{remediate.LogReporter{Log: g.logger}, ao.executor(g, r, "").Reporter}.Report(ctx, rep)
-	case rep.Result == remediate.ResultTriggered:
+		journal.MultiReporter{journal.LogReporter{Log: g.logger}, ao.executor(g, r, "").Reporter}.Report(ctx, rep)
+	case rep.Result == journal.ResultTriggered:
 		// The escalation's answer: log and Node Event; the attempt itself is counted (and
 		// reported again) with its outcome by the apply.
-		reps := remediate.MultiReporter{remediate.LogReporter{Log: g.logger}}
+		reps := journal.MultiReporter{journal.LogReporter{Log: g.logger}}
 		if r.kube != nil && f.nodeName != "" {
 			reps = append(reps, remediate.EventReporter{Client: r.kube, Node: f.nodeName, Log: g.logger})
 		}
@@ -254,7 +255,7 @@ func escalationPass(ctx context.Context, g *globalOptions, f remediationFlags, e
 // When the policy allows a data-root migration and its preflight passes, the migration is the
 // answer (it gives real headroom; the threshold rewrite is re-planned after it): reported as
 // migrate-data-root, started (applied: the apply reports its outcome), dry-run or blocked.
-func escalationOutcome(esc *remediate.Escalation, tp *remediate.ThresholdPlan, mig *remediate.MigrationDecision, blockers []string, dry bool, layout *monitor.Layout) (remediate.Report, bool) {
+func escalationOutcome(esc *reclaim.Escalation, tp *remediate.ThresholdPlan, mig *remediate.MigrationDecision, blockers []string, dry bool, layout *monitor.Layout) (journal.Report, bool) {
 	head := fmt.Sprintf("escalated by the reclaim ladder (%s headroom %.1f MiB", esc.Signal, float64(esc.Headroom)/(1<<20))
 	if esc.SecondsToThreshold != nil {
 		head += fmt.Sprintf(", threshold in %.0fs", *esc.SecondsToThreshold)
@@ -262,19 +263,19 @@ func escalationOutcome(esc *remediate.Escalation, tp *remediate.ThresholdPlan, m
 	head += ")"
 	if mig.Act() {
 		sum := migrationSummary(mig.Preflight)
-		rep := remediate.Report{Action: remediate.KindMigrateDataRoot}
+		rep := journal.Report{Action: journal.KindMigrateDataRoot}
 		switch {
 		case len(blockers) > 0:
-			rep.Result, rep.Reason = remediate.ResultBlocked, head+"; not migrating the "+sum+": "+strings.Join(blockers, "; ")
+			rep.Result, rep.Reason = journal.ResultBlocked, head+"; not migrating the "+sum+": "+strings.Join(blockers, "; ")
 			return rep, false
 		case dry:
-			rep.Result, rep.Reason = remediate.ResultDryRun, head+"; dry run: would migrate the "+sum
+			rep.Result, rep.Reason = journal.ResultDryRun, head+"; dry run: would migrate the "+sum
 			return rep, false
 		}
-		rep.Result, rep.Reason = remediate.ResultTriggered, head+"; triggered the migration of the "+sum
+		rep.Result, rep.Reason = journal.ResultTriggered, head+"; triggered the migration of the "+sum
 		return rep, true
 	}
-	rep := remediate.Report{Action: remediate.KindThresholdRewrite, Old: tp.Old, New: tp.New}
+	rep := journal.Report{Action: journal.KindThresholdRewrite, Old: tp.Old, New: tp.New}
 	var changes []string
 	for _, sig := range slices.Sorted(maps.Keys(tp.Changes)) {
 		changes = append(changes, sig+"<"+tp.Changes[sig])
@@ -282,11 +283,11 @@ func escalationOutcome(esc *remediate.Escalation, tp *remediate.ThresholdPlan, m
 	apply := false
 	switch not := append(slices.Clone(tp.Refusals), blockers...); {
 	case len(not) > 0:
-		rep.Result, rep.Reason = remediate.ResultBlocked, head+"; not rewriting thresholds: "+strings.Join(not, "; ")
+		rep.Result, rep.Reason = journal.ResultBlocked, head+"; not rewriting thresholds: "+strings.Join(not, "; ")
 	case len(changes) == 0:
-		rep.Result, rep.Reason = remediate.ResultBlocked, head+"; nothing to rewrite: every hard disk threshold keeps its target headroom"
+		rep.Result, rep.Reason = journal.ResultBlocked, head+"; nothing to rewrite: every hard disk threshold keeps its target headroom"
 	case dry:
-		rep.Result, rep.Reason = remediate.ResultDryRun, head+"; dry run: would lower "+strings.Join(changes, ",")
+		rep.Result, rep.Reason = journal.ResultDryRun, head+"; dry run: would lower "+strings.Join(changes, ",")
 	default:
 		apply, rep.Reason = true, head+"; lowering "+strings.Join(changes, ",")
 	}

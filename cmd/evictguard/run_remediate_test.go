@@ -8,7 +8,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/monitor"
+	"github.com/evictguard/evictguard/reclaim"
 	"github.com/evictguard/evictguard/remediate"
 	"github.com/evictguard/evictguard/treecopy"
 )
@@ -73,21 +75,21 @@ func TestLadderEscalationQueuesRemediationPass(t *testing.T) {
 		wantRes  string
 		wantWhat string
 	}{
-		{"dry-run policy", &remediate.Policy{DryRun: &dry}, true, remediate.ResultApplied, "remediation pass queued (threshold rewrite under the remediation policy, a dry run)"},
-		{"acting policy", &remediate.Policy{DryRun: &wet}, true, remediate.ResultApplied, "remediation pass queued (threshold rewrite under the remediation policy)"},
-		{"not running", &remediate.Policy{DryRun: &dry}, false, remediate.ResultFailed, "remediation is not running"},
+		{"dry-run policy", &remediate.Policy{DryRun: &dry}, true, journal.ResultApplied, "remediation pass queued (threshold rewrite under the remediation policy, a dry run)"},
+		{"acting policy", &remediate.Policy{DryRun: &wet}, true, journal.ResultApplied, "remediation pass queued (threshold rewrite under the remediation policy)"},
+		{"not running", &remediate.Policy{DryRun: &dry}, false, journal.ResultFailed, "remediation is not running"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := &daemonRemediation{Policy: tt.policy}
 			if tt.running {
 				d.trigger = make(chan struct{}, 1)
-				d.escalation = &atomic.Pointer[remediate.Escalation]{}
+				d.escalation = &atomic.Pointer[reclaim.Escalation]{}
 			}
 			rate := 1e6
 			snap := &monitor.Snapshot{Signals: []monitor.SignalStatus{{Signal: "nodefs.available", State: monitor.StateWarning,
 				ThresholdQuantity: 1 << 20, Headroom: 8 << 20, FillRate: &rate}}}
-			l := &remediate.Ladder{Policy: remediate.ReclaimPolicy{Allow: remediate.LadderSteps}, Escalator: d}
+			l := &reclaim.Ladder{Policy: reclaim.Policy{Allow: reclaim.LadderSteps}, Escalator: d}
 			res, err := l.Step(t.Context(), snap)
 			if err != nil {
 				t.Fatal(err)
@@ -105,7 +107,7 @@ func TestLadderEscalationQueuesRemediationPass(t *testing.T) {
 				t.Errorf("escalation for the pass %+v", e)
 			}
 			// A second escalation while the pass is pending is absorbed, never blocks.
-			what, err := d.Escalate(t.Context(), remediate.Escalation{Signal: "nodefs.available", Headroom: 4 << 20})
+			what, err := d.Escalate(t.Context(), reclaim.Escalation{Signal: "nodefs.available", Headroom: 4 << 20})
 			if err != nil || !strings.Contains(what, "already pending") || len(d.trigger) != 1 || d.escalation.Load().Headroom != 4<<20 {
 				t.Errorf("second escalation: %q %v, %d pending, latest %+v", what, err, len(d.trigger), d.escalation.Load())
 			}
@@ -116,7 +118,7 @@ func TestLadderEscalationQueuesRemediationPass(t *testing.T) {
 // TestEscalationOutcome: what the escalation's remediation pass does with the plan.
 func TestEscalationOutcome(t *testing.T) {
 	secs := 42.0
-	esc := &remediate.Escalation{Signal: "nodefs.available", Headroom: 8 << 20, SecondsToThreshold: &secs}
+	esc := &reclaim.Escalation{Signal: "nodefs.available", Headroom: 8 << 20, SecondsToThreshold: &secs}
 	old := map[string]string{"nodefs.available": "10%"}
 	change := &remediate.ThresholdPlan{Old: old, New: map[string]string{"nodefs.available": "5%"}, Changes: map[string]string{"nodefs.available": "5%"}}
 	refused := &remediate.ThresholdPlan{Old: old, New: old, Changes: map[string]string{}, Refusals: []string{"below the floor"}}
@@ -137,27 +139,27 @@ func TestEscalationOutcome(t *testing.T) {
 		wantReason []string
 		notReason  string
 	}{
-		{"dry run reports the planned rewrite", change, nil, nil, true, dedicated, remediate.KindThresholdRewrite, remediate.ResultDryRun,
+		{"dry run reports the planned rewrite", change, nil, nil, true, dedicated, journal.KindThresholdRewrite, journal.ResultDryRun,
 			[]string{"escalated by the reclaim ladder (nodefs.available headroom 8.0 MiB, threshold in 42s)", "dry run: would lower nodefs.available<5%"}, "migrate"},
-		{"acting policy applies", change, nil, nil, false, dedicated, remediate.KindThresholdRewrite, "", []string{"lowering nodefs.available<5%"}, "migrate"},
-		{"gate blocks", change, nil, []string{"cooldown: last restart 1m ago"}, false, dedicated, remediate.KindThresholdRewrite, remediate.ResultBlocked,
+		{"acting policy applies", change, nil, nil, false, dedicated, journal.KindThresholdRewrite, "", []string{"lowering nodefs.available<5%"}, "migrate"},
+		{"gate blocks", change, nil, []string{"cooldown: last restart 1m ago"}, false, dedicated, journal.KindThresholdRewrite, journal.ResultBlocked,
 			[]string{"not rewriting thresholds: cooldown: last restart 1m ago"}, ""},
-		{"planner refuses", refused, nil, nil, false, dedicated, remediate.KindThresholdRewrite, remediate.ResultBlocked, []string{"below the floor"}, ""},
-		{"nothing to rewrite, migration advised", nothing, nil, nil, true, shared, remediate.KindThresholdRewrite, remediate.ResultBlocked,
+		{"planner refuses", refused, nil, nil, false, dedicated, journal.KindThresholdRewrite, journal.ResultBlocked, []string{"below the floor"}, ""},
+		{"nothing to rewrite, migration advised", nothing, nil, nil, true, shared, journal.KindThresholdRewrite, journal.ResultBlocked,
 			[]string{"nothing to rewrite", "imagefs shares nodefs", "evictguard migrate", "policy does not allow it"}, ""},
-		{"migration refused: the rewrite goes ahead, with why not", change, refusedMig, nil, false, shared, remediate.KindThresholdRewrite, "",
+		{"migration refused: the rewrite goes ahead, with why not", change, refusedMig, nil, false, shared, journal.KindThresholdRewrite, "",
 			[]string{"lowering nodefs.available<5%", "not done now: migration preflight: --to /data has 1.00GiB available"}, ""},
-		{"migration offered: preferred over the rewrite", change, offered, nil, false, shared, remediate.KindMigrateDataRoot, remediate.ResultTriggered,
+		{"migration offered: preferred over the rewrite", change, offered, nil, false, shared, journal.KindMigrateDataRoot, journal.ResultTriggered,
 			[]string{"triggered the migration of the docker data root /var/lib/docker → /data/docker (3.0 GiB"}, "lowering"},
-		{"migration offered, dry run", change, offered, nil, true, shared, remediate.KindMigrateDataRoot, remediate.ResultDryRun,
+		{"migration offered, dry run", change, offered, nil, true, shared, journal.KindMigrateDataRoot, journal.ResultDryRun,
 			[]string{"dry run: would migrate the docker data root"}, "lower"},
-		{"migration offered, gate blocks", change, offered, []string{"outside every maintenance window"}, false, shared, remediate.KindMigrateDataRoot, remediate.ResultBlocked,
+		{"migration offered, gate blocks", change, offered, []string{"outside every maintenance window"}, false, shared, journal.KindMigrateDataRoot, journal.ResultBlocked,
 			[]string{"not migrating the docker data root", "outside every maintenance window"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rep, apply := escalationOutcome(esc, tt.tp, tt.mig, tt.blockers, tt.dry, tt.layout)
-			wantApply := tt.wantResult == "" || tt.wantResult == remediate.ResultTriggered
+			wantApply := tt.wantResult == "" || tt.wantResult == journal.ResultTriggered
 			if apply != wantApply || (tt.wantResult != "" && rep.Result != tt.wantResult) {
 				t.Fatalf("apply %v result %q, want %q", apply, rep.Result, tt.wantResult)
 			}
@@ -182,11 +184,11 @@ func TestMetricsReporterCountsOutcomes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep remediate.Reporter = metricsReporter{m}
-	for _, r := range []remediate.Report{
-		{Action: remediate.KindThresholdRewrite, Result: remediate.ResultBlocked},
-		{Action: remediate.KindThresholdRewrite, Result: remediate.ResultBlocked},
-		{Action: remediate.KindThresholdRewrite, Result: remediate.ResultRolledBack},
+	var rep journal.Reporter = metricsReporter{m}
+	for _, r := range []journal.Report{
+		{Action: journal.KindThresholdRewrite, Result: journal.ResultBlocked},
+		{Action: journal.KindThresholdRewrite, Result: journal.ResultBlocked},
+		{Action: journal.KindThresholdRewrite, Result: journal.ResultRolledBack},
 	} {
 		rep.Report(context.Background(), r)
 	}
@@ -194,13 +196,13 @@ func TestMetricsReporterCountsOutcomes(t *testing.T) {
 		result string
 		want   float64
 	}{
-		{remediate.ResultBlocked, 2},
-		{remediate.ResultRolledBack, 1},
-		{remediate.ResultApplied, 0},
+		{journal.ResultBlocked, 2},
+		{journal.ResultRolledBack, 1},
+		{journal.ResultApplied, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.result, func(t *testing.T) {
-			got := counterValue(t, reg, "evictguard_remediation_attempts_total", map[string]string{"action": remediate.KindThresholdRewrite, "result": tt.result})
+			got := counterValue(t, reg, "evictguard_remediation_attempts_total", map[string]string{"action": journal.KindThresholdRewrite, "result": tt.result})
 			if got != tt.want {
 				t.Errorf("attempts{result=%s} = %v, want %v", tt.result, got, tt.want)
 			}

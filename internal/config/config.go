@@ -29,6 +29,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/evictguard/evictguard/journal"
+	"github.com/evictguard/evictguard/reclaim"
 	"github.com/evictguard/evictguard/remediate"
 )
 
@@ -193,7 +194,7 @@ type Actions struct {
 	Reclaim Reclaim `json:"reclaim" yaml:"reclaim"`
 }
 
-// Reclaim is the reclaim ladder (remediate.Ladder): ballast, runtime GC, rotated logs,
+// Reclaim is the reclaim ladder (reclaim.Ladder): ballast, runtime GC, rotated logs,
 // escalation, climbed in that order while eviction is near.
 type Reclaim struct {
 	// Allow lists the steps that may act: ballast, gc, logs, escalate (--reclaim; empty:
@@ -239,8 +240,8 @@ type ReclaimLogs struct {
 // ReclaimSteps maps the names used in actions.reclaim.allow (and --reclaim) to the ladder's
 // steps.
 var ReclaimSteps = map[string]string{
-	"ballast": remediate.ReclaimBallast, "gc": remediate.ReclaimGC,
-	"logs": remediate.ReclaimLogs, "escalate": remediate.ReclaimEscalate,
+	"ballast": reclaim.StepBallast, "gc": reclaim.StepGC,
+	"logs": reclaim.StepLogs, "escalate": reclaim.StepEscalate,
 }
 
 // Default values that are not remediate.Policy's.

@@ -1,4 +1,4 @@
-package remediate
+package reclaim
 
 import (
 	"context"
@@ -13,15 +13,16 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/monitor"
 )
 
 type recordingReporter struct {
 	mu      sync.Mutex
-	reports []Report
+	reports []journal.Report
 }
 
-func (r *recordingReporter) Report(_ context.Context, rep Report) {
+func (r *recordingReporter) Report(_ context.Context, rep journal.Report) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.reports = append(r.reports, rep)
@@ -78,13 +79,13 @@ func TestLadderBallastOnTmpfs(t *testing.T) {
 
 	tests := []struct {
 		name        string
-		policy      ReclaimPolicy
+		policy      Policy
 		wantResults []string
 		wantPresent bool
 	}{
-		{"blocked by policy", ReclaimPolicy{LowHeadroom: 8 * mib}, []string{ResultBlocked, ResultBlocked}, true},
-		{"dry run", ReclaimPolicy{DryRun: true, Allow: LadderSteps, LowHeadroom: 8 * mib}, []string{ResultDryRun, ResultDryRun}, true},
-		{"released", ReclaimPolicy{Allow: []string{ReclaimBallast}, LowHeadroom: 8 * mib}, []string{ResultApplied}, false},
+		{"blocked by policy", Policy{LowHeadroom: 8 * mib}, []string{journal.ResultBlocked, journal.ResultBlocked}, true},
+		{"dry run", Policy{DryRun: true, Allow: LadderSteps, LowHeadroom: 8 * mib}, []string{journal.ResultDryRun, journal.ResultDryRun}, true},
+		{"released", Policy{Allow: []string{StepBallast}, LowHeadroom: 8 * mib}, []string{journal.ResultApplied}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -124,7 +125,7 @@ func TestLadderBallastOnTmpfs(t *testing.T) {
 
 	// Pressure over: not yet enough headroom for the ballast plus margin → nothing; then
 	// the filler goes and the ballast comes back.
-	l := &Ladder{Policy: ReclaimPolicy{Allow: []string{ReclaimBallast}, LowHeadroom: 8 * mib, RecreateCooldown: time.Nanosecond}, FsPath: dir, Ballast: b}
+	l := &Ladder{Policy: Policy{Allow: []string{StepBallast}, LowHeadroom: 8 * mib, RecreateCooldown: time.Nanosecond}, FsPath: dir, Ballast: b}
 	res, err := l.Step(context.Background(), snapAt(threshold, 0))
 	if err != nil || len(res.Actions) != 0 {
 		t.Fatalf("at headroom %d: %+v %v", res.HeadroomBefore, res.Actions, err)
@@ -136,7 +137,7 @@ func TestLadderBallastOnTmpfs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Actions) != 1 || res.Actions[0].Step != BallastRecreate || res.Actions[0].Result != ResultApplied {
+	if len(res.Actions) != 1 || res.Actions[0].Step != BallastRecreate || res.Actions[0].Result != journal.ResultApplied {
 		t.Fatalf("actions = %+v", res.Actions)
 	}
 	if st, _ := b.State(); !st.Present || st.Allocated < 16*mib {
@@ -159,22 +160,22 @@ func (f *fakeEscalator) Escalate(_ context.Context, e Escalation) (string, error
 func TestLadderEscalates(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
-		policy     ReclaimPolicy
+		policy     Policy
 		esc        *fakeEscalator
 		headroom   int64
 		wantResult string // "" means no escalation action
 		wantCalls  int
 	}{
-		{name: "triggers the escalator", policy: ReclaimPolicy{Allow: LadderSteps}, esc: &fakeEscalator{},
-			headroom: 10 << 20, wantResult: ResultApplied, wantCalls: 1},
-		{name: "escalator fails", policy: ReclaimPolicy{Allow: LadderSteps}, esc: &fakeEscalator{err: errors.New("boom")},
-			headroom: 10 << 20, wantResult: ResultFailed, wantCalls: 1},
-		{name: "not allowed", policy: ReclaimPolicy{Allow: []string{ReclaimBallast, ReclaimGC, ReclaimLogs}}, esc: &fakeEscalator{},
-			headroom: 10 << 20, wantResult: ResultBlocked},
-		{name: "dry run", policy: ReclaimPolicy{Allow: LadderSteps, DryRun: true}, esc: &fakeEscalator{},
-			headroom: 10 << 20, wantResult: ResultDryRun},
-		{name: "nothing to escalate to", policy: ReclaimPolicy{Allow: LadderSteps}, headroom: 10 << 20, wantResult: ResultBlocked},
-		{name: "beyond the horizon", policy: ReclaimPolicy{Allow: LadderSteps, Horizon: time.Second}, esc: &fakeEscalator{},
+		{name: "triggers the escalator", policy: Policy{Allow: LadderSteps}, esc: &fakeEscalator{},
+			headroom: 10 << 20, wantResult: journal.ResultApplied, wantCalls: 1},
+		{name: "escalator fails", policy: Policy{Allow: LadderSteps}, esc: &fakeEscalator{err: errors.New("boom")},
+			headroom: 10 << 20, wantResult: journal.ResultFailed, wantCalls: 1},
+		{name: "not allowed", policy: Policy{Allow: []string{StepBallast, StepGC, StepLogs}}, esc: &fakeEscalator{},
+			headroom: 10 << 20, wantResult: journal.ResultBlocked},
+		{name: "dry run", policy: Policy{Allow: LadderSteps, DryRun: true}, esc: &fakeEscalator{},
+			headroom: 10 << 20, wantResult: journal.ResultDryRun},
+		{name: "nothing to escalate to", policy: Policy{Allow: LadderSteps}, headroom: 10 << 20, wantResult: journal.ResultBlocked},
+		{name: "beyond the horizon", policy: Policy{Allow: LadderSteps, Horizon: time.Second}, esc: &fakeEscalator{},
 			headroom: 10 << 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -196,19 +197,19 @@ func TestLadderEscalates(t *testing.T) {
 				}
 				return
 			}
-			if res.Escalate == nil || res.Escalate.Headroom != tc.headroom || len(res.Actions) != 1 || res.Actions[0].Step != ReclaimEscalate {
+			if res.Escalate == nil || res.Escalate.Headroom != tc.headroom || len(res.Actions) != 1 || res.Actions[0].Step != StepEscalate {
 				t.Fatalf("res = %+v", res)
 			}
 			if got := res.Actions[0].Result; got != tc.wantResult {
 				t.Errorf("result %s (%s), want %s", got, res.Actions[0].Reason, tc.wantResult)
 			}
-			if len(rec.reports) != 1 || rec.reports[0].Action != ReclaimEscalate {
+			if len(rec.reports) != 1 || rec.reports[0].Action != StepEscalate {
 				t.Errorf("reports %+v", rec.reports)
 			}
 			if tc.esc != nil && len(tc.esc.calls) != tc.wantCalls {
 				t.Errorf("escalator called %d times, want %d", len(tc.esc.calls), tc.wantCalls)
 			}
-			if tc.wantResult == ResultApplied && !strings.Contains(res.Actions[0].Reason, "remediation pass queued") {
+			if tc.wantResult == journal.ResultApplied && !strings.Contains(res.Actions[0].Reason, "remediation pass queued") {
 				t.Errorf("reason %q does not say what was triggered", res.Actions[0].Reason)
 			}
 			// Still in danger on the next cycle: no second escalation within EscalateEvery,

@@ -1,4 +1,4 @@
-package remediate
+package reclaim
 
 import (
 	"context"
@@ -11,30 +11,31 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/evictguard/evictguard/internal/kube"
+	"github.com/evictguard/evictguard/journal"
 )
 
-// ReclaimEventReason maps a ladder step to its Node Event reason.
-var ReclaimEventReason = map[string]string{
-	ReclaimBallast: "ReclaimBallast", ReclaimGC: "ReclaimRuntimeGC", ReclaimLogs: "ReclaimRotatedLogs",
-	ReclaimEscalate: "ReclaimEscalate", BallastRecreate: "BallastRecreated",
+// EventReasons maps a ladder step to its Node Event reason.
+var EventReasons = map[string]string{
+	StepBallast: "ReclaimBallast", StepGC: "ReclaimRuntimeGC", StepLogs: "ReclaimRotatedLogs",
+	StepEscalate: "ReclaimEscalate", BallastRecreate: "BallastRecreated",
 }
 
-// ReclaimEventReporter records each reclaim Report as a core/v1 Event on the Node: type
+// EventReporter records each reclaim journal.Report as a core/v1 Event on the Node: type
 // Normal when a step applied (the message carries the bytes reclaimed), Warning when it
 // failed, was blocked, or escalated.
-type ReclaimEventReporter struct {
+type EventReporter struct {
 	Client kube.Interface
 	Node   string
 	Log    *slog.Logger
 }
 
-// Report implements Reporter.
-func (r ReclaimEventReporter) Report(ctx context.Context, rep Report) {
+// journal.Report implements journal.Reporter.
+func (r EventReporter) Report(ctx context.Context, rep journal.Report) {
 	typ := corev1.EventTypeNormal
-	if rep.Result == ResultFailed || rep.Result == ResultBlocked || rep.Action == ReclaimEscalate {
+	if rep.Result == journal.ResultFailed || rep.Result == journal.ResultBlocked || rep.Action == StepEscalate {
 		typ = corev1.EventTypeWarning
 	}
-	reason, ok := ReclaimEventReason[rep.Action]
+	reason, ok := EventReasons[rep.Action]
 	if !ok {
 		reason = "Reclaim"
 	}

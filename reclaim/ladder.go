@@ -1,4 +1,4 @@
-package remediate
+package reclaim
 
 import (
 	"context"
@@ -11,32 +11,30 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
+	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/monitor"
 )
 
-// Reclaim steps, in the order the ladder climbs them. They are also the Report actions.
+// Reclaim steps, in the order the ladder climbs them. They are also the journal.Report actions.
 const (
-	ReclaimBallast  = "reclaim-ballast"
-	ReclaimGC       = "reclaim-runtime-gc"
-	ReclaimLogs     = "reclaim-rotated-logs"
-	ReclaimEscalate = "reclaim-escalate"
+	StepBallast  = "reclaim-ballast"
+	StepGC       = "reclaim-runtime-gc"
+	StepLogs     = "reclaim-rotated-logs"
+	StepEscalate = "reclaim-escalate"
 	// BallastRecreate is reported when the ballast is put back.
 	BallastRecreate = "ballast-recreate"
 )
 
-// ResultDryRun is the Report result of a step that would have acted.
-const ResultDryRun = "dry-run"
-
 // LadderSteps is the ladder, in order.
-var LadderSteps = []string{ReclaimBallast, ReclaimGC, ReclaimLogs, ReclaimEscalate}
+var LadderSteps = []string{StepBallast, StepGC, StepLogs, StepEscalate}
 
-// ReclaimPolicy gates the ladder.
-type ReclaimPolicy struct {
+// Policy gates the ladder.
+type Policy struct {
 	// DryRun reports what each step would do and changes nothing.
 	DryRun bool
-	// Allow lists the steps that may act (ReclaimBallast, ReclaimGC, ReclaimLogs,
-	// ReclaimEscalate); others are reported as blocked. Re-creating the ballast follows
-	// ReclaimBallast.
+	// Allow lists the steps that may act (StepBallast, StepGC, StepLogs,
+	// StepEscalate); others are reported as blocked. Re-creating the ballast follows
+	// StepBallast.
 	Allow []string
 	// Horizon: the ladder climbs while the predicted time to the threshold is shorter
 	// (default 1h).
@@ -71,10 +69,10 @@ type Escalator interface {
 // danger lasts.
 const EscalateEvery = time.Minute
 
-// ReclaimAction is one step's outcome.
-type ReclaimAction struct {
+// Action is one step's outcome.
+type Action struct {
 	Step   string   `json:"step"`
-	Result string   `json:"result"` // ResultApplied, ResultDryRun, ResultBlocked, ResultFailed
+	Result string   `json:"result"` // journal.ResultApplied, journal.ResultDryRun, journal.ResultBlocked, journal.ResultFailed
 	Bytes  int64    `json:"bytes"`  // reclaimed (measured by statfs when FsPath is set)
 	Items  []string `json:"items,omitempty"`
 	Reason string   `json:"reason,omitempty"`
@@ -87,7 +85,7 @@ type LadderResult struct {
 	Danger bool
 	// Headroom before and after (bytes; after is measured when FsPath is set).
 	HeadroomBefore, HeadroomAfter int64
-	Actions                       []ReclaimAction
+	Actions                       []Action
 	// Escalate is set when the ladder ran out of local steps.
 	Escalate *Escalation
 }
@@ -104,7 +102,7 @@ type RuntimeGC interface {
 // release the ballast, runtime GC, rotated-log compression, escalation. It stops as soon as
 // the prediction is back beyond the horizon. Nil components are skipped.
 type Ladder struct {
-	Policy ReclaimPolicy
+	Policy Policy
 	// Signal is the guarded signal (default nodefs.available).
 	Signal string
 	// FsPath is a path on the guarded filesystem as this process sees it; when set, headroom
@@ -118,7 +116,7 @@ type Ladder struct {
 	// step is reported as blocked (nothing to escalate to).
 	Escalator Escalator
 
-	Reporter Reporter
+	Reporter journal.Reporter
 	Log      *slog.Logger
 
 	bytes     *prometheus.CounterVec
@@ -214,7 +212,7 @@ func (l *Ladder) Step(ctx context.Context, snap *monitor.Snapshot) (*LadderResul
 		if !l.danger(headroom, sig.FillRate) {
 			break
 		}
-		if step == ReclaimEscalate && time.Since(l.escalated) < EscalateEvery {
+		if step == StepEscalate && time.Since(l.escalated) < EscalateEvery {
 			// Escalation would repeat every cycle while in danger: act and report once per
 			// EscalateEvery; meanwhile the result still says local reclaim is exhausted.
 			res.Escalate = l.escalation(sig, headroom)
@@ -224,15 +222,15 @@ func (l *Ladder) Step(ctx context.Context, snap *monitor.Snapshot) (*LadderResul
 		if act == nil {
 			continue
 		}
-		if step == ReclaimEscalate {
+		if step == StepEscalate {
 			l.escalated = time.Now()
 		}
 		if h, ok := l.headroomNow(sig.ThresholdQuantity); ok {
-			if act.Result == ResultApplied && step != ReclaimEscalate {
+			if act.Result == journal.ResultApplied && step != StepEscalate {
 				act.Bytes = max(act.Bytes, h-headroom)
 			}
 			headroom = h
-		} else if act.Result == ResultApplied {
+		} else if act.Result == journal.ResultApplied {
 			headroom += act.Bytes
 		}
 		res.Actions = append(res.Actions, *act)
@@ -243,16 +241,16 @@ func (l *Ladder) Step(ctx context.Context, snap *monitor.Snapshot) (*LadderResul
 }
 
 // climb runs one step; nil means the step has nothing to do (skip silently).
-func (l *Ladder) climb(ctx context.Context, step string, sig monitor.SignalStatus, headroom int64, res *LadderResult) *ReclaimAction {
-	act := &ReclaimAction{Step: step}
+func (l *Ladder) climb(ctx context.Context, step string, sig monitor.SignalStatus, headroom int64, res *LadderResult) *Action {
+	act := &Action{Step: step}
 	switch step {
-	case ReclaimBallast:
+	case StepBallast:
 		if l.Ballast == nil {
 			return nil
 		}
 		st, err := l.Ballast.State()
 		if err != nil {
-			act.Result, act.Reason = ResultFailed, err.Error()
+			act.Result, act.Reason = journal.ResultFailed, err.Error()
 			return act
 		}
 		if !st.Present {
@@ -264,18 +262,18 @@ func (l *Ladder) climb(ctx context.Context, step string, sig monitor.SignalStatu
 		}
 		n, err := l.Ballast.Release()
 		if err != nil {
-			act.Result, act.Reason = ResultFailed, err.Error()
+			act.Result, act.Reason = journal.ResultFailed, err.Error()
 			return act
 		}
 		l.released = time.Now()
-		act.Result, act.Bytes = ResultApplied, n
-	case ReclaimGC:
+		act.Result, act.Bytes = journal.ResultApplied, n
+	case StepGC:
 		if l.GC == nil {
 			return nil
 		}
 		plan, err := l.GC.Plan(ctx)
 		if err != nil {
-			act.Result, act.Reason = ResultFailed, err.Error()
+			act.Result, act.Reason = journal.ResultFailed, err.Error()
 			return act
 		}
 		if len(plan) == 0 {
@@ -286,17 +284,17 @@ func (l *Ladder) climb(ctx context.Context, step string, sig monitor.SignalStatu
 			return act
 		}
 		done, err := l.GC.Run(ctx)
-		act.Items, act.Bytes, act.Result = gcNames(done), gcBytes(done), ResultApplied
+		act.Items, act.Bytes, act.Result = gcNames(done), gcBytes(done), journal.ResultApplied
 		if err != nil {
-			act.Result, act.Reason = ResultFailed, err.Error()
+			act.Result, act.Reason = journal.ResultFailed, err.Error()
 		}
-	case ReclaimLogs:
+	case StepLogs:
 		if l.Logs == nil {
 			return nil
 		}
 		cands, err := l.Logs.Candidates()
 		if err != nil {
-			act.Result, act.Reason = ResultFailed, err.Error()
+			act.Result, act.Reason = journal.ResultFailed, err.Error()
 			return act
 		}
 		if len(cands) == 0 {
@@ -311,30 +309,30 @@ func (l *Ladder) climb(ctx context.Context, step string, sig monitor.SignalStatu
 			return act
 		}
 		done, err := l.Logs.Reclaim(cands)
-		act.Items, act.Bytes, act.Result = nil, 0, ResultApplied
+		act.Items, act.Bytes, act.Result = nil, 0, journal.ResultApplied
 		for _, c := range done {
 			act.Items = append(act.Items, c.Path)
 			act.Bytes += c.Bytes
 		}
 		if err != nil {
-			act.Result, act.Reason = ResultFailed, err.Error()
+			act.Result, act.Reason = journal.ResultFailed, err.Error()
 		}
-	case ReclaimEscalate:
+	case StepEscalate:
 		res.Escalate = l.escalation(sig, headroom)
 		switch {
 		case !l.allowed(step):
-			act.Result, act.Reason = ResultBlocked, "local reclaim exhausted; escalation not allowed by policy"
+			act.Result, act.Reason = journal.ResultBlocked, "local reclaim exhausted; escalation not allowed by policy"
 		case l.Policy.DryRun:
-			act.Result, act.Reason = ResultDryRun, "dry run: local reclaim exhausted; would escalate to the remediation pass"
+			act.Result, act.Reason = journal.ResultDryRun, "dry run: local reclaim exhausted; would escalate to the remediation pass"
 		case l.Escalator == nil:
-			act.Result, act.Reason = ResultBlocked, "local reclaim exhausted; no remediation policy to escalate to"
+			act.Result, act.Reason = journal.ResultBlocked, "local reclaim exhausted; no remediation policy to escalate to"
 		default:
 			what, err := l.Escalator.Escalate(ctx, *res.Escalate)
 			if err != nil {
-				act.Result, act.Reason = ResultFailed, "local reclaim exhausted; escalation failed: "+err.Error()
+				act.Result, act.Reason = journal.ResultFailed, "local reclaim exhausted; escalation failed: "+err.Error()
 				return act
 			}
-			act.Result, act.Reason = ResultApplied, "local reclaim exhausted; escalated: "+what
+			act.Result, act.Reason = journal.ResultApplied, "local reclaim exhausted; escalated: "+what
 		}
 	}
 	return act
@@ -342,25 +340,25 @@ func (l *Ladder) climb(ctx context.Context, step string, sig monitor.SignalStatu
 
 func (l *Ladder) escalation(sig monitor.SignalStatus, headroom int64) *Escalation {
 	return &Escalation{Signal: sig.Signal, Headroom: headroom, SecondsToThreshold: sig.SecondsToThreshold,
-		Suggest: []string{KindMigrateDataRoot, KindThresholdRewrite}}
+		Suggest: []string{journal.KindMigrateDataRoot, journal.KindThresholdRewrite}}
 }
 
 // gate applies the policy to a step that would reclaim about est bytes; false means stop
 // here (the action is filled in).
-func (l *Ladder) gate(act *ReclaimAction, est int64) bool {
+func (l *Ladder) gate(act *Action, est int64) bool {
 	switch {
 	case !l.allowed(act.Step):
-		act.Result, act.Bytes, act.Reason = ResultBlocked, est, "step not allowed by policy"
+		act.Result, act.Bytes, act.Reason = journal.ResultBlocked, est, "step not allowed by policy"
 		return false
 	case l.Policy.DryRun:
-		act.Result, act.Bytes, act.Reason = ResultDryRun, est, "dry run: would reclaim about this much"
+		act.Result, act.Bytes, act.Reason = journal.ResultDryRun, est, "dry run: would reclaim about this much"
 		return false
 	}
 	return true
 }
 
 func (l *Ladder) maybeRecreate(ctx context.Context, res *LadderResult, headroom int64, rate *float64) {
-	if l.Ballast == nil || !l.allowed(ReclaimBallast) {
+	if l.Ballast == nil || !l.allowed(StepBallast) {
 		return
 	}
 	cooldown := l.Policy.RecreateCooldown
@@ -377,33 +375,33 @@ func (l *Ladder) maybeRecreate(ctx context.Context, res *LadderResult, headroom 
 		(rate != nil && *rate > 0 && float64(after)/(*rate) < 2*l.horizon().Seconds()) {
 		return
 	}
-	act := ReclaimAction{Step: BallastRecreate, Items: []string{l.Ballast.Path}, Bytes: -l.Ballast.Size}
+	act := Action{Step: BallastRecreate, Items: []string{l.Ballast.Path}, Bytes: -l.Ballast.Size}
 	switch {
 	case l.Policy.DryRun:
-		act.Result, act.Reason = ResultDryRun, "dry run: would re-create the ballast"
+		act.Result, act.Reason = journal.ResultDryRun, "dry run: would re-create the ballast"
 	default:
 		if err := l.Ballast.Create(); err != nil {
-			act.Result, act.Reason = ResultFailed, err.Error()
+			act.Result, act.Reason = journal.ResultFailed, err.Error()
 		} else {
-			act.Result, act.Reason = ResultApplied, "headroom recovered; ballast re-created"
+			act.Result, act.Reason = journal.ResultApplied, "headroom recovered; ballast re-created"
 		}
 	}
-	if act.Result == ResultApplied {
+	if act.Result == journal.ResultApplied {
 		res.HeadroomAfter = headroom - l.Ballast.Size
 	}
 	res.Actions = append(res.Actions, act)
 	l.report(ctx, act, l.signal(), res.HeadroomAfter)
 }
 
-func (l *Ladder) report(ctx context.Context, act ReclaimAction, signal string, headroom int64) {
-	r := Report{Action: act.Step, Result: act.Result,
+func (l *Ladder) report(ctx context.Context, act Action, signal string, headroom int64) {
+	r := journal.Report{Action: act.Step, Result: act.Result,
 		Reason: fmt.Sprintf("%s: %d bytes; %s headroom now %d bytes", act.Reason, act.Bytes, signal, headroom),
 		New:    map[string]string{"bytes": fmt.Sprint(act.Bytes), "items": fmt.Sprint(len(act.Items))}}
 	if act.Reason == "" {
 		r.Reason = fmt.Sprintf("reclaimed %d bytes (%d items); %s headroom now %d bytes", act.Bytes, len(act.Items), signal, headroom)
 	}
 	lvl := slog.LevelInfo
-	if act.Result == ResultFailed {
+	if act.Result == journal.ResultFailed {
 		lvl = slog.LevelError
 	}
 	l.log().Log(ctx, lvl, "reclaim", "action", act.Step, "result", act.Result, "bytes", act.Bytes,
@@ -413,7 +411,7 @@ func (l *Ladder) report(ctx context.Context, act ReclaimAction, signal string, h
 	}
 	if l.actions != nil {
 		l.actions.WithLabelValues(act.Step, act.Result).Inc()
-		if act.Result == ResultApplied && act.Bytes > 0 {
+		if act.Result == journal.ResultApplied && act.Bytes > 0 {
 			l.bytes.WithLabelValues(act.Step).Add(float64(act.Bytes))
 		}
 	}

@@ -1,4 +1,4 @@
-package remediate
+package reclaim
 
 // SetFile changes where the budget env file and its snippets are written (a host path as
 // this process sees it; "" stops writing them), as a configuration reload does. The next
