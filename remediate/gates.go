@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/evictguard/evictguard/journal"
+	"github.com/evictguard/evictguard/policy"
 )
 
 // GateInput is what the local gates look at.
@@ -19,7 +20,7 @@ type GateInput struct {
 // LocalBlockers returns why the policy forbids acting now, from local facts only: operations
 // an operator must clear, the maintenance windows, the cooldown, the daily restart budget and
 // the kubelet's uptime. Dry run is not a blocker here; callers report it separately.
-func (p *Policy) LocalBlockers(in GateInput) []string {
+func LocalBlockers(p *policy.Policy, in GateInput) []string {
 	var out []string
 	for _, op := range in.FailedOps {
 		out = append(out, fmt.Sprintf("operation %s failed and could not be rolled back; run `evictguard apply --clear %s` after checking the node", op.ID, op.ID))

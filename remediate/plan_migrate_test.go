@@ -5,11 +5,12 @@ import (
 	"testing"
 
 	"github.com/evictguard/evictguard/monitor"
+	"github.com/evictguard/evictguard/policy"
 	"github.com/evictguard/evictguard/treecopy"
 )
 
-func migPolicy(to string) *Policy {
-	p := &Policy{Migration: MigrationPolicy{To: to}}
+func migPolicy(to string) *policy.Policy {
+	p := &policy.Policy{Migration: policy.MigrationPolicy{To: to}}
 	p.ApplyDefaults()
 	return p
 }
@@ -34,7 +35,7 @@ func TestPlanMigrationAction(t *testing.T) {
 	dockerOnly.Migration.Runtime = RuntimeDocker
 	cases := []struct {
 		name          string
-		policy        *Policy
+		policy        *policy.Policy
 		layout        *monitor.Layout
 		signals       []monitor.SignalStatus
 		wantPreflight bool
@@ -98,68 +99,6 @@ func TestMigrationDecisionPreflight(t *testing.T) {
 			all := strings.Join(append(append([]string{}, d.Reasons...), d.Refusals...), "\n")
 			if !strings.Contains(all, tc.wantText) {
 				t.Errorf("reasons %q lack %q", all, tc.wantText)
-			}
-		})
-	}
-}
-
-// TestMigrationPolicyValidate: the migration section's rules.
-func TestMigrationPolicyValidate(t *testing.T) {
-	cases := []struct {
-		name string
-		m    MigrationPolicy
-		want string // "" = valid
-	}{
-		{"disabled", MigrationPolicy{}, ""},
-		{"minimal", MigrationPolicy{To: "/data/docker"}, ""},
-		{"full", MigrationPolicy{To: "/data/docker", Runtime: "docker", Config: "/etc/docker/daemon.json", Units: []string{"docker.service"},
-			Drain: true, KeepOld: true, MinFree: "2Gi"}, ""},
-		{"percent margin", MigrationPolicy{To: "/data/c", Runtime: "containerd", MinFree: "15%"}, ""},
-		{"keys without to", MigrationPolicy{KeepOld: true}, "migration.to: must be set when other migration keys are"},
-		{"relative to", MigrationPolicy{To: "data"}, `migration.to: "data" is not an absolute node path`},
-		{"root", MigrationPolicy{To: "/"}, "migration.to: must not be /"},
-		{"unclean", MigrationPolicy{To: "/data/../x/"}, "is not a clean path"},
-		{"crio", MigrationPolicy{To: "/data/x", Runtime: "crio"}, `migration.runtime: "crio": must be auto, docker or containerd`},
-		{"bad margin", MigrationPolicy{To: "/data/x", MinFree: "lots"}, "migration.minFree:"},
-		{"negative margin", MigrationPolicy{To: "/data/x", MinFree: "-1Gi"}, "migration.minFree:"},
-		{"bad unit", MigrationPolicy{To: "/data/x", Units: []string{"docker"}}, `migration.units[0]: "docker" is not a .service or .socket unit`},
-		{"relative config", MigrationPolicy{To: "/data/x", Config: "daemon.json"}, "migration.config:"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			p := &Policy{Migration: tc.m}
-			p.ApplyDefaults()
-			err := p.Validate()
-			if tc.want == "" {
-				if err != nil {
-					t.Fatalf("unexpected error: %v", err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("error %v, want %q", err, tc.want)
-			}
-		})
-	}
-}
-
-func TestMigrationPolicyMargin(t *testing.T) {
-	cases := []struct {
-		in      string
-		bytes   int64
-		percent float64
-	}{
-		{"", 0, 0},
-		{"2Gi", 2 << 30, 0},
-		{"0", 1, 0},
-		{"10%", 1, 10},
-	}
-	for _, tc := range cases {
-		t.Run(tc.in, func(t *testing.T) {
-			m := MigrationPolicy{To: "/x", MinFree: tc.in}
-			b, p, err := m.Margin()
-			if err != nil || b != tc.bytes || p != tc.percent {
-				t.Errorf("Margin(%q) = %d, %v, %v; want %d, %v", tc.in, b, p, err, tc.bytes, tc.percent)
 			}
 		})
 	}

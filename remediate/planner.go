@@ -12,6 +12,7 @@ import (
 
 	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/monitor"
+	"github.com/evictguard/evictguard/policy"
 )
 
 // ThresholdPlan is the planner's answer: the complete old and new hard maps, the signals that
@@ -36,7 +37,7 @@ func (p *ThresholdPlan) Act() bool { return len(p.Changes) > 0 && len(p.Refusals
 // It refuses when a breached or short signal may not be changed, when the target would go
 // below the floor, and when any disk signal would still be breached with the new values (on a
 // single disk imagefs.available<15% binds before nodefs.available<10%: both must move).
-func PlanThresholds(p *Policy, eff *kubeletcfg.Effective, signals []monitor.SignalStatus) *ThresholdPlan {
+func PlanThresholds(p *policy.Policy, eff *kubeletcfg.Effective, signals []monitor.SignalStatus) *ThresholdPlan {
 	old := kubeletcfg.CompleteHard(eff, nil)
 	tp := &ThresholdPlan{Old: old, New: maps.Clone(old), Changes: map[string]string{}}
 	for _, s := range signals {
@@ -94,7 +95,7 @@ func PlanThresholds(p *Policy, eff *kubeletcfg.Effective, signals []monitor.Sign
 	return tp
 }
 
-func amountOf(a Amount, capacity int64, isBytes bool) int64 {
+func amountOf(a policy.Amount, capacity int64, isBytes bool) int64 {
 	v := int64(a.Percent / 100 * float64(capacity))
 	if isBytes && a.Bytes != "" {
 		if q, err := resource.ParseQuantity(a.Bytes); err == nil && q.Value() > v {

@@ -2,7 +2,6 @@ package remediate
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"maps"
@@ -16,6 +15,7 @@ import (
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/monitor"
+	"github.com/evictguard/evictguard/policy"
 	"github.com/evictguard/evictguard/systemd"
 )
 
@@ -39,7 +39,7 @@ func TestPlanThresholds(t *testing.T) {
 	capB := 10 * gib
 	cases := []struct {
 		name        string
-		policy      Policy
+		policy      policy.Policy
 		signals     []monitor.SignalStatus
 		wantChanges map[string]string
 		refusal     string
@@ -54,7 +54,7 @@ func TestPlanThresholds(t *testing.T) {
 		},
 		{
 			name:   "imagefs not allowed: refuse, it would stay breached",
-			policy: Policy{Signals: []string{"nodefs.available"}},
+			policy: policy.Policy{Signals: []string{"nodefs.available"}},
 			signals: []monitor.SignalStatus{
 				sig("nodefs.available", "10%", capB*85/1000, capB), sig("imagefs.available", "15%", capB*85/1000, capB),
 			},
@@ -74,7 +74,7 @@ func TestPlanThresholds(t *testing.T) {
 		},
 		{
 			name:        "quantity threshold stays a quantity",
-			policy:      Policy{Headroom: Amount{Bytes: "1Gi"}, Floor: Amount{Bytes: "512Mi"}},
+			policy:      policy.Policy{Headroom: policy.Amount{Bytes: "1Gi"}, Floor: policy.Amount{Bytes: "512Mi"}},
 			signals:     []monitor.SignalStatus{sig("nodefs.available", "2Gi", 2*gib+gib/2, capB)},
 			wantChanges: map[string]string{"nodefs.available": "1536Mi"},
 		},
@@ -104,50 +104,19 @@ func TestPlanThresholds(t *testing.T) {
 	}
 }
 
-func TestPolicyValidate(t *testing.T) {
-	cases := []struct {
-		name, json, want string
-	}{
-		{name: "defaults", json: `{}`},
-		{name: "memory needs allow", json: `{"signals":["memory.available"]}`, want: "allowMemoryAndPID"},
-		{name: "bad zone", json: `{"windows":[{"start":"01:00","end":"02:00","timeZone":"Mars/Base"}]}`, want: "timeZone"},
-		{name: "bad clock", json: `{"windows":[{"start":"25:00","end":"02:00"}]}`, want: "start"},
-		{name: "bad day", json: `{"windows":[{"days":["Funday"],"start":"01:00","end":"02:00"}]}`, want: "days"},
-		{name: "matchers without URL", json: `{"blockers":{"alertMatchers":["a=\"b\""]}}`, want: "go together"},
-		{name: "bad selector", json: `{"blockers":{"podSelector":"a in ("}}`, want: "podSelector"},
-		{name: "bad duration", json: `{"cooldown":"soon"}`, want: "invalid"},
-		{name: "bad method", json: `{"writeMethod":"sed"}`, want: "writeMethod"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			var p Policy
-			dec := json.NewDecoder(strings.NewReader(tc.json))
-			dec.DisallowUnknownFields()
-			err := dec.Decode(&p)
-			if err == nil {
-				p.ApplyDefaults()
-				err = p.Validate()
-			}
-			if (err == nil) != (tc.want == "") || (err != nil && !strings.Contains(err.Error(), tc.want)) {
-				t.Errorf("err %v, want %q", err, tc.want)
-			}
-		})
-	}
-}
-
 func TestLocalBlockers(t *testing.T) {
 	now := time.Date(2026, 3, 4, 3, 30, 0, 0, time.UTC) // a Wednesday
 	cases := []struct {
 		name   string
-		policy Policy
+		policy policy.Policy
 		in     GateInput
 		want   string
 	}{
 		{name: "all clear", in: GateInput{KubeletSince: now.Add(-time.Hour)}},
-		{name: "outside window", policy: Policy{Windows: []Window{{Days: []string{"Sat", "Sun"}, Start: "02:00", End: "05:00", TimeZone: "UTC"}}}, in: GateInput{KubeletSince: now.Add(-time.Hour)}, want: "outside every maintenance window"},
-		{name: "inside window across midnight in a zone", policy: Policy{Windows: []Window{{Days: []string{"Tue"}, Start: "23:00", End: "06:00", TimeZone: "Europe/Berlin"}}}, in: GateInput{KubeletSince: now.Add(-time.Hour)}},
+		{name: "outside window", policy: policy.Policy{Windows: []policy.Window{{Days: []string{"Sat", "Sun"}, Start: "02:00", End: "05:00", TimeZone: "UTC"}}}, in: GateInput{KubeletSince: now.Add(-time.Hour)}, want: "outside every maintenance window"},
+		{name: "inside window across midnight in a zone", policy: policy.Policy{Windows: []policy.Window{{Days: []string{"Tue"}, Start: "23:00", End: "06:00", TimeZone: "Europe/Berlin"}}}, in: GateInput{KubeletSince: now.Add(-time.Hour)}},
 		{name: "cooldown", in: GateInput{KubeletSince: now.Add(-time.Hour), Restarts: []time.Time{now.Add(-10 * time.Minute)}}, want: "within cooldown"},
-		{name: "budget", policy: Policy{Cooldown: Duration{time.Minute}}, in: GateInput{KubeletSince: now.Add(-time.Hour), Restarts: []time.Time{now.Add(-5 * time.Hour), now.Add(-2 * time.Hour)}}, want: "restart budget"},
+		{name: "budget", policy: policy.Policy{Cooldown: policy.Duration{Duration: time.Minute}}, in: GateInput{KubeletSince: now.Add(-time.Hour), Restarts: []time.Time{now.Add(-5 * time.Hour), now.Add(-2 * time.Hour)}}, want: "restart budget"},
 		{name: "uptime", in: GateInput{KubeletSince: now.Add(-time.Minute)}, want: "kubelet up for"},
 		{name: "failed op", in: GateInput{KubeletSince: now.Add(-time.Hour), FailedOps: []*journal.Operation{{ID: "x"}}}, want: "--clear x"},
 	}
@@ -157,7 +126,7 @@ func TestLocalBlockers(t *testing.T) {
 			p.ApplyDefaults()
 			in := tc.in
 			in.Now = now
-			got := strings.Join(p.LocalBlockers(in), "\n")
+			got := strings.Join(LocalBlockers(&p, in), "\n")
 			if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
 				t.Errorf("blockers %q, want %q", got, tc.want)
 			}

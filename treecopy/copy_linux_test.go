@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/evictguard/evictguard/treecopy/treecopytest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/evictguard/evictguard/treecopy/treecopytest"
 )
 
 func TestCopyTreePreservesEverything(t *testing.T) {

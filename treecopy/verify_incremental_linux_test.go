@@ -3,7 +3,6 @@ package treecopy
 import (
 	"context"
 	"errors"
-	"github.com/evictguard/evictguard/treecopy/treecopytest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/evictguard/evictguard/treecopy/treecopytest"
 )
 
 // agePastSlack waits until every ctime stamped so far is older than a time.Now() taken

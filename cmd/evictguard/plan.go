@@ -20,6 +20,7 @@ import (
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/monitor"
+	"github.com/evictguard/evictguard/policy"
 	"github.com/evictguard/evictguard/remediate"
 	"github.com/evictguard/evictguard/systemd"
 )
@@ -35,7 +36,7 @@ type remediationFlags struct {
 	// execute is where a migration's steps run (execAuto, execHere, execHost).
 	execute string
 	// policy, when set (the daemon's --config file), is used instead of policyFile.
-	policy *remediate.Policy
+	policy *policy.Policy
 	// reporter, when set, receives every outcome besides the log and Node Events (the
 	// daemon's remediation counters).
 	reporter journal.Reporter
@@ -62,7 +63,7 @@ func (f *remediationFlags) addFlags(fs *pflag.FlagSet) {
 
 // loadPolicy reads --policy FILE as the config file's policy section is read (strict, with
 // FILE:LINE errors); no file is the default policy (a dry run).
-func loadPolicy(path string) (*remediate.Policy, error) {
+func loadPolicy(path string) (*policy.Policy, error) {
 	var b []byte
 	if path != "" {
 		var err error
@@ -75,7 +76,7 @@ func loadPolicy(path string) (*remediate.Policy, error) {
 
 // remediation is everything plan and apply compute before acting.
 type remediation struct {
-	policy  *remediate.Policy
+	policy  *policy.Policy
 	setup   *setup
 	snap    *monitor.Snapshot
 	tp      *remediate.ThresholdPlan
@@ -200,7 +201,7 @@ func (f *remediationFlags) gates(ctx context.Context, r *remediation) []string {
 	if op, err := remediate.UnfinishedMigration(r.journal); err == nil && op != nil {
 		out = append(out, fmt.Sprintf("migration %s was interrupted after step %q: evictguard migrate --resume or --rollback", op.ID, op.Step))
 	}
-	out = append(out, r.policy.LocalBlockers(in)...)
+	out = append(out, remediate.LocalBlockers(r.policy, in)...)
 	b := r.policy.Blockers
 	if b.AlertmanagerURL != "" {
 		why, err := remediate.AlertBlocker(ctx, nil, b.AlertmanagerURL, b.AlertMatchers)

@@ -9,8 +9,8 @@ import (
 
 	"github.com/evictguard/evictguard/internal/config"
 	"github.com/evictguard/evictguard/internal/hostfs"
+	"github.com/evictguard/evictguard/policy"
 	"github.com/evictguard/evictguard/reclaim"
-	"github.com/evictguard/evictguard/remediate"
 )
 
 // A reload runs in the monitoring loop's goroutine, but the reclaim ladder, the budget
@@ -118,17 +118,17 @@ func (l *logsLive) apply(root hostfs.Root, budget *reclaim.BudgetConfig, pub *re
 // policyLive hands a reloaded remediation policy to the remediation loop, which reads it
 // at the start of each pass (daemonRemediation.start).
 type policyLive struct {
-	p atomic.Pointer[remediate.Policy]
+	p atomic.Pointer[policy.Policy]
 }
 
-func (l *policyLive) set(p *remediate.Policy) {
+func (l *policyLive) set(p *policy.Policy) {
 	if l != nil {
 		l.p.Store(p)
 	}
 }
 
 // get returns the latest reloaded policy, or def when there has been none.
-func (l *policyLive) get(def *remediate.Policy) *remediate.Policy {
+func (l *policyLive) get(def *policy.Policy) *policy.Policy {
 	if l == nil {
 		return def
 	}

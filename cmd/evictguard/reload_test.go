@@ -15,8 +15,8 @@ import (
 	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/monitor/feed"
+	"github.com/evictguard/evictguard/policy"
 	"github.com/evictguard/evictguard/reclaim"
-	"github.com/evictguard/evictguard/remediate"
 )
 
 // syncBuffer is a log sink for concurrent writers.
@@ -360,7 +360,7 @@ func TestReloadPolicyFile(t *testing.T) {
 			}
 			tick := time.NewTicker(time.Hour)
 			defer tick.Stop()
-			running := func() *remediate.Policy { return o.remediation.live.get(o.remediation.Policy) }
+			running := func() *policy.Policy { return o.remediation.live.get(o.remediation.Policy) }
 			if p := running(); !p.Dry() || p.MaxRestartsPerDay != 1 {
 				t.Fatalf("policy at start %+v, want the --policy file's", p)
 			}

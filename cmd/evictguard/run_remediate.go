@@ -13,6 +13,7 @@ import (
 
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/monitor"
+	"github.com/evictguard/evictguard/policy"
 	"github.com/evictguard/evictguard/reclaim"
 	"github.com/evictguard/evictguard/remediate"
 )
@@ -25,7 +26,7 @@ import (
 type daemonRemediation struct {
 	policyFile, stateDir, unit, busAddress, healthz string
 	// Policy, when set (from the --config file's policy), is used instead of policyFile.
-	Policy *remediate.Policy
+	Policy *policy.Policy
 
 	// reporter, when set, also receives every outcome (the remediation counters).
 	reporter journal.Reporter

@@ -10,6 +10,7 @@ import (
 
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/monitor"
+	"github.com/evictguard/evictguard/policy"
 	"github.com/evictguard/evictguard/reclaim"
 	"github.com/evictguard/evictguard/remediate"
 	"github.com/evictguard/evictguard/treecopy"
@@ -70,14 +71,14 @@ func TestLadderEscalationQueuesRemediationPass(t *testing.T) {
 	dry, wet := true, false
 	tests := []struct {
 		name     string
-		policy   *remediate.Policy
+		policy   *policy.Policy
 		running  bool
 		wantRes  string
 		wantWhat string
 	}{
-		{"dry-run policy", &remediate.Policy{DryRun: &dry}, true, journal.ResultApplied, "remediation pass queued (threshold rewrite under the remediation policy, a dry run)"},
-		{"acting policy", &remediate.Policy{DryRun: &wet}, true, journal.ResultApplied, "remediation pass queued (threshold rewrite under the remediation policy)"},
-		{"not running", &remediate.Policy{DryRun: &dry}, false, journal.ResultFailed, "remediation is not running"},
+		{"dry-run policy", &policy.Policy{DryRun: &dry}, true, journal.ResultApplied, "remediation pass queued (threshold rewrite under the remediation policy, a dry run)"},
+		{"acting policy", &policy.Policy{DryRun: &wet}, true, journal.ResultApplied, "remediation pass queued (threshold rewrite under the remediation policy)"},
+		{"not running", &policy.Policy{DryRun: &dry}, false, journal.ResultFailed, "remediation is not running"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

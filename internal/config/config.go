@@ -29,8 +29,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/evictguard/evictguard/journal"
+	"github.com/evictguard/evictguard/policy"
 	"github.com/evictguard/evictguard/reclaim"
-	"github.com/evictguard/evictguard/remediate"
 )
 
 // APIVersion and Kind identify the schema.
@@ -40,20 +40,20 @@ const (
 )
 
 // Duration is a time.Duration written as "90s", "1h" (shared with remediate.Policy).
-type Duration = remediate.Duration
+type Duration = policy.Duration
 
 // Configuration is the whole file.
 type Configuration struct {
 	APIVersion string `json:"apiVersion" yaml:"apiVersion"`
 	Kind       string `json:"kind" yaml:"kind"`
 
-	Monitor    Monitor          `json:"monitor" yaml:"monitor"`
-	Metrics    Metrics          `json:"metrics" yaml:"metrics"`
-	Alerts     Alerts           `json:"alerts" yaml:"alerts"`
-	Kubernetes Kubernetes       `json:"kubernetes" yaml:"kubernetes"`
-	Logs       Logs             `json:"logs" yaml:"logs"`
-	Policy     remediate.Policy `json:"policy" yaml:"policy"`
-	Actions    Actions          `json:"actions" yaml:"actions"`
+	Monitor    Monitor       `json:"monitor" yaml:"monitor"`
+	Metrics    Metrics       `json:"metrics" yaml:"metrics"`
+	Alerts     Alerts        `json:"alerts" yaml:"alerts"`
+	Kubernetes Kubernetes    `json:"kubernetes" yaml:"kubernetes"`
+	Logs       Logs          `json:"logs" yaml:"logs"`
+	Policy     policy.Policy `json:"policy" yaml:"policy"`
+	Actions    Actions       `json:"actions" yaml:"actions"`
 
 	// present holds the key paths of the file it was loaded from, with their lines.
 	present map[string]int
@@ -431,14 +431,8 @@ func (c *Configuration) Validate() error {
 		bad("alerts.criticalHorizon", "%v is longer than monitor.warnHorizon %v (critical must be the nearer horizon)",
 			c.Alerts.CriticalHorizon.Duration, m.WarnHorizon.Duration)
 	}
-	if err := c.Policy.Validate(); err != nil {
-		for _, line := range strings.Split(err.Error(), "\n") {
-			path, msg, ok := strings.Cut(line, ": ")
-			if !ok {
-				path, msg = "", line
-			}
-			bad(strings.TrimSuffix("policy."+path, "."), "%s", msg)
-		}
+	for _, e := range c.Policy.Validate() {
+		bad("policy."+e.Field, "%s", e.Detail)
 	}
 	if !c.Policy.Dry() {
 		// Acting needs somewhere to journal, and the lock/pod blockers need the API server:
@@ -801,17 +795,17 @@ func schemaName(goType string) string {
 		return "actions.reclaim.gc"
 	case "config.ReclaimLogs":
 		return "actions.reclaim.rotatedLogs"
-	case "remediate.Policy":
+	case "policy.Policy":
 		return "policy"
-	case "remediate.Amount":
+	case "policy.Amount":
 		return "policy.headroom/floor"
-	case "remediate.Window":
+	case "policy.Window":
 		return "policy.windows[]"
-	case "remediate.Blockers":
+	case "policy.Blockers":
 		return "policy.blockers"
-	case "remediate.Lock":
+	case "policy.Lock":
 		return "policy.lock"
-	case "remediate.MigrationPolicy":
+	case "policy.MigrationPolicy":
 		return "policy.migration"
 	}
 	return goType
@@ -835,8 +829,8 @@ func Marshal(c *Configuration) ([]byte, error) {
 // configuration's policy section is decoded: strictly (unknown or duplicated keys, a second
 // document, a value of the wrong type are errors), then defaults and validation. Errors are
 // *Errors naming the file and, where known, the line. An empty file is the default policy.
-func LoadPolicy(name string, data []byte) (*remediate.Policy, error) {
-	p := &remediate.Policy{}
+func LoadPolicy(name string, data []byte) (*policy.Policy, error) {
+	p := &policy.Policy{}
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); err != nil {
@@ -857,14 +851,10 @@ func LoadPolicy(name string, data []byte) (*remediate.Policy, error) {
 	lines := map[string]int{}
 	index(&root, "", lines)
 	p.ApplyDefaults()
-	if err := p.Validate(); err != nil {
-		var fes []error
-		for _, line := range strings.Split(err.Error(), "\n") {
-			path, msg, ok := strings.Cut(line, ": ")
-			if !ok {
-				path, msg = "", line
-			}
-			fes = append(fes, &FieldError{Path: path, Msg: msg})
+	if errs := p.Validate(); len(errs) > 0 {
+		fes := make([]error, 0, len(errs))
+		for _, e := range errs {
+			fes = append(fes, &FieldError{Path: e.Field, Msg: e.Detail})
 		}
 		return nil, Positioned(name, errors.Join(fes...), lines)
 	}

@@ -1,7 +1,6 @@
-package remediate
+package policy
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -10,6 +9,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/evictguard/evictguard/kubeletcfg"
 )
@@ -161,85 +161,89 @@ func (p *Policy) Dry() bool { return p.DryRun == nil || *p.DryRun }
 var weekdays = map[string]time.Weekday{"sun": time.Sunday, "mon": time.Monday, "tue": time.Tuesday,
 	"wed": time.Wednesday, "thu": time.Thursday, "fri": time.Friday, "sat": time.Saturday}
 
-// Validate checks every field; errors name the field.
-func (p *Policy) Validate() error {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+// Validate checks every field. Each error names its field (Field is the path below the
+// policy: "windows[0].start") and says what is wrong (Detail), so that a caller can place it
+// in its own file without parsing text.
+func (p *Policy) Validate() field.ErrorList {
+	var errs field.ErrorList
+	bad := func(path *field.Path, value any, format string, args ...any) {
+		errs = append(errs, field.Invalid(path, value, fmt.Sprintf(format, args...)))
 	}
 	for i, s := range p.Signals {
 		switch s {
 		case kubeletcfg.SignalNodeFsAvailable, kubeletcfg.SignalImageFsAvailable, kubeletcfg.SignalNodeFsInodesFree, kubeletcfg.SignalImageFsInodesFree:
 		case kubeletcfg.SignalMemoryAvailable, kubeletcfg.SignalPIDAvailable:
 			if !p.AllowMemoryAndPID {
-				bad(fmt.Sprintf("signals[%d]", i), "%s needs allowMemoryAndPID: true", s)
+				bad(field.NewPath("signals").Index(i), s, "%s needs allowMemoryAndPID: true", s)
 			}
 		default:
-			bad(fmt.Sprintf("signals[%d]", i), "%q is not a signal evictguard changes", s)
+			bad(field.NewPath("signals").Index(i), s, "%q is not a signal evictguard changes", s)
 		}
 	}
-	for name, a := range map[string]Amount{"headroom": p.Headroom, "floor": p.Floor} {
-		if a.Percent < 0 || a.Percent >= 100 {
-			bad(name+".percent", "must be in [0, 100), not %v", a.Percent)
+	for _, a := range []struct {
+		name   string
+		amount Amount
+	}{{"headroom", p.Headroom}, {"floor", p.Floor}} {
+		if a.amount.Percent < 0 || a.amount.Percent >= 100 {
+			bad(field.NewPath(a.name, "percent"), a.amount.Percent, "must be in [0, 100), not %v", a.amount.Percent)
 		}
-		if a.Bytes != "" {
-			q, err := resource.ParseQuantity(a.Bytes)
+		if a.amount.Bytes != "" {
+			q, err := resource.ParseQuantity(a.amount.Bytes)
 			if err != nil || q.Sign() < 0 {
-				bad(name+".bytes", "%q is not a non-negative quantity", a.Bytes)
+				bad(field.NewPath(a.name, "bytes"), a.amount.Bytes, "%q is not a non-negative quantity", a.amount.Bytes)
 			}
 		}
 	}
 	if p.Floor.Percent == 0 && p.Floor.Bytes == "" {
-		bad("floor", "must be set (a threshold of 0 disables eviction)")
+		bad(field.NewPath("floor"), p.Floor, "must be set (a threshold of 0 disables eviction)")
 	}
 	for i, w := range p.Windows {
-		f := fmt.Sprintf("windows[%d]", i)
+		f := field.NewPath("windows").Index(i)
 		if _, err := parseClock(w.Start); err != nil {
-			bad(f+".start", "%v", err)
+			bad(f.Child("start"), w.Start, "%v", err)
 		}
 		if _, err := parseClock(w.End); err != nil {
-			bad(f+".end", "%v", err)
+			bad(f.Child("end"), w.End, "%v", err)
 		}
 		for _, d := range w.Days {
 			if _, ok := weekdays[strings.ToLower(d)[:min(3, len(d))]]; !ok || len(d) < 3 {
-				bad(f+".days", "%q is not a weekday", d)
+				bad(f.Child("days"), d, "%q is not a weekday", d)
 			}
 		}
 		if _, err := time.LoadLocation(w.TimeZone); err != nil {
-			bad(f+".timeZone", "%v", err)
+			bad(f.Child("timeZone"), w.TimeZone, "%v", err)
 		}
 	}
 	if p.Cooldown.Duration < 0 || p.MinKubeletUptime.Duration < 0 || p.VerifyTimeout.Duration < 0 || p.StableFor.Duration < 0 {
-		bad("durations", "must not be negative")
+		bad(field.NewPath("durations"), nil, "must not be negative")
 	}
 	if p.MaxRestartsPerDay < 0 {
-		bad("maxRestartsPerDay", "must not be negative")
+		bad(field.NewPath("maxRestartsPerDay"), p.MaxRestartsPerDay, "must not be negative")
 	}
 	if (p.Blockers.AlertmanagerURL == "") != (len(p.Blockers.AlertMatchers) == 0) {
-		bad("blockers", "alertmanagerURL and alertMatchers go together")
+		bad(field.NewPath("blockers"), nil, "alertmanagerURL and alertMatchers go together")
 	}
 	if p.Blockers.PodSelector != "" {
 		if _, err := labels.Parse(p.Blockers.PodSelector); err != nil {
-			bad("blockers.podSelector", "%v", err)
+			bad(field.NewPath("blockers", "podSelector"), p.Blockers.PodSelector, "%v", err)
 		}
 	}
 	if p.Lock.Slots < 0 {
-		bad("lock.slots", "must not be negative")
+		bad(field.NewPath("lock", "slots"), p.Lock.Slots, "must not be negative")
 	}
 	// A slot is held for at most the change plus a rollback, each bounded by verifyTimeout;
 	// it is not renewed meanwhile, so a shorter TTL would let another node take it over.
 	if p.Lock.Slots > 0 && p.Lock.TTL.Duration <= 2*p.VerifyTimeout.Duration {
-		bad("lock.ttl", "%s must exceed twice verifyTimeout (%s): the slot is held through a change and its rollback", p.Lock.TTL.Duration, p.VerifyTimeout.Duration)
+		bad(field.NewPath("lock", "ttl"), p.Lock.TTL.String(), "%s must exceed twice verifyTimeout (%s): the slot is held through a change and its rollback", p.Lock.TTL.Duration, p.VerifyTimeout.Duration)
 	}
 	if p.WriteMethod != "" {
 		switch kubeletcfg.WriteMethod(p.WriteMethod) {
 		case kubeletcfg.MethodLegacyDropIn, kubeletcfg.MethodSystemdDropIn, kubeletcfg.MethodConfigDir, kubeletcfg.MethodConfigFile:
 		default:
-			bad("writeMethod", "unknown method %q", p.WriteMethod)
+			bad(field.NewPath("writeMethod"), p.WriteMethod, "unknown method %q", p.WriteMethod)
 		}
 	}
-	p.Migration.validate(bad)
-	return errors.Join(errs...)
+	return append(errs, p.Migration.validate(field.NewPath("migration"))...)
 }
 
 func parseClock(s string) (time.Duration, error) {
