@@ -57,7 +57,7 @@ func TestAlertsDirectFeed(t *testing.T) {
 		if a.Labels["severity"] != "warning" && a.Labels["severity"] != "critical" {
 			t.Errorf("severity = %q", a.Labels["severity"])
 		}
-		if a.GeneratorURL != "http://"+listen+"/metrics" || !strings.HasSuffix(a.Annotations["runbook_url"], "#alert-evictionimminent") {
+		if a.GeneratorURL != "http://"+listen+"/metrics" || !strings.HasSuffix(a.Annotations["runbook_url"], "docs/runbooks/EvictionImminent.md") {
 			t.Errorf("generatorURL %q annotations %v", a.GeneratorURL, a.Annotations)
 		}
 		// endsAt is a few resends ahead: a dead daemon's alerts expire on their own.

@@ -49,7 +49,7 @@ func TestMetricsAuthAgainstAPIServer(t *testing.T) {
 	if auth != "kubernetes" {
 		t.Fatal("the remediation overlay's config does not set metrics.auth: kubernetes")
 	}
-	// Prometheus' ServiceAccount, bound as README says; another ServiceAccount without it.
+	// Prometheus' ServiceAccount, bound as docs/install.md#metrics-authentication says; another ServiceAccount without it.
 	for _, ns := range []string{"monitoring"} {
 		if _, err := a.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)

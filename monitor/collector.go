@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Namespace is the prefix of every metric evictguard exports (README.md#metrics-reference).
+// Namespace is the prefix of every metric evictguard exports (docs/metrics.md).
 const Namespace = "evictguard"
 
 // Snapshotter is what the collector reads at scrape time: *Monitor satisfies it.

@@ -4,7 +4,7 @@ import (
 	"time"
 )
 
-// Role says what a filesystem is to the kubelet (README.md#filesystems-and-signals).
+// Role says what a filesystem is to the kubelet (docs/architecture.md#filesystems-and-signals).
 type Role string
 
 // Filesystem roles.
@@ -99,7 +99,7 @@ type FilesystemStatus struct {
 	Error             string   `json:"error,omitempty"`
 }
 
-// SignalStatus is one eviction signal against its effective threshold (README.md#filesystems-and-signals).
+// SignalStatus is one eviction signal against its effective threshold (docs/architecture.md#filesystems-and-signals).
 type SignalStatus struct {
 	Signal string `json:"signal"`
 	Kind   string `json:"kind"`

@@ -207,7 +207,7 @@ type DockerOptions struct {
 	DaemonJSON string
 }
 
-// StartDocker starts dockerd the way the harness does it (README.md#the-test-harness) and waits for /_ping.
+// StartDocker starts dockerd the way the harness does it (docs/development.md#the-test-harness) and waits for /_ping.
 func StartDocker(t testing.TB, opts DockerOptions) *Docker {
 	t.Helper()
 	RequireRoot(t)

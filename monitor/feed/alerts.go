@@ -34,8 +34,9 @@ const (
 	SeverityCritical = "critical"
 )
 
-// RunbookBase is where each alert's runbook lives: RunbookBase + lower-case alert name.
-const RunbookBase = "https://github.com/evictguard/evictguard/blob/main/README.md#alert-"
+// RunbookBase is where each alert's runbook lives: RunbookBase + alert name + ".md", the
+// same page the shipped rules' runbook_url names.
+const RunbookBase = "https://github.com/evictguard/evictguard/blob/main/docs/runbooks/"
 
 // Policy says when an eviction is "imminent"; the defaults are the shipped rules'.
 type Policy struct {
@@ -83,18 +84,8 @@ type Alert struct {
 // Key identifies an alert across snapshots.
 func (a Alert) Key() string { return a.Name + "/" + a.Severity + "/" + a.Signal + "/" + a.Kind }
 
-// RunbookURL is the alert's README anchor.
-func (a Alert) RunbookURL() string { return RunbookBase + lower(a.Name) }
-
-func lower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
-}
+// RunbookURL is the alert's runbook page.
+func (a Alert) RunbookURL() string { return RunbookBase + a.Name + ".md" }
 
 // Tracker turns successive snapshots into firing alerts with the rules' `for:` and
 // hysteresis. Safe for concurrent use.

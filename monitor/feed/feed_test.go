@@ -162,7 +162,7 @@ func TestAlertmanagerFeed(t *testing.T) {
 			t.Errorf("label %s = %q, want %q", k, a.Labels[k], v)
 		}
 	}
-	if !a.EndsAt.After(time.Now()) || a.GeneratorURL != "http://n1:9847/metrics" || !strings.HasSuffix(a.Annotations["runbook_url"], "#alert-evictionimminent") {
+	if !a.EndsAt.After(time.Now()) || a.GeneratorURL != "http://n1:9847/metrics" || !strings.HasSuffix(a.Annotations["runbook_url"], "docs/runbooks/EvictionImminent.md") {
 		t.Errorf("alert = %+v", a)
 	}
 	// Re-sent while active.
