@@ -212,10 +212,11 @@ func b2f(b bool) float64 {
 
 // RemediationActions and RemediationResults are the label values of
 // evictguard_remediation_attempts_total exported from zero, so that increase() and absent()
-// work from the start. They are remediate's action kinds and report results (remediate
-// imports monitor, so they are repeated here; NewRemediationMetrics takes the real lists).
+// work from the start: the journal's operation kinds the daemon's remediation pass reports,
+// and its report results (journal.Kind*, journal.Result*; the daemon passes those lists, a
+// test in cmd/evictguard checks they match).
 var (
-	RemediationActions = []string{"threshold-rewrite", "dataroot-migration", "log-budget"}
+	RemediationActions = []string{"threshold-rewrite", "migrate-data-root"}
 	RemediationResults = []string{"applied", "failed", "rolled-back", "blocked", "recovered"}
 )
 

@@ -150,7 +150,7 @@ func TestMetricsPromtool(t *testing.T) {
 	body := get(t, srv.URL+"/metrics", http.StatusOK)
 	for _, want := range []string{
 		`evictguard_build_info{goversion="go1.26",revision="abc",version="test"} 1`,
-		`evictguard_remediation_attempts_total{action="dataroot-migration",result="failed"} 0`,
+		`evictguard_remediation_attempts_total{action="migrate-data-root",result="failed"} 0`,
 		`evictguard_remediation_attempts_total{action="threshold-rewrite",result="blocked"} 1`,
 		`evictguard_thresholds_configz_checked 0`,
 		`evictguard_filesystem_capacity_bytes{device="/dev/sda1",mountpoint="/",path="/var/lib/kubelet",role="nodefs"} 1000`,

@@ -247,7 +247,7 @@ func startOutputs(ctx context.Context, g *globalOptions, o *runOptions, s *setup
 		if err != nil {
 			return nil, problem(err)
 		}
-		rm, err := monitor.NewRemediationMetrics(reg, nil, nil)
+		rm, err := monitor.NewRemediationMetrics(reg, remediationActions, remediationResults)
 		if err != nil {
 			return nil, problem(err)
 		}

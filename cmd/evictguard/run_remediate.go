@@ -68,6 +68,13 @@ func (d *daemonRemediation) Escalate(_ context.Context, e reclaim.Escalation) (s
 	}
 }
 
+// remediationActions and remediationResults are what the remediation pass reports, exported
+// from zero in evictguard_remediation_attempts_total.
+var (
+	remediationActions = []string{journal.KindThresholdRewrite, journal.KindMigrateDataRoot}
+	remediationResults = []string{journal.ResultApplied, journal.ResultFailed, journal.ResultRolledBack, journal.ResultBlocked, journal.ResultRecovered}
+)
+
 // metricsReporter counts remediation outcomes in evictguard_remediation_attempts_total.
 type metricsReporter struct{ m *monitor.RemediationMetrics }
 

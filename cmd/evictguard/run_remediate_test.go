@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -233,4 +234,23 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels ma
 	}
 	t.Fatalf("no %s%v", name, labels)
 	return 0
+}
+
+// TestRemediationLabelsMatchMonitor: the action and result label values exported from zero
+// are the ones the remediation pass reports, and monitor's defaults (for callers without the
+// journal's lists) say the same.
+func TestRemediationLabelsMatchMonitor(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		got, want []string
+	}{
+		{"actions", remediationActions, monitor.RemediationActions},
+		{"results", remediationResults, monitor.RemediationResults},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !slices.Equal(tc.got, tc.want) {
+				t.Errorf("the daemon exports %q from zero, monitor's defaults are %q", tc.got, tc.want)
+			}
+		})
+	}
 }
