@@ -16,6 +16,7 @@ import (
 	"github.com/evictguard/evictguard/internal/hostfs"
 	"github.com/evictguard/evictguard/internal/kube"
 	"github.com/evictguard/evictguard/journal"
+	"github.com/evictguard/evictguard/lease"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/systemd"
 	"github.com/evictguard/evictguard/treecopy"
@@ -108,7 +109,7 @@ type MigrateOptions struct {
 	Drain        bool
 	DrainTimeout time.Duration // default 5m
 	// Lock, if set, is the cluster Lease taken for the duration of the migration.
-	Lock *LeaseLock
+	Lock *lease.Lock
 
 	Journal *journal.Journal
 	Systemd MigrateSystemd

@@ -14,6 +14,7 @@ import (
 
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/kubeletcfg"
+	"github.com/evictguard/evictguard/lease"
 	"github.com/evictguard/evictguard/remediate"
 	"github.com/evictguard/evictguard/systemd"
 )
@@ -143,10 +144,10 @@ func runApply(ctx context.Context, g *globalOptions, o *applyOptions) error {
 		}
 	}
 
-	var lock *remediate.LeaseLock
+	var lock *lease.Lock
 	slot := ""
 	if r.policy.Lock.Slots > 0 {
-		lock = &remediate.LeaseLock{Client: r.kube, Namespace: r.policy.Lock.Namespace, Name: r.policy.Lock.Name,
+		lock = &lease.Lock{Client: r.kube, Namespace: r.policy.Lock.Namespace, Name: r.policy.Lock.Name,
 			Slots: r.policy.Lock.Slots, TTL: r.policy.Lock.TTL.Duration, Identity: o.nodeName}
 		var why string
 		slot, why, err = lock.Acquire(ctx)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/evictguard/evictguard/hostexec"
 	"github.com/evictguard/evictguard/journal"
+	"github.com/evictguard/evictguard/lease"
 	"github.com/evictguard/evictguard/remediate"
 	"github.com/evictguard/evictguard/treecopy"
 )
@@ -41,7 +42,7 @@ func (f *remediationFlags) migrateOptions(g *globalOptions, r *remediation, runt
 		return mo, fmt.Errorf("policy migration.minFree: %w", err)
 	}
 	if r.policy.Lock.Slots > 0 {
-		mo.Lock = &remediate.LeaseLock{Client: r.kube, Namespace: r.policy.Lock.Namespace, Name: r.policy.Lock.Name,
+		mo.Lock = &lease.Lock{Client: r.kube, Namespace: r.policy.Lock.Namespace, Name: r.policy.Lock.Name,
 			Slots: r.policy.Lock.Slots, TTL: mp.LockTTL.Duration, Identity: f.nodeName}
 	}
 	migrateHooks(g, &mo)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/evictguard/evictguard/hostexec"
 	"github.com/evictguard/evictguard/journal"
+	"github.com/evictguard/evictguard/lease"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/remediate"
 	"github.com/evictguard/evictguard/systemd"
@@ -156,7 +157,7 @@ func (o *migrateOptions) options(ctx context.Context, g *globalOptions) (remedia
 		return mo, errors.New("--drain and --lock-slots need --kubeconfig and --node-name")
 	}
 	if o.lockSlots > 0 {
-		mo.Lock = &remediate.LeaseLock{Client: mo.Kube, Namespace: o.lockNamespace, Name: o.lockName, Slots: o.lockSlots, TTL: o.lockTTL, Identity: o.nodeName}
+		mo.Lock = &lease.Lock{Client: mo.Kube, Namespace: o.lockNamespace, Name: o.lockName, Slots: o.lockSlots, TTL: o.lockTTL, Identity: o.nodeName}
 	}
 	migrateHooks(g, &mo)
 	return mo, nil

@@ -10,6 +10,7 @@ import (
 
 	"github.com/evictguard/evictguard/hostexec"
 	"github.com/evictguard/evictguard/journal"
+	"github.com/evictguard/evictguard/lease"
 	"github.com/evictguard/evictguard/remediate"
 )
 
@@ -54,7 +55,7 @@ func TestUnitArgs(t *testing.T) {
 	x := &migrationRunner{g: g, mode: execHost, stateDir: "/var/lib/evictguard"}
 	mo := remediate.MigrateOptions{DockerSocket: "/host/var/run/docker.sock", DockerConfig: "/etc/docker/daemon.json",
 		KubeletHealthz: "http://127.0.0.1:10248/healthz", StableFor: 5 * time.Second, Checksums: true, NodeName: "node-1",
-		Lock: &remediate.LeaseLock{Namespace: "evictguard", Name: "evictguard-restart", Slots: 1, TTL: 10 * time.Minute}}
+		Lock: &lease.Lock{Namespace: "evictguard", Name: "evictguard-restart", Slots: 1, TTL: 10 * time.Minute}}
 	got := x.unitArgs(mo, "op-1", actionResume, nil)
 	want := []string{"migrate", "--resume", "--op", "op-1", "--execute", "here", "--host-root", "/", "--state-dir", "/var/lib/evictguard",
 		"--log-level", "debug", "--bus-address", "unix:path=/run/dbus/system_bus_socket", "--docker-socket", "/var/run/docker.sock",

@@ -1,4 +1,4 @@
-package remediate
+package lease
 
 import (
 	"context"
@@ -23,7 +23,7 @@ func lease(name, holder string, renew time.Time, ttl int32) *coordinationv1.Leas
 	return l
 }
 
-func TestLeaseLockAcquire(t *testing.T) {
+func TestLockAcquire(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	cases := []struct {
 		name     string
@@ -47,7 +47,7 @@ func TestLeaseLockAcquire(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			l := &LeaseLock{Client: kubetest.New(c), Namespace: "kube-system", Name: "eg", Slots: 2, TTL: time.Minute, Identity: "a", Now: func() time.Time { return now }}
+			l := &Lock{Client: kubetest.New(c), Namespace: "kube-system", Name: "eg", Slots: 2, TTL: time.Minute, Identity: "a", Now: func() time.Time { return now }}
 			slot, why, err := l.Acquire(context.Background())
 			if err != nil {
 				t.Fatal(err)
@@ -77,9 +77,9 @@ func TestLeaseLockAcquire(t *testing.T) {
 }
 
 // Release leaves a slot alone that another node has taken over meanwhile.
-func TestLeaseLockReleaseNotOurs(t *testing.T) {
+func TestLockReleaseNotOurs(t *testing.T) {
 	c := fake.NewClientset(lease("eg-0", "b", time.Now(), 60))
-	l := &LeaseLock{Client: kubetest.New(c), Namespace: "kube-system", Name: "eg", Slots: 1, TTL: time.Minute, Identity: "a"}
+	l := &Lock{Client: kubetest.New(c), Namespace: "kube-system", Name: "eg", Slots: 1, TTL: time.Minute, Identity: "a"}
 	if err := l.Release(context.Background(), "eg-0"); err != nil {
 		t.Fatal(err)
 	}
