@@ -18,7 +18,7 @@ import (
 	"github.com/evictguard/evictguard/e2e/harness"
 	"github.com/evictguard/evictguard/hostexec"
 	"github.com/evictguard/evictguard/journal"
-	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/migration"
 )
 
 // unitLoadState is the LoadState of a unit of the sandboxed manager ("not-found" once a
@@ -74,13 +74,13 @@ func TestMigrateOnHostUnit(t *testing.T) {
 	hold := filepath.Join(harness.TempDir(t, "hold"), "release")
 
 	cmd := exec.Command(evictguardBinary(t), m.args("--to", to, "--execute", "host")...)
-	cmd.Env = append(os.Environ(), "EVICTGUARD_TEST_HOLD_AFTER="+remediate.MigStepStop+"="+hold)
+	cmd.Env = append(os.Environ(), "EVICTGUARD_TEST_HOLD_AFTER="+migration.StepStop+"="+hold)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	op := waitOp(t, m.stateDir, remediate.MigStepStop, 2*time.Minute)
+	op := waitOp(t, m.stateDir, migration.StepStop, 2*time.Minute)
 	unit := hostexec.UnitName(op.ID)
 	conn := m.sd.Conn(t)
 	if s := unitLoadState(t, conn, unit); s != "loaded" {
@@ -223,9 +223,9 @@ func TestMigrateFromDockerContainer(t *testing.T) {
 	for _, h := range op.History {
 		t.Logf("  %-13s %s  %s", h.Step, h.At.Format("15:04:05.000"), h.Note)
 		switch h.Step {
-		case remediate.MigStepPreverify:
+		case migration.StepPreverify:
 			stopped = h.At // the stop step begins
-		case remediate.MigStepStartRuntime:
+		case migration.StepStartRuntime:
 			started = h.At
 		}
 	}

@@ -16,7 +16,7 @@ import (
 
 	"github.com/evictguard/evictguard/e2e/harness"
 	"github.com/evictguard/evictguard/journal"
-	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/migration"
 	"github.com/evictguard/evictguard/treecopy"
 )
 
@@ -163,10 +163,10 @@ func TestMigrateContainerd(t *testing.T) {
 	}
 	for _, h := range ops[0].History {
 		t.Logf("  %-14s %s", h.Step, h.Note)
-		if h.Step == remediate.MigStepKubelet && !strings.Contains(h.Note, "healthy") {
+		if h.Step == migration.StepKubelet && !strings.Contains(h.Note, "healthy") {
 			t.Errorf("kubelet step: %q", h.Note)
 		}
-		if h.Step == remediate.MigStepStartRuntime && !strings.Contains(h.Note, to) {
+		if h.Step == migration.StepStartRuntime && !strings.Contains(h.Note, to) {
 			t.Errorf("start-runtime step does not report the new root: %q", h.Note)
 		}
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/evictguard/evictguard/journal"
-	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/migration"
 )
 
 // crashAt runs a migration that SIGKILLs itself right after step (the journaled test hook).
@@ -42,7 +42,7 @@ func TestMigrateCrashResume(t *testing.T) {
 	m := startDockerMigration(t, 96<<20, 96<<20)
 	cur, other := filepath.Join(m.a, "docker"), filepath.Join(m.b, "docker")
 	digest, lines := dataDigestLines(t, cur)
-	for _, step := range remediate.MigrateSteps {
+	for _, step := range migration.Steps {
 		m.crashAt(t, step, other)
 		out, errOut, code := runEvictguardEnv(t, nil, m.args("--resume")...)
 		if code != 0 {
@@ -75,7 +75,7 @@ func TestMigrateCrashRollback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, step := range remediate.MigrateSteps {
+	for _, step := range migration.Steps {
 		m.crashAt(t, step, to)
 		out, errOut, code := runEvictguardEnv(t, nil, m.args("--rollback")...)
 		if code != 0 {
@@ -112,7 +112,7 @@ func TestMigrateResumeKeepsPlanOptions(t *testing.T) {
 	m := startDockerMigration(t, 96<<20, 96<<20)
 	from, to := filepath.Join(m.a, "docker"), filepath.Join(m.b, "docker")
 	digest, lines := dataDigestLines(t, from)
-	out, errOut, code := runEvictguardEnv(t, []string{"EVICTGUARD_TEST_CRASH_AFTER=" + remediate.MigStepPrecopy},
+	out, errOut, code := runEvictguardEnv(t, []string{"EVICTGUARD_TEST_CRASH_AFTER=" + migration.StepPrecopy},
 		m.args("--to", to, "--keep-old", "--checksums")...)
 	if code != -1 || !strings.Contains(errOut, "TEST HOOK: killing evictguard") {
 		t.Fatalf("crash after precopy: exit %d, want killed\n%s\n%s", code, out, errOut)
@@ -130,9 +130,9 @@ func TestMigrateResumeKeepsPlanOptions(t *testing.T) {
 	var verify, preverify string
 	for _, h := range op.History {
 		switch h.Step {
-		case remediate.MigStepVerify:
+		case migration.StepVerify:
 			verify = h.Note
-		case remediate.MigStepPreverify:
+		case migration.StepPreverify:
 			preverify = h.Note
 		}
 	}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/evictguard/evictguard/e2e/harness"
 	"github.com/evictguard/evictguard/journal"
-	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/migration"
 )
 
 // daemonMigration is a dockerMigration whose nodefs tmpfs also holds the root dir of a real
@@ -241,7 +241,7 @@ func TestMigrateDaemon(t *testing.T) {
 func TestMigrateDaemonRecovers(t *testing.T) {
 	dm := startDaemonMigration(t)
 	policy := dm.policy(t, false)
-	out, errOut, code := runEvictguardEnv(t, []string{"EVICTGUARD_TEST_CRASH_AFTER=" + remediate.MigStepVerify},
+	out, errOut, code := runEvictguardEnv(t, []string{"EVICTGUARD_TEST_CRASH_AFTER=" + migration.StepVerify},
 		append([]string{"apply", "--yes"}, dm.nodeArgs(policy)...)...)
 	if code != -1 && code != 137 {
 		t.Fatalf("apply with a crash after verify: exit %d\n%s\n%s", code, out, errOut)
@@ -250,7 +250,7 @@ func TestMigrateDaemonRecovers(t *testing.T) {
 		t.Errorf("apply did not print the migration plan:\n%s", out)
 	}
 	ops := dm.journalState(t)
-	if last := ops[len(ops)-1]; last.Kind != journal.KindMigrateDataRoot || last.State != journal.StateInProgress || last.Step != remediate.MigStepVerify {
+	if last := ops[len(ops)-1]; last.Kind != journal.KindMigrateDataRoot || last.State != journal.StateInProgress || last.Step != migration.StepVerify {
 		t.Fatalf("journal after the crash: %+v", last)
 	}
 

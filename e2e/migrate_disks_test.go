@@ -18,7 +18,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/evictguard/evictguard/e2e/harness"
-	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/migration"
 	"github.com/evictguard/evictguard/treecopy"
 )
 
@@ -161,7 +161,7 @@ func TestMigrateOverlay2RealDisks(t *testing.T) {
 	if _, err := os.Stat(n.from); !os.IsNotExist(err) {
 		t.Errorf("old root %s still exists: %v", n.from, err)
 	}
-	if pins, err := remediate.FindPins("/", n.to); err != nil || len(pins) == 0 {
+	if pins, err := migration.FindPins("/", n.to); err != nil || len(pins) == 0 {
 		t.Logf("mounts using the new root (running containers): %d %v", len(pins), err)
 	}
 }
@@ -204,7 +204,7 @@ func TestMigrateOverlay2CrashRealDisks(t *testing.T) {
 func crashMatrix(t *testing.T, args func(extra ...string) []string, from, to string, check func(step, finish, root string)) {
 	t.Helper()
 	cur, other := from, to
-	for _, step := range []string{remediate.MigStepPrecopy, remediate.MigStepDelta, remediate.MigStepConfig} {
+	for _, step := range []string{migration.StepPrecopy, migration.StepDelta, migration.StepConfig} {
 		for _, finish := range []string{"--resume", "--rollback"} {
 			out, errOut, code := runEvictguardEnv(t, []string{"EVICTGUARD_TEST_CRASH_AFTER=" + step}, args("--to", other, "--retry")...)
 			if code != -1 || !strings.Contains(errOut, "TEST HOOK: killing evictguard") {
@@ -225,7 +225,7 @@ func crashMatrix(t *testing.T, args func(extra ...string) []string, from, to str
 				}
 				cur, other = other, cur
 			} else {
-				if pins, err := remediate.FindPins("/", other); err != nil || len(pins) > 0 {
+				if pins, err := migration.FindPins("/", other); err != nil || len(pins) > 0 {
 					t.Errorf("after --rollback the abandoned copy %s is in use: %v %v", other, pins, err)
 				}
 				if err := os.RemoveAll(other); err != nil {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/evictguard/evictguard/e2e/harness"
 	"github.com/evictguard/evictguard/journal"
-	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/migration"
 )
 
 // TestMigrateDocker moves a real dockerd's data root (legacy "graph" in daemon.json, as in
@@ -46,7 +46,7 @@ func TestMigrateDocker(t *testing.T) {
 		t.Fatal(err)
 	}
 	ops, _ := j.List()
-	if len(ops) != 1 || ops[0].State != journal.StateDone || ops[0].Step != remediate.MigStepRelease {
+	if len(ops) != 1 || ops[0].State != journal.StateDone || ops[0].Step != migration.StepRelease {
 		t.Fatalf("journal: %+v", ops)
 	}
 	for _, h := range ops[0].History {

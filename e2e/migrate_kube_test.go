@@ -21,7 +21,7 @@ import (
 
 	"github.com/evictguard/evictguard/e2e/harness"
 	"github.com/evictguard/evictguard/journal"
-	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/migration"
 )
 
 const (
@@ -346,9 +346,9 @@ func TestMigrateKubernetesAware(t *testing.T) {
 		notes[h.Step] = h.Note
 		t.Logf("  %-14s %s", h.Step, h.Note)
 	}
-	for step, want := range map[string]string{remediate.MigStepLease: "holding " + drainLockSpace + "/" + drainLockSlot,
-		remediate.MigStepCordon: "already cordoned", remediate.MigStepDrain: "drained", remediate.MigStepUncordon: "left as it was",
-		remediate.MigStepRelease: "released"} {
+	for step, want := range map[string]string{migration.StepLease: "holding " + drainLockSpace + "/" + drainLockSlot,
+		migration.StepCordon: "already cordoned", migration.StepDrain: "drained", migration.StepUncordon: "left as it was",
+		migration.StepRelease: "released"} {
 		if !strings.Contains(notes[step], want) {
 			t.Errorf("journal step %s: %q, want …%s…", step, notes[step], want)
 		}

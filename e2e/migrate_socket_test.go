@@ -11,7 +11,7 @@ import (
 
 	"github.com/evictguard/evictguard/e2e/harness"
 	"github.com/evictguard/evictguard/journal"
-	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/migration"
 )
 
 // socketProbe connects to a socket every 2 ms, as a kubelet, a monitoring agent
@@ -79,8 +79,8 @@ func TestMigrateDockerSocketActivated(t *testing.T) {
 		wantOld    bool   // docker ends on the old root
 	}{
 		{name: "migrate"},
-		{name: "crash after delta, resume", crashAfter: remediate.MigStepDelta, then: "--resume"},
-		{name: "crash after verify, rollback", crashAfter: remediate.MigStepVerify, then: "--rollback", wantOld: true},
+		{name: "crash after delta, resume", crashAfter: migration.StepDelta, then: "--resume"},
+		{name: "crash after verify, rollback", crashAfter: migration.StepVerify, then: "--rollback", wantOld: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -136,12 +136,12 @@ func TestMigrateDockerSocketActivated(t *testing.T) {
 			for _, h := range op.History {
 				t.Logf("  %-14s %s", h.Step, h.Note)
 				switch h.Step {
-				case remediate.MigStepStop:
+				case migration.StepStop:
 					stopped = h.At
 					if !strings.Contains(h.Note, "docker.socket") {
 						t.Errorf("stop step %q does not name docker.socket", h.Note)
 					}
-				case remediate.MigStepConfig:
+				case migration.StepConfig:
 					switched = h.At
 				}
 			}

@@ -17,7 +17,7 @@ import (
 
 	"github.com/evictguard/evictguard/e2e/harness"
 	"github.com/evictguard/evictguard/journal"
-	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/migration"
 	"github.com/evictguard/evictguard/treecopy"
 )
 
@@ -140,7 +140,7 @@ spec:
 		}
 		// Its root filesystem is mounted in the namespace containerd runs in (the sandboxed
 		// systemd's): look through that process's root.
-		pins, err := remediate.FindPins("/", from)
+		pins, err := migration.FindPins("/", from)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -182,7 +182,7 @@ spec:
 		if mp := fsi.GetImageFilesystems()[0].GetFsId().GetMountpoint(); !strings.HasPrefix(mp, to) {
 			t.Errorf("CRI image filesystem %s, want under %s", mp, to)
 		}
-		if pins, err := remediate.FindPins("/", from); err != nil || len(pins) != 0 {
+		if pins, err := migration.FindPins("/", from); err != nil || len(pins) != 0 {
 			t.Errorf("the old root is still used: %v %v", pins, err)
 		}
 		ops := journalOps(t, stateDir)
@@ -192,7 +192,7 @@ spec:
 		}
 		for _, h := range last.History {
 			t.Logf("  %-14s %s", h.Step, h.Note)
-			if h.Step == remediate.MigStepStop && !strings.Contains(h.Note, "default/app-") {
+			if h.Step == migration.StepStop && !strings.Contains(h.Note, "default/app-") {
 				t.Errorf("the stop step does not name the pod it stopped: %q", h.Note)
 			}
 		}
@@ -230,7 +230,7 @@ func TestMigrateDurableBeforeConfig(t *testing.T) {
 	stats := bdiStats(t, disk.Device)
 	disk.Sync(t)
 	dirty0, writeback0 := stats()
-	out, errOut, code := runEvictguardEnv(t, []string{"EVICTGUARD_TEST_CRASH_AFTER=" + remediate.MigStepVerify}, args...)
+	out, errOut, code := runEvictguardEnv(t, []string{"EVICTGUARD_TEST_CRASH_AFTER=" + migration.StepVerify}, args...)
 	if code != -1 || !strings.Contains(errOut, "TEST HOOK: killing evictguard") {
 		t.Fatalf("crash after verify: exit %d, want killed\n%s\n%s", code, out, errOut)
 	}

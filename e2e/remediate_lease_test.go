@@ -15,12 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evictguard/evictguard/lease"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/evictguard/evictguard/e2e/harness"
 	"github.com/evictguard/evictguard/internal/kube"
-	"github.com/evictguard/evictguard/remediate"
 )
 
 // Environment of a lease contender (this test binary re-executed; see TestRemediateLeaseChild).
@@ -37,12 +38,12 @@ const (
 	leaseHold  = time.Second // how long a contender "restarts its kubelet"
 )
 
-func leaseLock(c kube.Interface, node string) *remediate.LeaseLock {
-	return &remediate.LeaseLock{Client: c, Namespace: "kube-system", Name: "evictguard-restart", Slots: leaseSlots, TTL: leaseTTL, Identity: node}
+func leaseLock(c kube.Interface, node string) *lease.Lock {
+	return &lease.Lock{Client: c, Namespace: "kube-system", Name: "evictguard-restart", Slots: leaseSlots, TTL: leaseTTL, Identity: node}
 }
 
 // TestRemediateLeaseChild is one contender, run only as a re-executed child of
-// TestRemediateLeaseConcurrency: with the product's LeaseLock against the real API server it
+// TestRemediateLeaseConcurrency: with the product's lease.Lock against the real API server it
 // takes a slot (retrying with jitter while all are held), holds it as long as a restart would
 // take, releases it, and prints "HELD slot startNanos endNanos" per round. With
 // EVICTGUARD_E2E_LEASE_CRASH it prints "ACQUIRED slot nanos" and SIGKILLs itself holding it.
@@ -97,7 +98,7 @@ type holdInterval struct {
 }
 
 // TestRemediateLeaseConcurrency runs five contenders — separate processes with different node
-// names, each driving the product's LeaseLock against a real kube-apiserver with 2 slots — and
+// names, each driving the product's lease.Lock against a real kube-apiserver with 2 slots — and
 // samples the Leases every 100 ms: never more than 2 are held at once, and the holders' own
 // hold intervals never overlap more than 2 deep. One contender is SIGKILLed while holding a
 // slot; once its TTL runs out the others take that slot over, and all finish.

@@ -19,7 +19,7 @@ import (
 	"github.com/evictguard/evictguard/e2e/harness"
 	"github.com/evictguard/evictguard/hostexec"
 	"github.com/evictguard/evictguard/journal"
-	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/migration"
 )
 
 // remediationObjects renders the remediation overlay for the pod node: its own config (the
@@ -140,8 +140,8 @@ func TestRemediationPodMigratesContainerd(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	env := map[string]string{"EVICTGUARD_TEST_HOLD_AFTER": remediate.MigStepPrecopy + "=" + hold(remediate.MigStepPrecopy) + "," +
-		remediate.MigStepStop + "=" + hold(remediate.MigStepStop)}
+	env := map[string]string{"EVICTGUARD_TEST_HOLD_AFTER": migration.StepPrecopy + "=" + hold(migration.StepPrecopy) + "," +
+		migration.StepStop + "=" + hold(migration.StepStop)}
 	n.applyObjects(t, n.remediationObjects(t, stateDir, env))
 	pod := n.waitReadyPod(t, ref, 120*time.Second)
 	imagesBefore := n.c.Ctr(t, "images", "ls", "-q")
@@ -156,7 +156,7 @@ func TestRemediationPodMigratesContainerd(t *testing.T) {
 	filled := time.Now()
 
 	diag := func() string { return "pods' logs:\n" + n.podLog(t) }
-	op := waitOp(t, stateDir, remediate.MigStepPrecopy, 2*time.Minute, diag)
+	op := waitOp(t, stateDir, migration.StepPrecopy, 2*time.Minute, diag)
 	t.Logf("operation %s begun %s after the writer started (nodefs in warning by its prediction); held after the pre-copy", op.ID, time.Since(filled).Round(100*time.Millisecond))
 	conn := n.sd.Conn(t)
 	unit := hostexec.UnitName(op.ID)
@@ -175,12 +175,12 @@ func TestRemediationPodMigratesContainerd(t *testing.T) {
 	}
 	n.waitPodLog(t, "adopting the data-root migration running on the host", 90*time.Second)
 	t.Logf("SIGKILLed pid %d; the restarted container adopted %s", pids[0], unit)
-	release(remediate.MigStepPrecopy)
+	release(migration.StepPrecopy)
 
 	// 2. In the stopped window (kubelet and containerd stopped, the pods' sandboxes with
 	// them), the pod is deleted: the API server marks it, the kubelet finishes it when it is
 	// back, and the DaemonSet's next pod finds the operation.
-	waitOp(t, stateDir, remediate.MigStepStop, time.Minute, diag)
+	waitOp(t, stateDir, migration.StepStop, time.Minute, diag)
 	if err := n.a.Client.CoreV1().Pods("evictguard").Delete(ctx, pod.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +188,7 @@ func TestRemediationPodMigratesContainerd(t *testing.T) {
 		t.Errorf("evictguard run processes in the stopped window: %v", pids)
 	}
 	t.Logf("deleted pod %s in the stopped window", pod.Name)
-	release(remediate.MigStepStop)
+	release(migration.StepStop)
 
 	// 3. The stop takes the pods down with containerd; afterwards a pod reports the outcome.
 	var done *journal.Operation

@@ -70,7 +70,7 @@ func (m *MigrationPolicy) applyDefaults() {
 	}
 }
 
-// Margin returns MinFree as MigrateOptions' margin (bytes, percent of the data); zero for the
+// Margin returns MinFree as migration.Options' margin (bytes, percent of the data); zero for the
 // default.
 func (m *MigrationPolicy) Margin() (bytes int64, percent float64, err error) {
 	if m.MinFree == "" {

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/evictguard/evictguard/migration"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/policy"
 	"github.com/evictguard/evictguard/treecopy"
@@ -22,8 +23,8 @@ type MigrationDecision struct {
 	// Reasons explain the decision; Refusals are why it must not be carried out now.
 	Reasons  []string
 	Refusals []string
-	// Preflight is `evictguard migrate`'s preflight (PlanMigration), when it ran.
-	Preflight *MigrationPlan
+	// Preflight is `evictguard migrate`'s preflight (migration.NewPlan), when it ran.
+	Preflight *migration.Plan
 }
 
 // Act reports whether the migration is offered: allowed, needed, and the preflight passed.
@@ -38,8 +39,8 @@ func (d *MigrationDecision) NeedsPreflight() bool {
 
 // PlanMigrationAction decides, before the preflight, whether the daemon's planner offers
 // migrate-data-root: the policy allows it (migration.to), imagefs shares nodefs and the
-// runtime is docker or containerd (MigrationCandidate), and a disk signal is in warning or
-// breached. When all hold, NeedsPreflight is true: run PlanMigration with Runtime and pass its
+// runtime is docker or containerd (migration.Candidate), and a disk signal is in warning or
+// breached. When all hold, NeedsPreflight is true: run migration.NewPlan with Runtime and pass its
 // plan to AddPreflight.
 func PlanMigrationAction(p *policy.Policy, layout *monitor.Layout, signals []monitor.SignalStatus) *MigrationDecision {
 	d := &MigrationDecision{Enabled: p.Migration.Enabled()}
@@ -47,7 +48,7 @@ func PlanMigrationAction(p *policy.Policy, layout *monitor.Layout, signals []mon
 		d.Reasons = append(d.Reasons, "the policy does not allow migration (no migration.to)")
 		return d
 	}
-	ok, why := MigrationCandidate(layout)
+	ok, why := migration.Candidate(layout)
 	if !ok {
 		d.Refusals = append(d.Refusals, "not migrating the data root: "+why)
 		return d
@@ -75,9 +76,9 @@ func PlanMigrationAction(p *policy.Policy, layout *monitor.Layout, signals []mon
 	return d
 }
 
-// AddPreflight records the preflight (PlanMigration for Runtime and the policy's target): its
+// AddPreflight records the preflight (migration.NewPlan for Runtime and the policy's target): its
 // refusals become the decision's.
-func (d *MigrationDecision) AddPreflight(mp *MigrationPlan) {
+func (d *MigrationDecision) AddPreflight(mp *migration.Plan) {
 	d.Preflight = mp
 	// The preflight judges "on nodefs" by the default kubelet root dir; the planner knows the
 	// monitor's layout, where imagefs (this root) shares nodefs.

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/evictguard/evictguard/migration"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/policy"
 	"github.com/evictguard/evictguard/treecopy"
@@ -27,12 +28,12 @@ func TestPlanMigrationAction(t *testing.T) {
 	breached := withState(sig("imagefs.available", "15%", gib, 10*gib), monitor.StateBreached)
 	ok := withState(sig("nodefs.available", "10%", 8*gib, 10*gib), monitor.StateOK)
 	memWarn := withState(sig("memory.available", "100Mi", 200<<20, 8*gib), monitor.StateWarning)
-	shared := &monitor.Layout{Runtime: RuntimeDocker}
-	sharedCtrd := &monitor.Layout{Runtime: RuntimeContainerd}
-	dedicated := &monitor.Layout{Runtime: RuntimeDocker, DedicatedImageFs: true}
+	shared := &monitor.Layout{Runtime: migration.RuntimeDocker}
+	sharedCtrd := &monitor.Layout{Runtime: migration.RuntimeContainerd}
+	dedicated := &monitor.Layout{Runtime: migration.RuntimeDocker, DedicatedImageFs: true}
 	crio := &monitor.Layout{Runtime: monitor.RuntimeCRIO}
 	dockerOnly := migPolicy("/data/docker")
-	dockerOnly.Migration.Runtime = RuntimeDocker
+	dockerOnly.Migration.Runtime = migration.RuntimeDocker
 	cases := []struct {
 		name          string
 		policy        *policy.Policy
@@ -43,10 +44,10 @@ func TestPlanMigrationAction(t *testing.T) {
 		want          string // in a reason or refusal
 	}{
 		{"policy without migration", migPolicy(""), shared, []monitor.SignalStatus{warn}, false, "", "does not allow migration"},
-		{"warning on a shared imagefs", migPolicy("/data/docker"), shared, []monitor.SignalStatus{warn}, true, RuntimeDocker, "nodefs.available (hard warning)"},
-		{"breached, containerd", migPolicy("/data/containerd"), sharedCtrd, []monitor.SignalStatus{ok, breached}, true, RuntimeContainerd, "imagefs.available (hard breached)"},
-		{"every disk signal ok", migPolicy("/data/docker"), shared, []monitor.SignalStatus{ok}, false, RuntimeDocker, "no disk signal is in warning"},
-		{"memory warning is not a disk signal", migPolicy("/data/docker"), shared, []monitor.SignalStatus{ok, memWarn}, false, RuntimeDocker, "no disk signal is in warning"},
+		{"warning on a shared imagefs", migPolicy("/data/docker"), shared, []monitor.SignalStatus{warn}, true, migration.RuntimeDocker, "nodefs.available (hard warning)"},
+		{"breached, containerd", migPolicy("/data/containerd"), sharedCtrd, []monitor.SignalStatus{ok, breached}, true, migration.RuntimeContainerd, "imagefs.available (hard breached)"},
+		{"every disk signal ok", migPolicy("/data/docker"), shared, []monitor.SignalStatus{ok}, false, migration.RuntimeDocker, "no disk signal is in warning"},
+		{"memory warning is not a disk signal", migPolicy("/data/docker"), shared, []monitor.SignalStatus{ok, memWarn}, false, migration.RuntimeDocker, "no disk signal is in warning"},
 		{"dedicated imagefs", migPolicy("/data/docker"), dedicated, []monitor.SignalStatus{warn}, false, "", "imagefs already has its own filesystem"},
 		{"unknown layout", migPolicy("/data/docker"), nil, []monitor.SignalStatus{warn}, false, "", "layout unknown"},
 		{"cri-o", migPolicy("/data/crio"), crio, []monitor.SignalStatus{warn}, false, "", `runtime "crio" cannot be migrated`},
@@ -76,22 +77,22 @@ func TestPlanMigrationAction(t *testing.T) {
 func TestMigrationDecisionPreflight(t *testing.T) {
 	const gib = int64(1) << 30
 	warn := withState(sig("nodefs.available", "10%", 2*gib, 10*gib), monitor.StateWarning)
-	good := &MigrationPlan{Runtime: RuntimeDocker, From: "/var/lib/docker", To: "/data/docker", Used: treecopy.Usage{Bytes: gib}, ToAvail: 50 * gib}
+	good := &migration.Plan{Runtime: migration.RuntimeDocker, From: "/var/lib/docker", To: "/data/docker", Used: treecopy.Usage{Bytes: gib}, ToAvail: 50 * gib}
 	cases := []struct {
 		name     string
-		plan     *MigrationPlan
+		plan     *migration.Plan
 		wantAct  bool
 		wantText string
 	}{
 		{"passes", good, true, "preflight passed: 1.0 GiB to move"},
-		{"too small", &MigrationPlan{Runtime: RuntimeDocker, Refusals: []string{"--to /data/docker has 100.0 MiB available"}}, false, "migration preflight: --to /data/docker has 100.0 MiB"},
-		{"same filesystem", &MigrationPlan{Runtime: RuntimeDocker, Refusals: []string{"--to /var/lib/docker2 is on the same filesystem"}}, false, "same filesystem"},
-		{"inside the root", &MigrationPlan{Runtime: RuntimeDocker, Refusals: []string{"--to /var/lib/docker/x is inside the current data root"}}, false, "inside the current data root"},
-		{"no d_type", &MigrationPlan{Runtime: RuntimeDocker, Refusals: []string{"does not report d_type; the overlay2 storage driver needs it"}}, false, "d_type"},
+		{"too small", &migration.Plan{Runtime: migration.RuntimeDocker, Refusals: []string{"--to /data/docker has 100.0 MiB available"}}, false, "migration preflight: --to /data/docker has 100.0 MiB"},
+		{"same filesystem", &migration.Plan{Runtime: migration.RuntimeDocker, Refusals: []string{"--to /var/lib/docker2 is on the same filesystem"}}, false, "same filesystem"},
+		{"inside the root", &migration.Plan{Runtime: migration.RuntimeDocker, Refusals: []string{"--to /var/lib/docker/x is inside the current data root"}}, false, "inside the current data root"},
+		{"no d_type", &migration.Plan{Runtime: migration.RuntimeDocker, Refusals: []string{"does not report d_type; the overlay2 storage driver needs it"}}, false, "d_type"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			d := PlanMigrationAction(migPolicy("/data/docker"), &monitor.Layout{Runtime: RuntimeDocker}, []monitor.SignalStatus{warn})
+			d := PlanMigrationAction(migPolicy("/data/docker"), &monitor.Layout{Runtime: migration.RuntimeDocker}, []monitor.SignalStatus{warn})
 			d.AddPreflight(tc.plan)
 			if d.Act() != tc.wantAct || d.NeedsPreflight() {
 				t.Fatalf("act %v needs preflight %v, want act %v", d.Act(), d.NeedsPreflight(), tc.wantAct)

@@ -290,3 +290,17 @@ func TestRecover(t *testing.T) {
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestRewriteStepNamesAreStable: the threshold rewrite's step names are persisted in journals
+// on nodes; recovery after an upgrade reads them.
+func TestRewriteStepNamesAreStable(t *testing.T) {
+	for _, tc := range []struct{ got, want string }{
+		{StepWrite, "write"}, {StepReload, "reload"}, {StepRestart, "restart"}, {StepVerify, "verify"},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			if tc.got != tc.want {
+				t.Errorf("step %q, want %q", tc.got, tc.want)
+			}
+		})
+	}
+}

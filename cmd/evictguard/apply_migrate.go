@@ -12,6 +12,7 @@ import (
 	"github.com/evictguard/evictguard/hostexec"
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/lease"
+	"github.com/evictguard/evictguard/migration"
 	"github.com/evictguard/evictguard/remediate"
 	"github.com/evictguard/evictguard/treecopy"
 )
@@ -19,9 +20,9 @@ import (
 // migrateOptions builds the options of `evictguard migrate` from the policy's migration
 // section and the remediation flags, so that plan, apply and the daemon run the same
 // preflight and the same journaled migration as the command.
-func (f *remediationFlags) migrateOptions(g *globalOptions, r *remediation, runtime string) (remediate.MigrateOptions, error) {
+func (f *remediationFlags) migrateOptions(g *globalOptions, r *remediation, runtime string) (migration.Options, error) {
 	mp := &r.policy.Migration
-	mo := remediate.MigrateOptions{
+	mo := migration.Options{
 		Root: g.root(), Runtime: runtime, Target: mp.To, DockerSocket: f.dockerSocket,
 		RuntimeUnits: mp.Units, KubeletUnit: f.unit, KubeletHealthz: f.healthz, StableFor: r.policy.StableFor.Duration,
 		UnitTimeout: mp.UnitTimeout.Duration, KeepOld: mp.KeepOld, Checksums: mp.Checksums,
@@ -32,9 +33,9 @@ func (f *remediationFlags) migrateOptions(g *globalOptions, r *remediation, runt
 		mo.Systemd = r.sd
 	}
 	switch runtime {
-	case remediate.RuntimeDocker:
+	case migration.RuntimeDocker:
 		mo.DockerConfig = mp.Config
-	case remediate.RuntimeContainerd:
+	case migration.RuntimeContainerd:
 		mo.ContainerdConfig = mp.Config
 	}
 	var err error
@@ -62,7 +63,7 @@ func (f *remediationFlags) planMigration(ctx context.Context, g *globalOptions, 
 		d.Refusals = append(d.Refusals, err.Error())
 		return
 	}
-	plan, err := remediate.PlanMigration(ctx, mo)
+	plan, err := migration.NewPlan(ctx, mo)
 	if err != nil {
 		d.Refusals = append(d.Refusals, "migration preflight failed: "+err.Error())
 		return
@@ -76,7 +77,7 @@ func (f *remediationFlags) planMigration(ctx context.Context, g *globalOptions, 
 		d.Refusals = append(d.Refusals, fmt.Sprintf("read %s: %v", plan.Config, err))
 		return
 	}
-	after, err := remediate.SetRuntimeRoot(plan.Runtime, before, plan.To)
+	after, err := migration.SetRuntimeRoot(plan.Runtime, before, plan.To)
 	if err != nil {
 		d.Refusals = append(d.Refusals, fmt.Sprintf("%s: %v", plan.Config, err))
 		return
@@ -152,7 +153,7 @@ func reportUnreported(ctx context.Context, g *globalOptions, j *journal.Journal,
 		default:
 			r.Result = journal.ResultFailed
 		}
-		if p, err := remediate.MigrationPlanOf(op); err == nil {
+		if p, err := migration.PlanOf(op); err == nil {
 			r.Reason = migrationSummary(p) + ": " + r.Reason
 		}
 		migrationReport(ctx, g, rep, r)
@@ -169,7 +170,7 @@ func failedMigrationResult(j *journal.Journal, id string) string {
 	return journal.ResultFailed
 }
 
-func migrationSummary(p *remediate.MigrationPlan) string {
+func migrationSummary(p *migration.Plan) string {
 	return fmt.Sprintf("%s data root %s → %s (%s, expected downtime ~%s)", p.Runtime, p.From, p.To,
 		treecopy.HumanBytes(p.Used.Bytes), p.EstimatedDowntime.Round(time.Second))
 }
@@ -205,7 +206,7 @@ func applyMigration(ctx context.Context, g *globalOptions, o *applyOptions, r *r
 	if err != nil {
 		return usageErr(err)
 	}
-	op, err := remediate.BeginMigration(mo, p)
+	op, err := migration.Begin(mo, p)
 	if err == nil {
 		err = x.run(ctx, mo, op, actionResume)
 	}
@@ -245,10 +246,10 @@ func applyMigration(ctx context.Context, g *globalOptions, o *applyOptions, r *r
 }
 
 // recoverMigration finishes an interrupted migration as `evictguard migrate --resume` does
-// (ResumeMigration: the steps after the last journaled one; a failure before the runtime runs
+// (migration.Resume: the steps after the last journaled one; a failure before the runtime runs
 // on the new root rolls back). Nil when there is none.
 func (f *remediationFlags) recoverMigration(ctx context.Context, g *globalOptions, r *remediation, rep journal.Reporter) error {
-	op, err := remediate.UnfinishedMigration(r.journal)
+	op, err := migration.Unfinished(r.journal)
 	if err != nil || op == nil {
 		return err
 	}

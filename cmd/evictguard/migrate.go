@@ -20,8 +20,8 @@ import (
 	"github.com/evictguard/evictguard/hostexec"
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/lease"
+	"github.com/evictguard/evictguard/migration"
 	"github.com/evictguard/evictguard/monitor"
-	"github.com/evictguard/evictguard/remediate"
 	"github.com/evictguard/evictguard/systemd"
 	"github.com/evictguard/evictguard/treecopy"
 )
@@ -121,8 +121,8 @@ Refusals exit 2 and change nothing.`,
 	return cmd
 }
 
-func (o *migrateOptions) options(ctx context.Context, g *globalOptions) (remediate.MigrateOptions, error) {
-	mo := remediate.MigrateOptions{
+func (o *migrateOptions) options(ctx context.Context, g *globalOptions) (migration.Options, error) {
+	mo := migration.Options{
 		Root: g.root(), Runtime: o.runtime, Target: o.to, DockerSocket: o.dockerSocket, DockerConfig: o.dockerConfig,
 		ContainerdConfig: o.containerdConfig, ContainerdSocket: o.containerdSocket, RuntimeUnits: o.runtimeUnits,
 		KubeletUnit: o.kubeletUnit, KubeletHealthz: o.healthz, StableFor: o.stableFor, UnitTimeout: o.unitTimeout,
@@ -165,7 +165,7 @@ func (o *migrateOptions) options(ctx context.Context, g *globalOptions) (remedia
 
 // migrateHooks sets the progress output and the crash test hook of a migration (shared with
 // apply and the daemon).
-func migrateHooks(g *globalOptions, mo *remediate.MigrateOptions) {
+func migrateHooks(g *globalOptions, mo *migration.Options) {
 	terminal := false
 	if f, ok := g.stderr.(*os.File); ok {
 		terminal = term.IsTerminal(int(f.Fd()))
@@ -227,7 +227,7 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 			return problem(err)
 		}
 		mo.Journal = j
-		pending, err = remediate.UnfinishedMigration(j)
+		pending, err = migration.Unfinished(j)
 		if err != nil {
 			return problem(err)
 		}
@@ -266,7 +266,7 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 		if fresh {
 			done = "Migrated"
 		}
-		if p, err := remediate.MigrationPlanOf(op); err == nil {
+		if p, err := migration.PlanOf(op); err == nil {
 			fmt.Fprintf(g.stdout, "%s (operation %s): %s data root is now %s.\n", done, op.ID, p.Runtime, p.To)
 		}
 		return nil
@@ -296,7 +296,7 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 	if pending != nil {
 		// The same migration asked for again (a restart policy re-running a one-shot, an
 		// operator running it twice): carry that operation on, never start a second one.
-		if p, err := remediate.MigrationPlanOf(pending); err == nil && o.to != "" && filepath.Clean(p.To) == filepath.Clean(o.to) {
+		if p, err := migration.PlanOf(pending); err == nil && o.to != "" && filepath.Clean(p.To) == filepath.Clean(o.to) {
 			g.logger.Warn("this migration is already in the journal, unfinished: carrying it on", "op", pending.ID, "after", pending.Step)
 			return carryOn(pending, actionResume, false)
 		}
@@ -313,10 +313,10 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 		}
 		mo.Runtime = layout.Runtime
 	}
-	if mo.Runtime != remediate.RuntimeDocker && mo.Runtime != remediate.RuntimeContainerd {
+	if mo.Runtime != migration.RuntimeDocker && mo.Runtime != migration.RuntimeContainerd {
 		return usageErr(fmt.Errorf("refused: unknown runtime %q: evictguard migrates docker or containerd; nothing changed", mo.Runtime))
 	}
-	plan, err := remediate.PlanMigration(ctx, mo)
+	plan, err := migration.NewPlan(ctx, mo)
 	if err != nil {
 		return problem(err)
 	}
@@ -324,7 +324,7 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 	// operator running it twice), or that was rolled back: report it, start nothing.
 	var last *journal.Operation
 	if mo.Journal != nil {
-		if last, err = remediate.LastMigrationTo(mo.Journal, o.to); err != nil {
+		if last, err = migration.LastTo(mo.Journal, o.to); err != nil {
 			return problem(err)
 		}
 	}
@@ -359,7 +359,7 @@ func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error 
 			return problem(errors.New("not confirmed"))
 		}
 	}
-	op, err := remediate.BeginMigration(mo, plan)
+	op, err := migration.Begin(mo, plan)
 	if err != nil {
 		return problem(err)
 	}
@@ -381,7 +381,7 @@ func (o *migrateOptions) systemd(ctx context.Context, g *globalOptions) (*system
 	return systemd.New(sctx, g.logger)
 }
 
-func printMigrationPlan(g *globalOptions, p *remediate.MigrationPlan) error {
+func printMigrationPlan(g *globalOptions, p *migration.Plan) error {
 	if g.output == "json" {
 		enc := json.NewEncoder(g.stdout)
 		enc.SetIndent("", "  ")

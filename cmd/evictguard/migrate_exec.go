@@ -12,7 +12,7 @@ import (
 	"github.com/evictguard/evictguard/hostexec"
 	"github.com/evictguard/evictguard/internal/kube"
 	"github.com/evictguard/evictguard/journal"
-	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/migration"
 	"github.com/evictguard/evictguard/systemd"
 )
 
@@ -67,7 +67,7 @@ type migrationRunner struct {
 	poll time.Duration
 }
 
-func (x *migrationRunner) run(ctx context.Context, mo remediate.MigrateOptions, op *journal.Operation, action string) error {
+func (x *migrationRunner) run(ctx context.Context, mo migration.Options, op *journal.Operation, action string) error {
 	if x.mode == execHere {
 		// A signal must not abandon the operation half way (a stop job waited on, a copy
 		// half done): it goes on to done or rolled back. SIGKILL leaves it resumable.
@@ -76,9 +76,9 @@ func (x *migrationRunner) run(ctx context.Context, mo remediate.MigrateOptions, 
 		})
 		defer stop()
 		if action == actionRollback {
-			return remediate.RollbackMigration(context.WithoutCancel(ctx), mo, op)
+			return migration.Rollback(context.WithoutCancel(ctx), mo, op)
 		}
-		return remediate.ResumeMigration(context.WithoutCancel(ctx), mo, op)
+		return migration.Resume(context.WithoutCancel(ctx), mo, op)
 	}
 	return x.onHost(ctx, mo, op, action)
 }
@@ -89,12 +89,12 @@ func (x *migrationRunner) host() *hostexec.Host {
 
 // onHost starts the operation's unit (unless it runs already: then it is adopted) and follows
 // it until it ends.
-func (x *migrationRunner) onHost(ctx context.Context, mo remediate.MigrateOptions, op *journal.Operation, action string) error {
+func (x *migrationRunner) onHost(ctx context.Context, mo migration.Options, op *journal.Operation, action string) error {
 	return x.hostRun(ctx, mo, op, action, true)
 }
 
 // hostRun is onHost; again allows one more unit when an adopted one ends short.
-func (x *migrationRunner) hostRun(ctx context.Context, mo remediate.MigrateOptions, op *journal.Operation, action string, again bool) error {
+func (x *migrationRunner) hostRun(ctx context.Context, mo migration.Options, op *journal.Operation, action string, again bool) error {
 	h := x.host()
 	st, err := h.Status(ctx, op.ID)
 	if err != nil {
@@ -202,7 +202,7 @@ func lastNote(op *journal.Operation) string {
 
 // unitArgs is the command the host unit runs: this very migration, resumed (or rolled back)
 // by operation id, with every option that the journaled plan does not carry, in node paths.
-func (x *migrationRunner) unitArgs(mo remediate.MigrateOptions, opID, action string, creds *hostexec.Credentials) []string {
+func (x *migrationRunner) unitArgs(mo migration.Options, opID, action string, creds *hostexec.Credentials) []string {
 	view := hostexec.View{Root: x.g.root(), Bus: x.busAddress}
 	a := []string{"migrate", "--" + action, "--op", opID, "--execute", execHere, "--host-root", string(view.UnitRoot()),
 		"--state-dir", x.stateDir, "--log-level", x.g.logLevel}

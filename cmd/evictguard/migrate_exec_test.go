@@ -11,7 +11,7 @@ import (
 	"github.com/evictguard/evictguard/hostexec"
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/lease"
-	"github.com/evictguard/evictguard/remediate"
+	"github.com/evictguard/evictguard/migration"
 )
 
 func TestResolveExecute(t *testing.T) {
@@ -53,7 +53,7 @@ func TestResolveExecute(t *testing.T) {
 func TestUnitArgs(t *testing.T) {
 	g := &globalOptions{hostRoot: "/host", logLevel: "debug", stderr: io.Discard, logger: slog.New(slog.DiscardHandler)}
 	x := &migrationRunner{g: g, mode: execHost, stateDir: "/var/lib/evictguard"}
-	mo := remediate.MigrateOptions{DockerSocket: "/host/var/run/docker.sock", DockerConfig: "/etc/docker/daemon.json",
+	mo := migration.Options{DockerSocket: "/host/var/run/docker.sock", DockerConfig: "/etc/docker/daemon.json",
 		KubeletHealthz: "http://127.0.0.1:10248/healthz", StableFor: 5 * time.Second, Checksums: true, NodeName: "node-1",
 		Lock: &lease.Lock{Namespace: "evictguard", Name: "evictguard-restart", Slots: 1, TTL: 10 * time.Minute}}
 	got := x.unitArgs(mo, "op-1", actionResume, nil)

@@ -19,6 +19,7 @@ import (
 	"github.com/evictguard/evictguard/internal/kube"
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/kubeletcfg"
+	"github.com/evictguard/evictguard/migration"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/policy"
 	"github.com/evictguard/evictguard/remediate"
@@ -198,7 +199,7 @@ func (f *remediationFlags) gates(ctx context.Context, r *remediation) []string {
 	} else {
 		in.KubeletSince = u.InactiveExitTimestamp
 	}
-	if op, err := remediate.UnfinishedMigration(r.journal); err == nil && op != nil {
+	if op, err := migration.Unfinished(r.journal); err == nil && op != nil {
 		out = append(out, fmt.Sprintf("migration %s was interrupted after step %q: evictguard migrate --resume or --rollback", op.ID, op.Step))
 	}
 	out = append(out, remediate.LocalBlockers(r.policy, in)...)

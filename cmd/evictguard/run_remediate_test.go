@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/evictguard/evictguard/journal"
+	"github.com/evictguard/evictguard/migration"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/policy"
 	"github.com/evictguard/evictguard/reclaim"
@@ -126,7 +127,7 @@ func TestEscalationOutcome(t *testing.T) {
 	refused := &remediate.ThresholdPlan{Old: old, New: old, Changes: map[string]string{}, Refusals: []string{"below the floor"}}
 	nothing := &remediate.ThresholdPlan{Old: old, New: old, Changes: map[string]string{}}
 	shared, dedicated := &monitor.Layout{}, &monitor.Layout{DedicatedImageFs: true}
-	preflight := &remediate.MigrationPlan{Runtime: "docker", From: "/var/lib/docker", To: "/data/docker", Used: treecopy.Usage{Bytes: 3 << 30}}
+	preflight := &migration.Plan{Runtime: "docker", From: "/var/lib/docker", To: "/data/docker", Used: treecopy.Usage{Bytes: 3 << 30}}
 	offered := &remediate.MigrationDecision{Enabled: true, Runtime: "docker", Preflight: preflight}
 	refusedMig := &remediate.MigrationDecision{Enabled: true, Runtime: "docker", Refusals: []string{"migration preflight: --to /data has 1.00GiB available"}}
 	tests := []struct {

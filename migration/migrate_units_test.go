@@ -1,4 +1,4 @@
-package remediate
+package migration
 
 import (
 	"slices"
@@ -76,8 +76,8 @@ func TestMigrationUnitOrder(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			m := &migration{o: MigrateOptions{KubeletUnit: "kubelet.service"},
-				s: &migrationState{Plan: MigrationPlan{Units: tc.units}, Active: tc.active, KubeletFound: tc.kubelet}}
+			m := &migration{o: Options{KubeletUnit: "kubelet.service"},
+				s: &migrationState{Plan: Plan{Units: tc.units}, Active: tc.active, KubeletFound: tc.kubelet}}
 			if got := m.stopOrder(); !slices.Equal(got, tc.wantStop) {
 				t.Errorf("stop order %v, want %v", got, tc.wantStop)
 			}

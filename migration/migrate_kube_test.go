@@ -1,7 +1,8 @@
-package remediate
+package migration
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -53,7 +54,7 @@ func TestCordonRemembersAndDrainSkipsDaemonSetsAndStaticPods(t *testing.T) {
 		t.Error("node not cordoned")
 	}
 	// Only non-evictable pods: the drain is done at once.
-	if err := drainNode(ctx, kubetest.New(c), "n1", 5*time.Second, discard()); err != nil {
+	if err := drainNode(ctx, kubetest.New(c), "n1", 5*time.Second, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -62,16 +63,16 @@ func TestPlanMigrationRefusesWithoutTouching(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
 		name string
-		opts MigrateOptions
+		opts Options
 		want string
 	}{
-		{"unknown runtime", MigrateOptions{Runtime: "podman", Target: "/data"}, "unknown runtime"},
-		{"relative target", MigrateOptions{Runtime: RuntimeDocker, Target: "data"}, "absolute"},
+		{"unknown runtime", Options{Runtime: "podman", Target: "/data"}, "unknown runtime"},
+		{"relative target", Options{Runtime: RuntimeDocker, Target: "data"}, "absolute"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.opts.Root = "/nonexistent-host-root"
-			p, err := PlanMigration(ctx, tc.opts)
+			p, err := NewPlan(ctx, tc.opts)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,4 +1,4 @@
-package remediate
+package migration
 
 import (
 	"context"
@@ -23,27 +23,32 @@ import (
 )
 
 // Steps of a data-root migration, in order, as recorded in the journal. A crash after any of
-// them is resumed (ResumeMigration) or rolled back (RollbackMigration).
+// them is resumed (Resume) or rolled back (Rollback).
 const (
-	MigStepLease        = "lease"         // cluster Lease taken (if configured)
-	MigStepCordon       = "cordon"        // node cordoned (if draining), prior state remembered
-	MigStepDrain        = "drain"         // pods evicted through the Eviction API
-	MigStepPrecopy      = "precopy"       // bulk copy while the runtime runs
-	MigStepPreverify    = "preverify"     // catch-up copy and verification while the runtime runs
-	MigStepStop         = "stop"          // kubelet and runtime (and its socket) stopped
-	MigStepDelta        = "delta"         // final incremental copy with deletions
-	MigStepVerify       = "verify"        // copy compared with the original
-	MigStepConfig       = "config"        // daemon.json / config.toml points at the new root
-	MigStepStartRuntime = "start-runtime" // runtime started, reports the new root and its data
-	MigStepKubelet      = "kubelet"       // kubelet started (imagefs re-detected) and healthy
-	MigStepUncordon     = "uncordon"      // node uncordoned if we cordoned it
-	MigStepCleanup      = "cleanup"       // old root removed or kept as a backup, by policy
-	MigStepRelease      = "release"       // cluster Lease released
+	StepLease        = "lease"         // cluster Lease taken (if configured)
+	StepCordon       = "cordon"        // node cordoned (if draining), prior state remembered
+	StepDrain        = "drain"         // pods evicted through the Eviction API
+	StepPrecopy      = "precopy"       // bulk copy while the runtime runs
+	StepPreverify    = "preverify"     // catch-up copy and verification while the runtime runs
+	StepStop         = "stop"          // kubelet and runtime (and its socket) stopped
+	StepDelta        = "delta"         // final incremental copy with deletions
+	StepVerify       = "verify"        // copy compared with the original
+	StepConfig       = "config"        // daemon.json / config.toml points at the new root
+	StepStartRuntime = "start-runtime" // runtime started, reports the new root and its data
+	StepKubelet      = "kubelet"       // kubelet started (imagefs re-detected) and healthy
+	StepUncordon     = "uncordon"      // node uncordoned if we cordoned it
+	StepCleanup      = "cleanup"       // old root removed or kept as a backup, by policy
+	StepRelease      = "release"       // cluster Lease released
 )
 
-// MigrateSteps lists the steps in order.
-var MigrateSteps = []string{MigStepLease, MigStepCordon, MigStepDrain, MigStepPrecopy, MigStepPreverify, MigStepStop,
-	MigStepDelta, MigStepVerify, MigStepConfig, MigStepStartRuntime, MigStepKubelet, MigStepUncordon, MigStepCleanup, MigStepRelease}
+// Steps lists the steps' names in order (the journal's step names).
+var Steps = func() []string {
+	names := make([]string, len(steps))
+	for i, st := range steps {
+		names[i] = st.name
+	}
+	return names
+}()
 
 // Runtimes evictguard can migrate.
 const (
@@ -51,17 +56,17 @@ const (
 	RuntimeContainerd = monitor.RuntimeContainerd
 )
 
-// MigrateSystemd is the part of the systemd client a migration uses.
-type MigrateSystemd interface {
+// Systemd is the part of the systemd client a migration uses.
+type Systemd interface {
 	Unit(ctx context.Context, name string) (*systemd.UnitInfo, error)
 	Start(ctx context.Context, unit string, timeout time.Duration) error
 	Stop(ctx context.Context, unit string, timeout time.Duration) error
 	WaitHealthy(ctx context.Context, unit string, opts systemd.HealthOptions) error
 }
 
-// MigrateOptions configures a migration of the runtime's data root. Paths named "node path"
+// Options configures a migration of the runtime's data root. Paths named "node path"
 // are as the node sees them; they are read under Root.
-type MigrateOptions struct {
+type Options struct {
 	Root    hostfs.Root
 	Runtime string // docker or containerd
 	Target  string // node path of the new data root
@@ -112,7 +117,7 @@ type MigrateOptions struct {
 	Lock *lease.Lock
 
 	Journal *journal.Journal
-	Systemd MigrateSystemd
+	Systemd Systemd
 	Log     *slog.Logger
 	// Progress returns the progress callback for a copy pass ("pre-copy", "delta"); nil: logs.
 	Progress func(pass string) func(treecopy.Progress)
@@ -120,7 +125,7 @@ type MigrateOptions struct {
 	AfterStep func(step string)
 }
 
-func (o *MigrateOptions) defaults() {
+func (o *Options) defaults() {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -167,9 +172,9 @@ func (o *MigrateOptions) defaults() {
 	}
 }
 
-// MigrationPlan is the preflight's result: what would be moved where, whether it fits, and
+// Plan is the preflight's result: what would be moved where, whether it fits, and
 // why not.
-type MigrationPlan struct {
+type Plan struct {
 	Runtime    string         `json:"runtime"`
 	From       string         `json:"from"` // node path of the current data root
 	FromSource string         `json:"fromSource"`
@@ -204,19 +209,19 @@ type MigrationPlan struct {
 }
 
 // OK reports whether nothing refuses the migration.
-func (p *MigrationPlan) OK() bool { return len(p.Refusals) == 0 }
+func (p *Plan) OK() bool { return len(p.Refusals) == 0 }
 
-func (p *MigrationPlan) refuse(format string, args ...any) {
+func (p *Plan) refuse(format string, args ...any) {
 	p.Refusals = append(p.Refusals, fmt.Sprintf(format, args...))
 }
 
-// PlanMigration runs the preflight. It changes nothing on the node (a scratch directory on the
+// NewPlan runs the preflight. It changes nothing on the node (a scratch directory on the
 // target filesystem is created and removed to probe its features and rate). Refusals are in
 // the plan; an error means the preflight itself could not run.
-func PlanMigration(ctx context.Context, opts MigrateOptions) (*MigrationPlan, error) {
+func NewPlan(ctx context.Context, opts Options) (*Plan, error) {
 	opts.defaults()
 	root := opts.Root
-	p := &MigrationPlan{Runtime: opts.Runtime, Units: knownUnits(ctx, opts.Systemd, opts.RuntimeUnits), KubeletUnit: opts.KubeletUnit, Drain: opts.Drain, KeepOld: opts.KeepOld,
+	p := &Plan{Runtime: opts.Runtime, Units: knownUnits(ctx, opts.Systemd, opts.RuntimeUnits), KubeletUnit: opts.KubeletUnit, Drain: opts.Drain, KeepOld: opts.KeepOld,
 		Checksums: opts.Checksums, DrainTimeout: opts.DrainTimeout}
 	switch opts.Runtime {
 	case RuntimeDocker:
@@ -336,7 +341,7 @@ func PlanMigration(ctx context.Context, opts MigrateOptions) (*MigrationPlan, er
 
 // currentRoot finds the data root (node path), how it was found, the storage driver and, if
 // the runtime answers, its facts.
-func currentRoot(ctx context.Context, o *MigrateOptions) (root, source, driver string, facts *RuntimeFacts, err error) {
+func currentRoot(ctx context.Context, o *Options) (root, source, driver string, facts *RuntimeFacts, err error) {
 	switch o.Runtime {
 	case RuntimeDocker:
 		cfg, cerr := os.ReadFile(o.Root.Path(o.DockerConfig))
@@ -399,7 +404,7 @@ func currentRoot(ctx context.Context, o *MigrateOptions) (root, source, driver s
 // setContainerdSocket fills o.ContainerdSocket, unless given, from the config's grpc.address
 // (addr; "" reads it from o.ContainerdConfig), else containerd's default, under the host root
 // when it exists there.
-func setContainerdSocket(o *MigrateOptions, addr string) {
+func setContainerdSocket(o *Options, addr string) {
 	if o.ContainerdSocket != "" {
 		return
 	}
@@ -419,7 +424,7 @@ func setContainerdSocket(o *MigrateOptions, addr string) {
 
 // migrationState is the operation's Data: everything resume and rollback need.
 type migrationState struct {
-	Plan        MigrationPlan   `json:"plan"`
+	Plan        Plan            `json:"plan"`
 	Lease       string          `json:"lease,omitempty"`
 	Cordoned    bool            `json:"cordoned,omitempty"`    // we cordoned the node
 	WasCordoned bool            `json:"wasCordoned,omitempty"` // it already was
@@ -468,30 +473,30 @@ func saveState(op *journal.Operation, s *migrationState) {
 
 // Migration runs one migration operation.
 type migration struct {
-	o  MigrateOptions
+	o  Options
 	op *journal.Operation
 	s  *migrationState
 }
 
-// Migrate carries out a plan (from PlanMigration, with no refusals): journal, then every step
-// in MigrateSteps. On a failure before the runtime runs on the new root it rolls back; the
+// Run carries out a plan (from NewPlan, with no refusals): journal, then every step
+// in Steps. On a failure before the runtime runs on the new root it rolls back; the
 // returned operation says what happened.
-func Migrate(ctx context.Context, opts MigrateOptions, plan *MigrationPlan) (*journal.Operation, error) {
+func Run(ctx context.Context, opts Options, plan *Plan) (*journal.Operation, error) {
 	if opts.Systemd == nil {
 		return nil, errors.New("migration needs a journal and a systemd client")
 	}
-	op, err := BeginMigration(opts, plan)
+	op, err := Begin(opts, plan)
 	if err != nil {
 		return nil, err
 	}
-	return op, ResumeMigration(ctx, opts, op)
+	return op, Resume(ctx, opts, op)
 }
 
-// BeginMigration journals a migration of plan (in progress, before its first step) without
-// carrying out any step: the operation is then run by ResumeMigration, here or by an
+// Begin journals a migration of plan (in progress, before its first step) without
+// carrying out any step: the operation is then run by Resume, here or by an
 // `evictguard migrate --resume --op ID` on the host (package hostexec). It refuses as Migrate
 // does: a refused plan, a failed operation, an unfinished one.
-func BeginMigration(opts MigrateOptions, plan *MigrationPlan) (*journal.Operation, error) {
+func Begin(opts Options, plan *Plan) (*journal.Operation, error) {
 	opts.defaults()
 	if !plan.OK() {
 		return nil, fmt.Errorf("migration refused: %s", strings.Join(plan.Refusals, "; "))
@@ -526,7 +531,7 @@ func BeginMigration(opts MigrateOptions, plan *MigrationPlan) (*journal.Operatio
 // through the stop: dockerd's live-restore keeps them running while dockerd is stopped, so
 // their files would be copied while in use and deleted by the cleanup. evictguard does not
 // stop workloads behind the operator's back; it names them.
-func refuseSurvivors(p *MigrationPlan, opts MigrateOptions) {
+func refuseSurvivors(p *Plan, opts Options) {
 	if opts.Runtime != RuntimeDocker {
 		return
 	}
@@ -549,8 +554,8 @@ func refuseSurvivors(p *MigrationPlan, opts MigrateOptions) {
 	}
 }
 
-// UnfinishedMigration returns the interrupted migration, or nil.
-func UnfinishedMigration(j *journal.Journal) (*journal.Operation, error) {
+// Unfinished returns the interrupted migration, or nil.
+func Unfinished(j *journal.Journal) (*journal.Operation, error) {
 	ops, err := j.Unfinished()
 	if err != nil {
 		return nil, err
@@ -563,8 +568,8 @@ func UnfinishedMigration(j *journal.Journal) (*journal.Operation, error) {
 	return nil, nil
 }
 
-// ResumeMigration finishes an interrupted migration from the step after its last one.
-func ResumeMigration(ctx context.Context, opts MigrateOptions, op *journal.Operation) error {
+// Resume finishes an interrupted migration from the step after its last one.
+func Resume(ctx context.Context, opts Options, op *journal.Operation) error {
 	opts.defaults()
 	s, err := loadState(op)
 	if err != nil {
@@ -580,7 +585,7 @@ func ResumeMigration(ctx context.Context, opts MigrateOptions, op *journal.Opera
 // --resume and --rollback, whatever their own flags say: the runtime and its units, draining,
 // keeping the old root, the drain timeout. A resuming invocation may ask for more
 // verification (--checksums), never for less.
-func (o *MigrateOptions) fromPlan(p *MigrationPlan) {
+func (o *Options) fromPlan(p *Plan) {
 	o.Runtime = p.Runtime
 	o.RuntimeUnits, o.KubeletUnit = p.Units, p.KubeletUnit
 	o.Drain, o.KeepOld = p.Drain, p.KeepOld
@@ -607,14 +612,15 @@ func (m *migration) step(step, note string) error {
 func (m *migration) forward(ctx context.Context, after string) error {
 	next := 0
 	if after != "" {
-		next = slices.Index(MigrateSteps, after) + 1
+		next = slices.Index(Steps, after) + 1
 	}
-	for _, step := range MigrateSteps[next:] {
-		note, err := m.run(ctx, step)
+	for _, st := range steps[next:] {
+		step := st.name
+		note, err := st.run(m, ctx)
 		if err != nil {
 			err = fmt.Errorf("migration step %s: %w", step, err)
 			m.o.Log.Error("migration step failed", "op", m.op.ID, "step", step, "err", err)
-			if slices.Index(MigrateSteps, step) <= slices.Index(MigrateSteps, MigStepStartRuntime) {
+			if slices.Index(Steps, step) <= slices.Index(Steps, StepStartRuntime) {
 				if rerr := m.rollback(context.WithoutCancel(ctx)); rerr != nil {
 					_ = m.o.Journal.Finish(m.op, journal.StateFailed, rerr.Error())
 					return errors.Join(err, fmt.Errorf("rollback failed: %w", rerr))
@@ -634,213 +640,281 @@ func (m *migration) forward(ctx context.Context, after string) error {
 
 func (m *migration) host(p string) string { return m.o.Root.Path(p) }
 
-func (m *migration) run(ctx context.Context, step string) (string, error) {
+// namedStep is one step of a migration. run returns the note the journal records with the
+// step's name once it has returned; a resumption starts after the last recorded step.
+type namedStep struct {
+	name string
+	run  func(m *migration, ctx context.Context) (string, error)
+}
+
+// steps is the migration, in order.
+var steps = []namedStep{
+	{StepLease, (*migration).takeLease},
+	{StepCordon, (*migration).cordon},
+	{StepDrain, (*migration).drain},
+	{StepPrecopy, (*migration).precopy},
+	{StepPreverify, (*migration).preverify},
+	{StepStop, (*migration).stop},
+	{StepDelta, (*migration).delta},
+	{StepVerify, (*migration).verify},
+	{StepConfig, (*migration).config},
+	{StepStartRuntime, (*migration).startRuntimeStep},
+	{StepKubelet, (*migration).kubelet},
+	{StepUncordon, (*migration).uncordon},
+	{StepCleanup, (*migration).cleanup},
+	{StepRelease, (*migration).releaseLease},
+}
+
+// takeLease takes a slot of the cluster Lease, if one is configured.
+func (m *migration) takeLease(ctx context.Context) (string, error) {
 	o, s := &m.o, m.s
-	switch step {
-	case MigStepLease:
-		if o.Lock == nil || s.Lease != "" {
-			return "no lease configured", nil
-		}
-		slot, why, err := o.Lock.Acquire(ctx)
-		if err != nil {
-			return "", err
-		}
-		if slot == "" {
-			return "", errors.New(why)
-		}
-		s.Lease = slot
-		return "holding " + o.Lock.Namespace + "/" + slot, nil
-	case MigStepCordon:
-		if !o.Drain || o.Kube == nil || o.NodeName == "" {
-			return "not draining", nil
-		}
-		if s.Cordoned {
-			return "already cordoned by us", nil
-		}
-		was, err := setUnschedulable(ctx, o.Kube, o.NodeName, true)
-		if err != nil {
-			return "", err
-		}
-		s.WasCordoned, s.Cordoned = was, !was
-		if was {
-			return "node was already cordoned", nil
-		}
-		return "cordoned " + o.NodeName, nil
-	case MigStepDrain:
-		if !o.Drain || o.Kube == nil || o.NodeName == "" {
-			return "not draining", nil
-		}
-		return "drained " + o.NodeName, drainNode(ctx, o.Kube, o.NodeName, o.DrainTimeout, o.Log)
-	case MigStepPrecopy:
-		if err := os.MkdirAll(filepath.Dir(m.host(s.Plan.To)), 0o755); err != nil {
-			return "", err
-		}
-		s.Precopied = treecopy.MarkNow()
-		saveState(m.op, s)
-		st, err := treecopy.Copy(ctx, m.host(s.Plan.From), m.host(s.Plan.To), treecopy.Options{Delete: true, TotalBytes: s.Plan.Used.Apparent,
-			Progress: o.Progress("pre-copy"), Log: o.Log})
-		if err != nil {
-			return "", err
-		}
-		s.Precopy = &st
-		down := 10*time.Second + time.Duration(s.Plan.Used.Inodes)*40*time.Microsecond
-		return fmt.Sprintf("%s in %s (%s/s); expected downtime ~%s", treecopy.HumanBytes(st.Bytes), st.Duration.Round(time.Millisecond),
-			treecopy.HumanBytes(int64(st.Rate())), down.Round(time.Second)), nil
-	case MigStepPreverify:
-		return m.preverify(ctx)
-	case MigStepStop:
-		if s.Active == nil {
-			s.Active = map[string]bool{}
-			for _, u := range append([]string{o.KubeletUnit}, s.Plan.Units...) {
-				info, err := o.Systemd.Unit(ctx, u)
-				if errors.Is(err, systemd.ErrUnitNotFound) {
-					continue
-				}
-				if err != nil {
-					return "", err
-				}
-				if u == o.KubeletUnit {
-					s.KubeletFound = true
-				}
-				s.Active[u] = info.ActiveState == "active" || info.ActiveState == "activating" || info.ActiveState == "reloading"
+	if o.Lock == nil || s.Lease != "" {
+		return "no lease configured", nil
+	}
+	slot, why, err := o.Lock.Acquire(ctx)
+	if err != nil {
+		return "", err
+	}
+	if slot == "" {
+		return "", errors.New(why)
+	}
+	s.Lease = slot
+	return "holding " + o.Lock.Namespace + "/" + slot, nil
+}
+
+// cordon cordons the node when draining, remembering whether it already was.
+func (m *migration) cordon(ctx context.Context) (string, error) {
+	o, s := &m.o, m.s
+	if !o.Drain || o.Kube == nil || o.NodeName == "" {
+		return "not draining", nil
+	}
+	if s.Cordoned {
+		return "already cordoned by us", nil
+	}
+	was, err := setUnschedulable(ctx, o.Kube, o.NodeName, true)
+	if err != nil {
+		return "", err
+	}
+	s.WasCordoned, s.Cordoned = was, !was
+	if was {
+		return "node was already cordoned", nil
+	}
+	return "cordoned " + o.NodeName, nil
+}
+
+// drain evicts the pods through the Eviction API when draining.
+func (m *migration) drain(ctx context.Context) (string, error) {
+	o := &m.o
+	if !o.Drain || o.Kube == nil || o.NodeName == "" {
+		return "not draining", nil
+	}
+	return "drained " + o.NodeName, drainNode(ctx, o.Kube, o.NodeName, o.DrainTimeout, o.Log)
+}
+
+// precopy copies the root while the runtime runs.
+func (m *migration) precopy(ctx context.Context) (string, error) {
+	o, s := &m.o, m.s
+	if err := os.MkdirAll(filepath.Dir(m.host(s.Plan.To)), 0o755); err != nil {
+		return "", err
+	}
+	s.Precopied = treecopy.MarkNow()
+	saveState(m.op, s)
+	st, err := treecopy.Copy(ctx, m.host(s.Plan.From), m.host(s.Plan.To), treecopy.Options{Delete: true, TotalBytes: s.Plan.Used.Apparent,
+		Progress: o.Progress("pre-copy"), Log: o.Log})
+	if err != nil {
+		return "", err
+	}
+	s.Precopy = &st
+	down := 10*time.Second + time.Duration(s.Plan.Used.Inodes)*40*time.Microsecond
+	return fmt.Sprintf("%s in %s (%s/s); expected downtime ~%s", treecopy.HumanBytes(st.Bytes), st.Duration.Round(time.Millisecond),
+		treecopy.HumanBytes(int64(st.Rate())), down.Round(time.Second)), nil
+}
+
+// stop stops the kubelet and the runtime (its sockets first), remembering what ran.
+func (m *migration) stop(ctx context.Context) (string, error) {
+	o, s := &m.o, m.s
+	if s.Active == nil {
+		s.Active = map[string]bool{}
+		for _, u := range append([]string{o.KubeletUnit}, s.Plan.Units...) {
+			info, err := o.Systemd.Unit(ctx, u)
+			if errors.Is(err, systemd.ErrUnitNotFound) {
+				continue
 			}
-			// Persist before stopping anything: a crash mid-stop must know what to start again.
-			saveState(m.op, s)
-			if err := o.Journal.Save(m.op); err != nil {
+			if err != nil {
 				return "", err
 			}
-		}
-		s.StoppedAt = time.Now()
-		pods, err := m.stopAll(ctx)
-		if err != nil {
-			return "", err
-		}
-		// What outlived the stop (containers of a live-restore dockerd, containerd's shims)
-		// still runs from the old root: copying it would copy a moving tree, and the cleanup
-		// would delete files from under it. Fail, and roll back to the old root.
-		if err := m.assertUnpinned(); err != nil {
-			return "", fmt.Errorf("containers outlived stopping %s (live-restore, or a runtime's shims): %w", strings.Join(m.stopOrder(), ", "), err)
-		}
-		note := "stopped " + strings.Join(m.stopOrder(), ", ")
-		if len(pods) > 0 {
-			note += fmt.Sprintf("; %d pod sandbox(es) stopped through CRI for the kubelet to create again (%s)", len(pods), strings.Join(pods, ", "))
-		}
-		return note, nil
-	case MigStepDelta:
-		if err := m.assertStopped(ctx); err != nil {
-			return "", err
-		}
-		since, why := m.deltaSince()
-		if why != "" {
-			o.Log.Warn("the delta pass compares every entry", "why", why)
-		}
-		st, err := treecopy.Copy(ctx, m.host(s.Plan.From), m.host(s.Plan.To), treecopy.Options{Since: since, Delete: true,
-			Progress: o.Progress("delta"), Log: o.Log})
-		if err != nil {
-			return "", err
-		}
-		s.Delta = &st
-		return fmt.Sprintf("%d file(s), %s, %d deleted in %s", st.Files, treecopy.HumanBytes(st.Bytes), st.Deleted, st.Duration.Round(time.Millisecond)), nil
-	case MigStepVerify:
-		vo := treecopy.VerifyOptions{Checksums: o.Checksums}
-		if why := m.incrementalVerify(&vo); why != "" {
-			o.Log.Warn("the verification compares every entry in full", "why", why)
-		}
-		vs, err := treecopy.Verify(ctx, m.host(s.Plan.From), m.host(s.Plan.To), vo)
-		if err != nil {
-			return "", err
-		}
-		// Still stopped: nothing wrote to the old root behind the copy's back.
-		if err := m.assertStopped(ctx); err != nil {
-			return "", err
-		}
-		s.Verify = &vs
-		// Durable before the config step points the runtime at it.
-		syncStart := time.Now()
-		if err := syncFilesystem(m.host(s.Plan.To)); err != nil {
-			return "", err
-		}
-		return fmt.Sprintf("%d entries, %d files, %s, %d hard links, %d xattrs identical (checksums: %t; %d unchanged since the pre-verification compared by status); %s synced to its device in %s",
-			vs.Entries, vs.Files, treecopy.HumanBytes(vs.Bytes), vs.HardLinks, vs.Xattrs, vs.Checksums, vs.StatOnly, s.Plan.To, time.Since(syncStart).Round(time.Millisecond)), nil
-	case MigStepConfig:
-		cur, err := os.ReadFile(m.host(s.Plan.Config))
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return "", err
-		}
-		next, err := SetRuntimeRoot(s.Plan.Runtime, cur, s.Plan.To)
-		if err != nil {
-			return "", err
-		}
-		perm := os.FileMode(0o644)
-		if st, err := os.Stat(m.host(s.Plan.Config)); err == nil {
-			perm = st.Mode().Perm()
-		}
-		if err := o.Journal.WriteFile(m.op, s.Plan.Config, next, perm); err != nil {
-			return "", err
-		}
-		return fmt.Sprintf("%s %s = %s", s.Plan.Config, s.Plan.ConfigKey, s.Plan.To), nil
-	case MigStepStartRuntime:
-		if err := m.startRuntime(ctx); err != nil {
-			return "", err
-		}
-		f, err := m.checkRuntime(ctx, s.Plan.To)
-		if err != nil {
-			return "", err
-		}
-		s.StartedAt = time.Now()
-		return fmt.Sprintf("started %s; %s reports %s", strings.Join(m.startOrder(), ", "), s.Plan.Runtime, f), nil
-	case MigStepKubelet:
-		if !s.KubeletFound || !s.Active[o.KubeletUnit] {
-			return "no active kubelet unit before the migration", nil
-		}
-		if err := m.startKubelet(ctx); err != nil {
-			return "", err
-		}
-		return fmt.Sprintf("%s healthy; runtime downtime %s", o.KubeletUnit, s.StartedAt.Sub(s.StoppedAt).Round(time.Millisecond)), nil
-	case MigStepUncordon:
-		if !s.Cordoned {
-			return "left as it was", nil
-		}
-		if _, err := setUnschedulable(ctx, o.Kube, o.NodeName, false); err != nil {
-			return "", err
-		}
-		s.Cordoned = false
-		return "uncordoned " + o.NodeName, nil
-	case MigStepCleanup:
-		from := m.host(s.Plan.From)
-		if s.Plan.KeepOld {
-			s.Backup = fmt.Sprintf("%s.evictguard-backup-%s", s.Plan.From, m.op.ID)
-			saveState(m.op, s)
-			if err := os.Rename(from, m.host(s.Backup)); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return "", fmt.Errorf("keep the old root: %w", err)
+			if u == o.KubeletUnit {
+				s.KubeletFound = true
 			}
-			return "old root kept at " + s.Backup, nil
+			s.Active[u] = info.ActiveState == "active" || info.ActiveState == "activating" || info.ActiveState == "reloading"
 		}
-		// Never delete what a running container still uses (checked again: something may have
-		// started from the old root since the stop).
-		if err := m.assertUnpinned(); err != nil {
-			return "", fmt.Errorf("the old root is not removed: %w", err)
-		}
-		s.OldRemoved = true
+		// Persist before stopping anything: a crash mid-stop must know what to start again.
 		saveState(m.op, s)
-		if err := m.o.Journal.Save(m.op); err != nil {
+		if err := o.Journal.Save(m.op); err != nil {
 			return "", err
 		}
-		if err := removeTree(from); err != nil {
-			return "", fmt.Errorf("remove the old root: %w", err)
-		}
-		return "old root " + s.Plan.From + " removed", nil
-	case MigStepRelease:
-		if s.Lease == "" || o.Lock == nil {
-			return "no lease held", nil
-		}
-		if err := o.Lock.Release(ctx, s.Lease); err != nil {
-			return "", err
-		}
-		s.Lease = ""
-		return "released", nil
 	}
-	return "", fmt.Errorf("unknown step %q", step)
+	s.StoppedAt = time.Now()
+	pods, err := m.stopAll(ctx)
+	if err != nil {
+		return "", err
+	}
+	// What outlived the stop (containers of a live-restore dockerd, containerd's shims)
+	// still runs from the old root: copying it would copy a moving tree, and the cleanup
+	// would delete files from under it. Fail, and roll back to the old root.
+	if err := m.assertUnpinned(); err != nil {
+		return "", fmt.Errorf("containers outlived stopping %s (live-restore, or a runtime's shims): %w", strings.Join(m.stopOrder(), ", "), err)
+	}
+	note := "stopped " + strings.Join(m.stopOrder(), ", ")
+	if len(pods) > 0 {
+		note += fmt.Sprintf("; %d pod sandbox(es) stopped through CRI for the kubelet to create again (%s)", len(pods), strings.Join(pods, ", "))
+	}
+	return note, nil
+}
+
+// delta copies what changed since the catch-up, with deletions, while everything is stopped.
+func (m *migration) delta(ctx context.Context) (string, error) {
+	o, s := &m.o, m.s
+	if err := m.assertStopped(ctx); err != nil {
+		return "", err
+	}
+	since, why := m.deltaSince()
+	if why != "" {
+		o.Log.Warn("the delta pass compares every entry", "why", why)
+	}
+	st, err := treecopy.Copy(ctx, m.host(s.Plan.From), m.host(s.Plan.To), treecopy.Options{Since: since, Delete: true,
+		Progress: o.Progress("delta"), Log: o.Log})
+	if err != nil {
+		return "", err
+	}
+	s.Delta = &st
+	return fmt.Sprintf("%d file(s), %s, %d deleted in %s", st.Files, treecopy.HumanBytes(st.Bytes), st.Deleted, st.Duration.Round(time.Millisecond)), nil
+}
+
+// verify compares the copy with the original and makes it durable.
+func (m *migration) verify(ctx context.Context) (string, error) {
+	o, s := &m.o, m.s
+	vo := treecopy.VerifyOptions{Checksums: o.Checksums}
+	if why := m.incrementalVerify(&vo); why != "" {
+		o.Log.Warn("the verification compares every entry in full", "why", why)
+	}
+	vs, err := treecopy.Verify(ctx, m.host(s.Plan.From), m.host(s.Plan.To), vo)
+	if err != nil {
+		return "", err
+	}
+	// Still stopped: nothing wrote to the old root behind the copy's back.
+	if err := m.assertStopped(ctx); err != nil {
+		return "", err
+	}
+	s.Verify = &vs
+	// Durable before the config step points the runtime at it.
+	syncStart := time.Now()
+	if err := syncFilesystem(m.host(s.Plan.To)); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d entries, %d files, %s, %d hard links, %d xattrs identical (checksums: %t; %d unchanged since the pre-verification compared by status); %s synced to its device in %s",
+		vs.Entries, vs.Files, treecopy.HumanBytes(vs.Bytes), vs.HardLinks, vs.Xattrs, vs.Checksums, vs.StatOnly, s.Plan.To, time.Since(syncStart).Round(time.Millisecond)), nil
+}
+
+// config points the runtime's config file at the new root (journaled, backed up).
+func (m *migration) config(ctx context.Context) (string, error) {
+	o, s := &m.o, m.s
+	cur, err := os.ReadFile(m.host(s.Plan.Config))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	next, err := SetRuntimeRoot(s.Plan.Runtime, cur, s.Plan.To)
+	if err != nil {
+		return "", err
+	}
+	perm := os.FileMode(0o644)
+	if st, err := os.Stat(m.host(s.Plan.Config)); err == nil {
+		perm = st.Mode().Perm()
+	}
+	if err := o.Journal.WriteFile(m.op, s.Plan.Config, next, perm); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s %s = %s", s.Plan.Config, s.Plan.ConfigKey, s.Plan.To), nil
+}
+
+// startRuntimeStep starts the runtime and checks it reports the new root and its data.
+func (m *migration) startRuntimeStep(ctx context.Context) (string, error) {
+	s := m.s
+	if err := m.startRuntime(ctx); err != nil {
+		return "", err
+	}
+	f, err := m.checkRuntime(ctx, s.Plan.To)
+	if err != nil {
+		return "", err
+	}
+	s.StartedAt = time.Now()
+	return fmt.Sprintf("started %s; %s reports %s", strings.Join(m.startOrder(), ", "), s.Plan.Runtime, f), nil
+}
+
+// kubelet starts the kubelet again if it ran, and waits for it to be healthy.
+func (m *migration) kubelet(ctx context.Context) (string, error) {
+	o, s := &m.o, m.s
+	if !s.KubeletFound || !s.Active[o.KubeletUnit] {
+		return "no active kubelet unit before the migration", nil
+	}
+	if err := m.startKubelet(ctx); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s healthy; runtime downtime %s", o.KubeletUnit, s.StartedAt.Sub(s.StoppedAt).Round(time.Millisecond)), nil
+}
+
+// uncordon uncordons the node if this migration cordoned it.
+func (m *migration) uncordon(ctx context.Context) (string, error) {
+	o, s := &m.o, m.s
+	if !s.Cordoned {
+		return "left as it was", nil
+	}
+	if _, err := setUnschedulable(ctx, o.Kube, o.NodeName, false); err != nil {
+		return "", err
+	}
+	s.Cordoned = false
+	return "uncordoned " + o.NodeName, nil
+}
+
+// cleanup removes the old root, or keeps it as a backup by policy.
+func (m *migration) cleanup(context.Context) (string, error) {
+	s := m.s
+	from := m.host(s.Plan.From)
+	if s.Plan.KeepOld {
+		s.Backup = fmt.Sprintf("%s.evictguard-backup-%s", s.Plan.From, m.op.ID)
+		saveState(m.op, s)
+		if err := os.Rename(from, m.host(s.Backup)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("keep the old root: %w", err)
+		}
+		return "old root kept at " + s.Backup, nil
+	}
+	// Never delete what a running container still uses (checked again: something may have
+	// started from the old root since the stop).
+	if err := m.assertUnpinned(); err != nil {
+		return "", fmt.Errorf("the old root is not removed: %w", err)
+	}
+	s.OldRemoved = true
+	saveState(m.op, s)
+	if err := m.o.Journal.Save(m.op); err != nil {
+		return "", err
+	}
+	if err := removeTree(from); err != nil {
+		return "", fmt.Errorf("remove the old root: %w", err)
+	}
+	return "old root " + s.Plan.From + " removed", nil
+}
+
+// releaseLease releases the cluster Lease slot.
+func (m *migration) releaseLease(ctx context.Context) (string, error) {
+	o, s := &m.o, m.s
+	if s.Lease == "" || o.Lock == nil {
+		return "no lease held", nil
+	}
+	if err := o.Lock.Release(ctx, s.Lease); err != nil {
+		return "", err
+	}
+	s.Lease = ""
+	return "released", nil
 }
 
 // removeTree removes the contents of dir and dir itself; a mount point (the old root on a
@@ -912,7 +986,7 @@ func isSocketUnit(u string) bool { return strings.HasSuffix(u, ".socket") }
 // knownUnits drops the units the manager does not know (a runtime without a socket unit),
 // so that the plan names what will be stopped; without a systemd client, or when the manager
 // does not answer, it keeps them all (the stop step skips unknown units again).
-func knownUnits(ctx context.Context, sd MigrateSystemd, units []string) []string {
+func knownUnits(ctx context.Context, sd Systemd, units []string) []string {
 	if sd == nil {
 		return units
 	}
@@ -1072,12 +1146,12 @@ func (m *migration) checkRuntime(ctx context.Context, root string) (RuntimeFacts
 	}
 }
 
-// RollbackMigration returns an interrupted (or finished-with-errors) migration to the old
+// Rollback returns an interrupted (or finished-with-errors) migration to the old
 // root: the config is restored, the runtime restarted on the old root and checked, the
 // kubelet restarted, the node uncordoned if we cordoned it, the Lease released. A copy the
 // runtime never ran on is removed; one it ran on is kept (it may hold newer data) and named
 // in the log.
-func RollbackMigration(ctx context.Context, opts MigrateOptions, op *journal.Operation) error {
+func Rollback(ctx context.Context, opts Options, op *journal.Operation) error {
 	opts.defaults()
 	s, err := loadState(op)
 	if err != nil {
@@ -1101,7 +1175,7 @@ func (m *migration) rollback(ctx context.Context) error {
 	if s.OldRemoved {
 		return fmt.Errorf("operation %s already removed the old root %s: nothing to roll back to (the data is at %s)", op.ID, s.Plan.From, s.Plan.To)
 	}
-	reached := slices.Index(MigrateSteps, op.Step)
+	reached := slices.Index(Steps, op.Step)
 	o.Log.Warn("rolling back migration", "op", op.ID, "last_step", op.Step)
 	if s.Backup != "" {
 		if _, err := os.Stat(m.host(s.Backup)); err == nil {
@@ -1110,7 +1184,7 @@ func (m *migration) rollback(ctx context.Context) error {
 			}
 		}
 	}
-	stopped := reached >= slices.Index(MigrateSteps, MigStepPreverify) // the stop may have begun
+	stopped := reached >= slices.Index(Steps, StepPreverify) // the stop may have begun
 	if stopped && s.Active != nil {
 		if _, err := m.stopAll(ctx); err != nil {
 			return err
@@ -1119,7 +1193,7 @@ func (m *migration) rollback(ctx context.Context) error {
 	if err := o.Journal.RestoreFiles(op); err != nil {
 		return err
 	}
-	ranOnNew := reached >= slices.Index(MigrateSteps, MigStepConfig)
+	ranOnNew := reached >= slices.Index(Steps, StepConfig)
 	if stopped && s.Active != nil {
 		if err := m.startRuntime(ctx); err != nil {
 			return err
@@ -1156,10 +1230,10 @@ func (m *migration) rollback(ctx context.Context) error {
 	return o.Journal.Finish(op, journal.StateRolledBack, fmt.Sprintf("%s data root back at %s", s.Plan.Runtime, s.Plan.From))
 }
 
-// MigrationCandidate says whether the daemon's planner may propose a data-root migration for
+// Candidate says whether the daemon's planner may propose a data-root migration for
 // layout: only when imagefs shares nodefs (the runtime's data eats the kubelet's filesystem,
 // the incident in README.md) and the runtime is one evictguard migrates. The policy decides the rest.
-func MigrationCandidate(l *monitor.Layout) (bool, string) {
+func Candidate(l *monitor.Layout) (bool, string) {
 	switch {
 	case l == nil:
 		return false, "filesystem layout unknown"
@@ -1171,8 +1245,8 @@ func MigrationCandidate(l *monitor.Layout) (bool, string) {
 	return true, "imagefs shares nodefs"
 }
 
-// MigrationPlanOf returns the plan journaled with a migration operation.
-func MigrationPlanOf(op *journal.Operation) (*MigrationPlan, error) {
+// PlanOf returns the plan journaled with a migration operation.
+func PlanOf(op *journal.Operation) (*Plan, error) {
 	if op.Kind != journal.KindMigrateDataRoot {
 		return nil, fmt.Errorf("operation %s is a %s, not a migration", op.ID, op.Kind)
 	}
@@ -1183,10 +1257,10 @@ func MigrationPlanOf(op *journal.Operation) (*MigrationPlan, error) {
 	return &s.Plan, nil
 }
 
-// LastMigrationTo returns the latest migration operation (in any state) whose target is to,
+// LastTo returns the latest migration operation (in any state) whose target is to,
 // or nil: a command started again with the same --to (by a restart policy, or an operator
 // running it twice) reports that operation rather than starting a second one.
-func LastMigrationTo(j *journal.Journal, to string) (*journal.Operation, error) {
+func LastTo(j *journal.Journal, to string) (*journal.Operation, error) {
 	ops, err := j.List()
 	if err != nil {
 		return nil, err
@@ -1195,7 +1269,7 @@ func LastMigrationTo(j *journal.Journal, to string) (*journal.Operation, error) 
 		if op.Kind != journal.KindMigrateDataRoot {
 			continue
 		}
-		if p, err := MigrationPlanOf(op); err == nil && filepath.Clean(p.To) == filepath.Clean(to) {
+		if p, err := PlanOf(op); err == nil && filepath.Clean(p.To) == filepath.Clean(to) {
 			return op, nil
 		}
 	}
