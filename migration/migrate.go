@@ -15,6 +15,7 @@ import (
 
 	"github.com/evictguard/evictguard/internal/hostfs"
 	"github.com/evictguard/evictguard/internal/kube"
+	"github.com/evictguard/evictguard/internal/units"
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/lease"
 	"github.com/evictguard/evictguard/monitor"
@@ -167,7 +168,7 @@ func (o *Options) defaults() {
 	}
 	if o.Progress == nil {
 		o.Progress = func(pass string) func(treecopy.Progress) {
-			return treecopy.ProgressPrinter(nil, false, o.Log, pass)
+			return ProgressPrinter(nil, false, o.Log, pass)
 		}
 	}
 }
@@ -300,7 +301,7 @@ func NewPlan(ctx context.Context, opts Options) (*Plan, error) {
 	p.Need = p.Used.Bytes + margin
 	if p.ToAvail < p.Need {
 		p.refuse("--to %s has %s available; the data root holds %s and the margin is %s: need %s",
-			p.To, treecopy.HumanBytes(p.ToAvail), treecopy.HumanBytes(p.Used.Bytes), treecopy.HumanBytes(margin), treecopy.HumanBytes(p.Need))
+			p.To, units.Bytes(p.ToAvail), units.Bytes(p.Used.Bytes), units.Bytes(margin), units.Bytes(p.Need))
 	}
 	if p.ToInodes > 0 && p.ToInodes < p.Used.Inodes+p.Used.Inodes/10 {
 		p.refuse("--to %s has %d free inodes; the data root uses %d", p.To, p.ToInodes, p.Used.Inodes)
@@ -726,8 +727,8 @@ func (m *migration) precopy(ctx context.Context) (string, error) {
 	}
 	s.Precopy = &st
 	down := 10*time.Second + time.Duration(s.Plan.Used.Inodes)*40*time.Microsecond
-	return fmt.Sprintf("%s in %s (%s/s); expected downtime ~%s", treecopy.HumanBytes(st.Bytes), st.Duration.Round(time.Millisecond),
-		treecopy.HumanBytes(int64(st.Rate())), down.Round(time.Second)), nil
+	return fmt.Sprintf("%s in %s (%s/s); expected downtime ~%s", units.Bytes(st.Bytes), st.Duration.Round(time.Millisecond),
+		units.Bytes(int64(st.Rate())), down.Round(time.Second)), nil
 }
 
 // stop stops the kubelet and the runtime (its sockets first), remembering what ran.
@@ -788,7 +789,7 @@ func (m *migration) delta(ctx context.Context) (string, error) {
 		return "", err
 	}
 	s.Delta = &st
-	return fmt.Sprintf("%d file(s), %s, %d deleted in %s", st.Files, treecopy.HumanBytes(st.Bytes), st.Deleted, st.Duration.Round(time.Millisecond)), nil
+	return fmt.Sprintf("%d file(s), %s, %d deleted in %s", st.Files, units.Bytes(st.Bytes), st.Deleted, st.Duration.Round(time.Millisecond)), nil
 }
 
 // verify compares the copy with the original and makes it durable.
@@ -813,7 +814,7 @@ func (m *migration) verify(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("%d entries, %d files, %s, %d hard links, %d xattrs identical (checksums: %t; %d unchanged since the pre-verification compared by status); %s synced to its device in %s",
-		vs.Entries, vs.Files, treecopy.HumanBytes(vs.Bytes), vs.HardLinks, vs.Xattrs, vs.Checksums, vs.StatOnly, s.Plan.To, time.Since(syncStart).Round(time.Millisecond)), nil
+		vs.Entries, vs.Files, units.Bytes(vs.Bytes), vs.HardLinks, vs.Xattrs, vs.Checksums, vs.StatOnly, s.Plan.To, time.Since(syncStart).Round(time.Millisecond)), nil
 }
 
 // config points the runtime's config file at the new root (journaled, backed up).

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/evictguard/evictguard/internal/units"
 	"github.com/evictguard/evictguard/treecopy"
 )
 
@@ -32,7 +33,7 @@ func (m *migration) preverify(ctx context.Context) (string, error) {
 	}
 	cs, vs := r.Catchup, r.Verify
 	return fmt.Sprintf("catch-up: %d file(s), %s, %d deleted in %s; verified while running: %d entries walked, no fault of the copy; %d changed since the catch-up began (compared after the stop) in %s; synced in %s",
-		cs.Files, treecopy.HumanBytes(cs.Bytes), cs.Deleted, cs.Duration.Round(time.Millisecond), vs.Entries, vs.Changed,
+		cs.Files, units.Bytes(cs.Bytes), cs.Deleted, cs.Duration.Round(time.Millisecond), vs.Entries, vs.Changed,
 		r.VerifyDuration.Round(time.Millisecond), time.Since(syncStart).Round(time.Millisecond)), nil
 }
 

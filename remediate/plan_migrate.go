@@ -5,10 +5,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/evictguard/evictguard/internal/units"
 	"github.com/evictguard/evictguard/migration"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/policy"
-	"github.com/evictguard/evictguard/treecopy"
 )
 
 // MigrationDecision is the planner's answer about a data-root migration: whether to offer it,
@@ -88,7 +88,7 @@ func (d *MigrationDecision) AddPreflight(mp *migration.Plan) {
 	}
 	if len(d.Refusals) == 0 {
 		d.Reasons = append(d.Reasons, fmt.Sprintf("preflight passed: %s to move, %s available on %s, expected downtime ~%s",
-			treecopy.HumanBytes(mp.Used.Bytes), treecopy.HumanBytes(mp.ToAvail), mp.To, mp.EstimatedDowntime.Round(time.Second)))
+			units.Bytes(mp.Used.Bytes), units.Bytes(mp.ToAvail), mp.To, mp.EstimatedDowntime.Round(time.Second)))
 	}
 }
 

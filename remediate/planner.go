@@ -10,6 +10,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/evictguard/evictguard/internal/units"
 	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/policy"
@@ -144,19 +145,10 @@ func quantityOf(raw string, capacity int64) int64 {
 	return q.Value()
 }
 
+// human is v for a reason or refusal: a size (units.Bytes) or an inode count.
 func human(v int64, isBytes bool) string {
 	if !isBytes {
 		return strconv.FormatInt(v, 10) + " inodes"
 	}
-	neg := ""
-	if v < 0 {
-		neg, v = "-", -v
-	}
-	switch {
-	case v >= 1<<30:
-		return fmt.Sprintf("%s%.2fGiB", neg, float64(v)/(1<<30))
-	case v >= 1<<20:
-		return fmt.Sprintf("%s%.1fMiB", neg, float64(v)/(1<<20))
-	}
-	return fmt.Sprintf("%s%dB", neg, v)
+	return units.Bytes(v)
 }

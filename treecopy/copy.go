@@ -3,8 +3,6 @@ package treecopy
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -87,51 +85,6 @@ func (p Progress) ETA() time.Duration {
 		left = 0
 	}
 	return time.Duration(float64(left) / r * float64(time.Second))
-}
-
-func (p Progress) String() string {
-	s := HumanBytes(p.Bytes)
-	if p.TotalBytes > 0 {
-		s += " / " + HumanBytes(p.TotalBytes)
-	}
-	s += fmt.Sprintf("  %s/s  %d entries", HumanBytes(int64(p.Rate())), p.Entries)
-	if eta := p.ETA(); eta >= 0 && !p.Done {
-		s += "  ETA " + eta.Round(time.Second).String()
-	}
-	return s
-}
-
-// HumanBytes renders n in binary units ("1.5 GiB").
-func HumanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-// ProgressPrinter returns a Options.Progress callback: on a terminal it redraws one line
-// (bytes, rate, ETA); otherwise it logs a line per call.
-func ProgressPrinter(w io.Writer, terminal bool, log *slog.Logger, what string) func(Progress) {
-	return func(p Progress) {
-		if terminal {
-			end := ""
-			if p.Done {
-				end = "\n"
-			}
-			fmt.Fprintf(w, "\r\033[K%s: %s%s", what, p, end)
-			return
-		}
-		if log != nil {
-			log.Info("copy progress", "pass", what, "bytes", p.Bytes, "total_bytes", p.TotalBytes,
-				"rate_bytes_per_second", int64(p.Rate()), "eta_seconds", p.ETA().Seconds(), "entries", p.Entries, "done", p.Done)
-		}
-	}
 }
 
 // progressTracker feeds Options.Progress from a ticker.

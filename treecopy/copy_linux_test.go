@@ -195,21 +195,6 @@ func TestDiskUsageCountsHardLinksOnce(t *testing.T) {
 	}
 }
 
-func TestCopyProgressString(t *testing.T) {
-	tests := []struct {
-		p    Progress
-		want string
-	}{
-		{Progress{Bytes: 1 << 30, TotalBytes: 2 << 30, Elapsed: 2 * time.Second, Entries: 5}, "1.0 GiB / 2.0 GiB  512.0 MiB/s  5 entries  ETA 2s"},
-		{Progress{Bytes: 512, Elapsed: time.Second}, "512 B  512 B/s  0 entries"},
-	}
-	for _, tc := range tests {
-		if got := tc.p.String(); got != tc.want {
-			t.Errorf("got %q, want %q", got, tc.want)
-		}
-	}
-}
-
 // TestCopyTreeModesAndOwners covers what the engine skips when creation already set it
 // (chmod when the umask kept the mode, chown when the new entry already has the owner) and
 // what it must still do: modes the umask strips, set-id and sticky bits, foreign owners, and

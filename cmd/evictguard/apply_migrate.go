@@ -10,11 +10,11 @@ import (
 	"time"
 
 	"github.com/evictguard/evictguard/hostexec"
+	"github.com/evictguard/evictguard/internal/units"
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/lease"
 	"github.com/evictguard/evictguard/migration"
 	"github.com/evictguard/evictguard/remediate"
-	"github.com/evictguard/evictguard/treecopy"
 )
 
 // migrateOptions builds the options of `evictguard migrate` from the policy's migration
@@ -172,7 +172,7 @@ func failedMigrationResult(j *journal.Journal, id string) string {
 
 func migrationSummary(p *migration.Plan) string {
 	return fmt.Sprintf("%s data root %s → %s (%s, expected downtime ~%s)", p.Runtime, p.From, p.To,
-		treecopy.HumanBytes(p.Used.Bytes), p.EstimatedDowntime.Round(time.Second))
+		units.Bytes(p.Used.Bytes), p.EstimatedDowntime.Round(time.Second))
 }
 
 // applyMigration carries out an offered migration under the same gates as a threshold

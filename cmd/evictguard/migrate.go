@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/evictguard/evictguard/hostexec"
+	"github.com/evictguard/evictguard/internal/units"
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/lease"
 	"github.com/evictguard/evictguard/migration"
@@ -171,7 +172,7 @@ func migrateHooks(g *globalOptions, mo *migration.Options) {
 		terminal = term.IsTerminal(int(f.Fd()))
 	}
 	mo.Progress = func(pass string) func(treecopy.Progress) {
-		return treecopy.ProgressPrinter(g.stderr, terminal, g.logger, pass)
+		return migration.ProgressPrinter(g.stderr, terminal, g.logger, pass)
 	}
 	crash := os.Getenv(envTestCrashAfter)
 	holds := map[string]string{}
@@ -393,20 +394,20 @@ func printMigrationPlan(g *globalOptions, p *migration.Plan) error {
 		fmt.Fprintf(w, "From\t%s (%s; %s; on nodefs: %t)\n", p.From, p.FromSource, p.FromFs, p.SharesNodeFs)
 	}
 	if p.To != "" {
-		fmt.Fprintf(w, "To\t%s (%s, %s available)\n", p.To, p.ToFs, treecopy.HumanBytes(p.ToAvail))
+		fmt.Fprintf(w, "To\t%s (%s, %s available)\n", p.To, p.ToFs, units.Bytes(p.ToAvail))
 	}
 	if p.Config != "" {
 		fmt.Fprintf(w, "Config\t%s: %s\n", p.Config, p.ConfigKey)
 	}
 	if p.Used.Inodes > 0 {
 		fmt.Fprintf(w, "Data\t%s allocated (%s apparent), %d inodes; need %s on the target\n",
-			treecopy.HumanBytes(p.Used.Bytes), treecopy.HumanBytes(p.Used.Apparent), p.Used.Inodes, treecopy.HumanBytes(p.Need))
+			units.Bytes(p.Used.Bytes), units.Bytes(p.Used.Apparent), p.Used.Inodes, units.Bytes(p.Need))
 	}
 	if p.Facts != nil {
 		fmt.Fprintf(w, "Holds\t%s\n", p.Facts)
 	}
 	if p.RateBytesPerSecond > 0 {
-		fmt.Fprintf(w, "Copy\t~%s at %s/s measured (pre-copy, runtime running)\n", p.EstimatedCopy.Round(time.Second), treecopy.HumanBytes(int64(p.RateBytesPerSecond)))
+		fmt.Fprintf(w, "Copy\t~%s at %s/s measured (pre-copy, runtime running)\n", p.EstimatedCopy.Round(time.Second), units.Bytes(int64(p.RateBytesPerSecond)))
 	}
 	if p.Used.Inodes > 0 {
 		fmt.Fprintf(w, "Downtime\t~%s (stop, delta copy, verify, rewrite, start, kubelet restart)\n", p.EstimatedDowntime.Round(time.Second))

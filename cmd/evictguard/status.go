@@ -14,8 +14,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/evictguard/evictguard/internal/units"
 	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/monitor"
 )
@@ -333,15 +333,15 @@ func writeStatusTable(w io.Writer, s *setup, snap *monitor.Snapshot, warnings []
 		}
 		logs := "-"
 		if fs.LogBytes != nil {
-			logs = humanBytes(*fs.LogBytes)
+			logs = units.Bytes(*fs.LogBytes)
 			if fs.LogGrowthRate != nil {
-				logs += " (" + humanBytes(int64(*fs.LogGrowthRate)) + "/s)"
+				logs += " (" + units.Bytes(int64(*fs.LogGrowthRate)) + "/s)"
 			}
 		} else if fs.Role == monitor.RoleLogs {
 			logs = "scanning"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", fs.Role, fs.Path, dashIfEmpty(fs.Mountpoint), dashIfEmpty(fs.Device),
-			humanBytes(fs.CapacityBytes), humanBytes(fs.AvailableBytes), fs.Inodes, fs.InodesFree, rateString(fs.BytesFillRate), logs, note)
+			units.Bytes(fs.CapacityBytes), units.Bytes(fs.AvailableBytes), fs.Inodes, fs.InodesFree, rateString(fs.BytesFillRate), logs, note)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -356,7 +356,7 @@ func writeStatusTable(w io.Writer, s *setup, snap *monitor.Snapshot, warnings []
 		bytes := strings.HasSuffix(sig.Signal, ".available") && sig.Signal != kubeletcfg.SignalPIDAvailable
 		q := func(v int64) string {
 			if bytes {
-				return humanBytes(v)
+				return units.Bytes(v)
 			}
 			return fmt.Sprint(v)
 		}
@@ -390,35 +390,10 @@ func dashIfEmpty(s string) string {
 	return s
 }
 
-// humanBytes prints binary units the way the kubelet's thresholds are written (Mi, Gi).
-func humanBytes(n int64) string {
-	neg := n < 0
-	if neg {
-		n = -n
-	}
-	q := resource.NewQuantity(n, resource.BinarySI)
-	s := q.String()
-	if n >= 1<<10 { // round to 0.1 of the unit for readability
-		units := []struct {
-			v int64
-			s string
-		}{{1 << 50, "Pi"}, {1 << 40, "Ti"}, {1 << 30, "Gi"}, {1 << 20, "Mi"}, {1 << 10, "Ki"}}
-		for _, u := range units {
-			if n >= u.v {
-				s = fmt.Sprintf("%.1f%s", float64(n)/float64(u.v), u.s)
-				break
-			}
-		}
-	}
-	if neg {
-		return "-" + s
-	}
-	return s
-}
 
 func rateString(r *float64) string {
 	if r == nil {
 		return "-"
 	}
-	return humanBytes(int64(*r))
+	return units.Bytes(int64(*r))
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/evictguard/evictguard/internal/units"
 	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/monitor"
 )
@@ -145,7 +146,7 @@ func fsName(fs *monitor.Filesystem) string {
 // amount prints a signal's quantity: bytes for *.available (but pid.available), else a count.
 func amount(signal string, v int64) string {
 	if strings.HasSuffix(signal, ".available") && signal != kubeletcfg.SignalPIDAvailable {
-		return humanBytes(v)
+		return units.Bytes(v)
 	}
 	return fmt.Sprint(v)
 }

@@ -97,7 +97,7 @@ func TestUsageWarnings(t *testing.T) {
 		{
 			name: "defaults on one filesystem: imagefs thresholds fall on nodefs", ths: defaults, layout: shared, usage: ok,
 			want: []string{
-				"hard imagefs.available<15% (" + def + ") is evaluated against nodefs (/var/lib/kubelet, mounted at /): containerd's image store /var/lib/containerd is on the same filesystem as the kubelet root dir /var/lib/kubelet; it is stricter than nodefs.available<10%: pressure at 15.0Gi available instead of 10.0Gi",
+				"hard imagefs.available<15% (" + def + ") is evaluated against nodefs (/var/lib/kubelet, mounted at /): containerd's image store /var/lib/containerd is on the same filesystem as the kubelet root dir /var/lib/kubelet; it is stricter than nodefs.available<10%: pressure at 15 GiB available instead of 10 GiB",
 				"hard imagefs.inodesFree<5% (" + def + ") is evaluated against nodefs (/var/lib/kubelet, mounted at /): containerd's image store",
 			},
 		},
@@ -114,7 +114,7 @@ func TestUsageWarnings(t *testing.T) {
 		{
 			name: "nodefs breached (hard): 8% available < 10%", ths: defaults[:3], layout: dedicated,
 			usage: map[monitor.Role]monitor.FilesystemStatus{monitor.RoleNodeFs: full, monitor.RoleImageFs: roomy},
-			want:  []string{"hard nodefs.available<10% (" + def + ") is already breached: 8.0Gi available on /var/lib/kubelet, mounted at /, below the threshold of 10.0Gi (capacity 100.0Gi); the kubelet reports DiskPressure and evicts pods now"},
+			want:  []string{"hard nodefs.available<10% (" + def + ") is already breached: 8.0 GiB available on /var/lib/kubelet, mounted at /, below the threshold of 10 GiB (capacity 100 GiB); the kubelet reports DiskPressure and evicts pods now"},
 		},
 		{
 			name:   "soft breach names the grace period; inodes are counts",
@@ -125,7 +125,7 @@ func TestUsageWarnings(t *testing.T) {
 		{
 			name: "imagefs breached on a dedicated imagefs", ths: defaults[3:4], layout: dedicated,
 			usage: map[monitor.Role]monitor.FilesystemStatus{monitor.RoleNodeFs: roomy, monitor.RoleImageFs: full},
-			want:  []string{"hard imagefs.available<15% (" + def + ") is already breached: 8.0Gi available on /data/containerd, mounted at /data, below the threshold of 15.0Gi"},
+			want:  []string{"hard imagefs.available<15% (" + def + ") is already breached: 8.0 GiB available on /data/containerd, mounted at /data, below the threshold of 15 GiB"},
 		},
 		{
 			name: "shared and breached: both warnings", ths: defaults[1:4], layout: shared,
@@ -133,7 +133,7 @@ func TestUsageWarnings(t *testing.T) {
 			want: []string{
 				"hard imagefs.available<15% (" + def + ") is evaluated against nodefs",
 				"hard nodefs.available<10% (" + def + ") is already breached",
-				"hard imagefs.available<15% (" + def + ") is already breached: 8.0Gi available on /var/lib/containerd, mounted at /",
+				"hard imagefs.available<15% (" + def + ") is already breached: 8.0 GiB available on /var/lib/containerd, mounted at /",
 			},
 		},
 		{
