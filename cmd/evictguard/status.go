@@ -390,7 +390,6 @@ func dashIfEmpty(s string) string {
 	return s
 }
 
-
 func rateString(r *float64) string {
 	if r == nil {
 		return "-"
