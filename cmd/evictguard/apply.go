@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,20 +19,6 @@ import (
 )
 
 func init() { subcommands = append(subcommands, newApplyCommand) }
-
-// Test hooks, deliberately environment-only and absent from --help. They exist for the e2e
-// suite's rollback and crash-safety proofs and must never be set on a node.
-const (
-	// envTestInject ("signal<value") is written in place of the planned value of that signal,
-	// unvalidated, so the kubelet refuses to start.
-	envTestInject = "EVICTGUARD_TEST_INJECT_THRESHOLD"
-	// envTestCrashAfter (write|reload|restart|verify) makes evictguard SIGKILL itself after
-	// that journaled step.
-	envTestCrashAfter = "EVICTGUARD_TEST_CRASH_AFTER"
-	// envTestHoldAfter ("step=FILE[,step=FILE…]") makes a migration wait after each of those
-	// journaled steps until its FILE exists, so a test can kill or signal whoever follows the operation in that step.
-	envTestHoldAfter = "EVICTGUARD_TEST_HOLD_AFTER"
-)
 
 type applyOptions struct {
 	remediationFlags
@@ -126,17 +111,17 @@ func runApply(ctx context.Context, g *globalOptions, o *applyOptions) error {
 		return problem(errors.New("not confirmed"))
 	}
 	write := r.write
-	if inj := os.Getenv(envTestInject); inj != "" {
+	if inj := hooks.injectThreshold(); inj != "" {
 		k, v, ok := strings.Cut(inj, "<")
 		if !ok {
-			return usageErr(fmt.Errorf("%s must be signal<value", envTestInject))
+			return usageErr(fmt.Errorf("test hook threshold %q must be signal<value", inj))
 		}
 		hard := map[string]string{}
 		for kk, vv := range r.tp.New {
 			hard[kk] = vv
 		}
 		hard[k] = v
-		g.logger.Warn("TEST HOOK: writing a threshold the kubelet rejects", "env", envTestInject, "signal", k, "value", v)
+		g.logger.Warn("TEST HOOK: writing a threshold the kubelet rejects", "signal", k, "value", v)
 		write, err = kubeletcfg.PlanEvictionWrite(kubeletcfg.WriteRequest{Root: g.root(), Version: r.setup.eff.Version, Hard: hard,
 			Method: write.Method, SkipValidation: true})
 		if err != nil {
@@ -198,15 +183,7 @@ func (o *applyOptions) executor(g *globalOptions, r *remediation, _ string) *rem
 		Log:      g.logger,
 		Reporter: rep,
 	}
-	if step := os.Getenv(envTestCrashAfter); step != "" {
-		e.AfterStep = func(s string) {
-			if s == step {
-				g.logger.Warn("TEST HOOK: killing evictguard", "env", envTestCrashAfter, "step", s)
-				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-				select {}
-			}
-		}
-	}
+	e.AfterStep = hooks.afterStep(g.logger)
 	return e
 }
 

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -174,32 +173,7 @@ func migrateHooks(g *globalOptions, mo *migration.Options) {
 	mo.Progress = func(pass string) func(treecopy.Progress) {
 		return migration.ProgressPrinter(g.stderr, terminal, g.logger, pass)
 	}
-	crash := os.Getenv(envTestCrashAfter)
-	holds := map[string]string{}
-	for _, h := range strings.Split(os.Getenv(envTestHoldAfter), ",") {
-		if step, file, ok := strings.Cut(h, "="); ok {
-			holds[step] = file
-		}
-	}
-	if crash == "" && len(holds) == 0 {
-		return
-	}
-	mo.AfterStep = func(s string) {
-		if file := holds[s]; file != "" {
-			g.logger.Warn("TEST HOOK: holding the migration", "env", envTestHoldAfter, "step", s, "until", file)
-			for {
-				if _, err := os.Stat(file); err == nil {
-					break
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
-		}
-		if s == crash {
-			g.logger.Warn("TEST HOOK: killing evictguard", "env", envTestCrashAfter, "step", s)
-			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			select {}
-		}
-	}
+	mo.AfterStep = hooks.afterStep(g.logger)
 }
 
 func runMigrate(ctx context.Context, g *globalOptions, o *migrateOptions) error {

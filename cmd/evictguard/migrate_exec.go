@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/evictguard/evictguard/hostexec"
@@ -120,7 +118,7 @@ func (x *migrationRunner) hostRun(ctx context.Context, mo migration.Options, op 
 			OpID:        op.ID,
 			Description: "evictguard " + op.Kind + " " + op.ID + " (" + action + ")",
 			Args:        x.unitArgs(mo, op.ID, action, creds),
-			Env:         testHookEnv(),
+			Env:         hooks.env(),
 		}
 		err := h.Start(ctx, run)
 		switch {
@@ -237,16 +235,4 @@ func (x *migrationRunner) unitArgs(mo migration.Options, opID, action string, cr
 		}
 	}
 	return a
-}
-
-// testHookEnv passes evictguard's test hooks (EVICTGUARD_TEST_*) on to a host unit, whose
-// environment is otherwise the manager's.
-func testHookEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "EVICTGUARD_TEST_") {
-			env = append(env, kv)
-		}
-	}
-	return env
 }
