@@ -15,7 +15,7 @@ import (
 
 	"github.com/evictguard/evictguard/internal/atomicfile"
 	"github.com/evictguard/evictguard/internal/hostfs"
-	"github.com/evictguard/evictguard/systemd"
+	"github.com/evictguard/evictguard/sdbus"
 )
 
 // UnitPrefix starts the name of every operation's unit.
@@ -32,7 +32,7 @@ type Host struct {
 	Bus string
 	// StateDir is evictguard's state directory (a node path).
 	StateDir string
-	Systemd  *systemd.Client
+	Systemd  *sdbus.Client
 	Log      *slog.Logger
 	// Executable is the binary to stage (default: the running one, /proc/self/exe).
 	Executable string
@@ -135,7 +135,7 @@ type Run struct {
 }
 
 // Start stages the binary and starts run as the operation's transient unit. It fails with an
-// error wrapping systemd.ErrUnitExists when the operation's unit is already loaded: the
+// error wrapping sdbus.ErrUnitExists when the operation's unit is already loaded: the
 // operation is running (adopt it with Wait instead).
 func (h *Host) Start(ctx context.Context, run Run) error {
 	if h.Systemd == nil {
@@ -149,7 +149,7 @@ func (h *Host) Start(ctx context.Context, run Run) error {
 	if err := os.MkdirAll(h.Root.Path(filepath.Dir(out)), 0o700); err != nil {
 		return fmt.Errorf("run on the host: %w", err)
 	}
-	svc := systemd.TransientService{
+	svc := sdbus.TransientService{
 		Name:        UnitName(run.OpID),
 		Description: run.Description,
 		Argv:        append([]string{h.managerPath(bin)}, run.Args...),
@@ -173,7 +173,7 @@ type State struct {
 	// Running: the unit is loaded and not (yet) inactive or failed.
 	Running bool
 	// Info is the unit's state, nil once the manager has collected it.
-	Info *systemd.UnitInfo
+	Info *sdbus.UnitInfo
 }
 
 // Status reads the operation's unit.
@@ -183,7 +183,7 @@ func (h *Host) Status(ctx context.Context, opID string) (State, error) {
 		return st, errors.New("systemd is unreachable over D-Bus")
 	}
 	u, err := h.Systemd.Unit(ctx, st.Unit)
-	if errors.Is(err, systemd.ErrUnitNotFound) {
+	if errors.Is(err, sdbus.ErrUnitNotFound) {
 		return st, nil
 	}
 	if err != nil {

@@ -19,7 +19,7 @@ import (
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/lease"
 	"github.com/evictguard/evictguard/monitor"
-	"github.com/evictguard/evictguard/systemd"
+	"github.com/evictguard/evictguard/sdbus"
 	"github.com/evictguard/evictguard/treecopy"
 )
 
@@ -59,10 +59,10 @@ const (
 
 // Systemd is the part of the systemd client a migration uses.
 type Systemd interface {
-	Unit(ctx context.Context, name string) (*systemd.UnitInfo, error)
+	Unit(ctx context.Context, name string) (*sdbus.UnitInfo, error)
 	Start(ctx context.Context, unit string, timeout time.Duration) error
 	Stop(ctx context.Context, unit string, timeout time.Duration) error
-	WaitHealthy(ctx context.Context, unit string, opts systemd.HealthOptions) error
+	WaitHealthy(ctx context.Context, unit string, opts sdbus.HealthOptions) error
 }
 
 // Options configures a migration of the runtime's data root. Paths named "node path"
@@ -738,7 +738,7 @@ func (m *migration) stop(ctx context.Context) (string, error) {
 		s.Active = map[string]bool{}
 		for _, u := range append([]string{o.KubeletUnit}, s.Plan.Units...) {
 			info, err := o.Systemd.Unit(ctx, u)
-			if errors.Is(err, systemd.ErrUnitNotFound) {
+			if errors.Is(err, sdbus.ErrUnitNotFound) {
 				continue
 			}
 			if err != nil {
@@ -993,7 +993,7 @@ func knownUnits(ctx context.Context, sd Systemd, units []string) []string {
 	}
 	out := make([]string, 0, len(units))
 	for _, u := range units {
-		if _, err := sd.Unit(ctx, u); errors.Is(err, systemd.ErrUnitNotFound) {
+		if _, err := sd.Unit(ctx, u); errors.Is(err, sdbus.ErrUnitNotFound) {
 			continue
 		}
 		out = append(out, u)
@@ -1043,7 +1043,7 @@ func (m *migration) startOrder() []string {
 func (m *migration) assertStopped(ctx context.Context) error {
 	for _, u := range m.stopOrder() {
 		info, err := m.o.Systemd.Unit(ctx, u)
-		if errors.Is(err, systemd.ErrUnitNotFound) {
+		if errors.Is(err, sdbus.ErrUnitNotFound) {
 			continue
 		}
 		if err != nil {
@@ -1105,7 +1105,7 @@ func (m *migration) startKubelet(ctx context.Context) error {
 	if err := m.o.Systemd.Start(ctx, u, m.o.UnitTimeout); err != nil {
 		return err
 	}
-	return m.o.Systemd.WaitHealthy(ctx, u, systemd.HealthOptions{URL: m.o.KubeletHealthz, StableFor: m.o.StableFor, Timeout: 2 * time.Minute})
+	return m.o.Systemd.WaitHealthy(ctx, u, sdbus.HealthOptions{URL: m.o.KubeletHealthz, StableFor: m.o.StableFor, Timeout: 2 * time.Minute})
 }
 
 // checkRuntime waits until the runtime answers, reports root and still holds what it held.

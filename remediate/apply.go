@@ -10,7 +10,7 @@ import (
 
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/kubeletcfg"
-	"github.com/evictguard/evictguard/systemd"
+	"github.com/evictguard/evictguard/sdbus"
 )
 
 // Steps of a threshold rewrite, in order, as recorded in the journal.
@@ -25,7 +25,7 @@ const (
 type Systemd interface {
 	DaemonReload(ctx context.Context) error
 	Restart(ctx context.Context, unit string, timeout time.Duration) error
-	WaitHealthy(ctx context.Context, unit string, opts systemd.HealthOptions) error
+	WaitHealthy(ctx context.Context, unit string, opts sdbus.HealthOptions) error
 }
 
 // Executor carries out a threshold rewrite: journal → write → daemon-reload → restart →
@@ -36,7 +36,7 @@ type Executor struct {
 	// Unit is the kubelet's unit (default kubelet.service).
 	Unit string
 	// Health is passed to WaitHealthy (URL, StableFor, Timeout).
-	Health systemd.HealthOptions
+	Health sdbus.HealthOptions
 	// Verify checks that the kubelet enforces exactly want (argv, /configz, Node Ready); it
 	// should retry until ctx ends.
 	Verify func(ctx context.Context, want map[string]string) error

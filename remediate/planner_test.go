@@ -16,7 +16,7 @@ import (
 	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/policy"
-	"github.com/evictguard/evictguard/systemd"
+	"github.com/evictguard/evictguard/sdbus"
 )
 
 func effWith(hard map[string]string) *kubeletcfg.Effective {
@@ -154,7 +154,7 @@ func (f *fakeSystemd) Restart(context.Context, string, time.Duration) error {
 	}
 	return nil
 }
-func (f *fakeSystemd) WaitHealthy(context.Context, string, systemd.HealthOptions) error {
+func (f *fakeSystemd) WaitHealthy(context.Context, string, sdbus.HealthOptions) error {
 	f.calls = append(f.calls, "health")
 	if len(f.healthErrs) > 0 {
 		err := f.healthErrs[0]

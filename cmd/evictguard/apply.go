@@ -15,10 +15,8 @@ import (
 	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/lease"
 	"github.com/evictguard/evictguard/remediate"
-	"github.com/evictguard/evictguard/systemd"
+	"github.com/evictguard/evictguard/sdbus"
 )
-
-func init() { subcommands = append(subcommands, newApplyCommand) }
 
 type applyOptions struct {
 	remediationFlags
@@ -178,7 +176,7 @@ func (o *applyOptions) executor(g *globalOptions, r *remediation, _ string) *rem
 		Journal:  r.journal,
 		Systemd:  r.sd,
 		Unit:     o.unit,
-		Health:   systemd.HealthOptions{URL: o.healthz, StableFor: r.policy.StableFor.Duration},
+		Health:   sdbus.HealthOptions{URL: o.healthz, StableFor: r.policy.StableFor.Duration},
 		Timeout:  r.policy.VerifyTimeout.Duration,
 		Log:      g.logger,
 		Reporter: rep,

@@ -21,8 +21,6 @@ import (
 	"github.com/evictguard/evictguard/monitor"
 )
 
-func init() { subcommands = append(subcommands, newConfigCommand) }
-
 func newConfigCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "config",

@@ -22,11 +22,9 @@ import (
 	"github.com/evictguard/evictguard/lease"
 	"github.com/evictguard/evictguard/migration"
 	"github.com/evictguard/evictguard/monitor"
-	"github.com/evictguard/evictguard/systemd"
+	"github.com/evictguard/evictguard/sdbus"
 	"github.com/evictguard/evictguard/treecopy"
 )
-
-func init() { subcommands = append(subcommands, newMigrateCommand) }
 
 type migrateOptions struct {
 	runtime, to                        string
@@ -347,13 +345,13 @@ func confirmLine(in io.Reader) bool {
 	return strings.TrimSpace(line) == "yes"
 }
 
-func (o *migrateOptions) systemd(ctx context.Context, g *globalOptions) (*systemd.Client, error) {
+func (o *migrateOptions) systemd(ctx context.Context, g *globalOptions) (*sdbus.Client, error) {
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if addr := (hostexec.View{Root: g.root(), Bus: o.busAddress}).BusAddress(); addr != "" {
-		return systemd.NewWithAddress(sctx, g.logger, addr)
+		return sdbus.NewWithAddress(sctx, g.logger, addr)
 	}
-	return systemd.New(sctx, g.logger)
+	return sdbus.New(sctx, g.logger)
 }
 
 func printMigrationPlan(g *globalOptions, p *migration.Plan) error {

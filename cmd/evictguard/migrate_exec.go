@@ -11,7 +11,7 @@ import (
 	"github.com/evictguard/evictguard/internal/kube"
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/migration"
-	"github.com/evictguard/evictguard/systemd"
+	"github.com/evictguard/evictguard/sdbus"
 )
 
 // Where a journaled migration's steps run (docs/remediation.md, "Where the work runs").
@@ -60,7 +60,7 @@ type migrationRunner struct {
 	// For a unit: the bus as this process reaches it, the state dir, and this process's
 	// kubeconfig ("" = in-cluster when available) whose credentials are lent to the unit.
 	busAddress, stateDir, kubeconfig string
-	sd                               *systemd.Client
+	sd                               *sdbus.Client
 	// poll is how often the follower reads the unit and the journal.
 	poll time.Duration
 }
@@ -122,7 +122,7 @@ func (x *migrationRunner) hostRun(ctx context.Context, mo migration.Options, op 
 		}
 		err := h.Start(ctx, run)
 		switch {
-		case errors.Is(err, systemd.ErrUnitExists):
+		case errors.Is(err, sdbus.ErrUnitExists):
 			adopted = true
 			x.g.logger.Info("adopting the operation running on the host", "op", op.ID, "unit", st.Unit)
 		case err != nil:

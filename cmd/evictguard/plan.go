@@ -23,10 +23,8 @@ import (
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/policy"
 	"github.com/evictguard/evictguard/remediate"
-	"github.com/evictguard/evictguard/systemd"
+	"github.com/evictguard/evictguard/sdbus"
 )
-
-func init() { subcommands = append(subcommands, newPlanCommand) }
 
 // remediationFlags are shared by plan and apply.
 type remediationFlags struct {
@@ -83,7 +81,7 @@ type remediation struct {
 	tp      *remediate.ThresholdPlan
 	write   *kubeletcfg.WritePlan
 	journal *journal.Journal
-	sd      *systemd.Client
+	sd      *sdbus.Client
 	kube    kube.Interface
 	// blockers: why the policy forbids acting now (besides refusals in tp).
 	blockers []string
@@ -109,12 +107,12 @@ func (f *remediationFlags) kubeClient() (kube.Interface, error) {
 	return kube.NewClient(cfg)
 }
 
-func (f *remediationFlags) systemd(ctx context.Context, g *globalOptions) (*systemd.Client, error) {
+func (f *remediationFlags) systemd(ctx context.Context, g *globalOptions) (*sdbus.Client, error) {
 	// From a container, the node's system bus under --host-root (the DaemonSet mounts it).
 	if addr := (hostexec.View{Root: g.root(), Bus: f.busAddress}).BusAddress(); addr != "" {
-		return systemd.NewWithAddress(ctx, g.logger, addr)
+		return sdbus.NewWithAddress(ctx, g.logger, addr)
 	}
-	return systemd.New(ctx, g.logger)
+	return sdbus.New(ctx, g.logger)
 }
 
 // prepare opens the journal, connects to systemd (and the API server), and returns them; the

@@ -61,9 +61,6 @@ func (g *globalOptions) validate() error {
 	return nil
 }
 
-// subcommands registers each subcommand's constructor; files add themselves in init().
-var subcommands []func(*globalOptions) *cobra.Command
-
 func newRootCommand(g *globalOptions) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "evictguard",
@@ -83,7 +80,7 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 	pf.StringVar(&g.hostRoot, "host-root", "/", "directory where the node's / is visible (/host in the DaemonSet)")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	for _, mk := range subcommands {
+	for _, mk := range commands {
 		root.AddCommand(mk(g))
 	}
 	return root

@@ -19,8 +19,6 @@ import (
 	"github.com/evictguard/evictguard/monitor/feed"
 )
 
-func init() { subcommands = append(subcommands, newRunCommand) }
-
 // alertPolicy is when the direct alerts and the Node feed report an eviction as imminent.
 func (o *runOptions) alertPolicy() feed.Policy {
 	p := feed.Policy{WarningHorizon: o.warnHorizon, CriticalHorizon: o.criticalHorizon, For: o.alertFor}

@@ -20,8 +20,6 @@ import (
 	"github.com/evictguard/evictguard/monitor"
 )
 
-func init() { subcommands = append(subcommands, newStatusCommand) }
-
 // monitorFlags are the discovery and evaluation settings `status` and `run` share.
 type monitorFlags struct {
 	kubeletCmdline, kubeletVersion string

@@ -14,8 +14,6 @@ import (
 	"github.com/evictguard/evictguard/kubeletcfg"
 )
 
-func init() { subcommands = append(subcommands, newThresholdsCommand) }
-
 type thresholdsOptions struct {
 	cmdline, version, configz, tokenFile string
 	kubeconfig, nodeName                 string

@@ -12,8 +12,6 @@ import (
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
 
-func init() { subcommands = append(subcommands, newVersionCommand) }
-
 type versionInfo struct {
 	Version   string `json:"version"`
 	Revision  string `json:"revision"`

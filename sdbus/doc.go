@@ -1,4 +1,4 @@
-// Package systemd is a D-Bus client for the systemd manager built on go-systemd: it reads unit
+// Package sdbus is a D-Bus client for the systemd manager built on go-systemd: it reads unit
 // properties, reloads the manager, restarts units and waits for their jobs and health.
 //
 // It talks to the systemd manager (org.freedesktop.systemd1) over the system bus by default
@@ -10,4 +10,4 @@
 // result of "done" only means the manager finished the job: for a Type=simple service such as
 // the kubelet it says nothing about whether the process stays up, which is what WaitHealthy is
 // for.
-package systemd
+package sdbus

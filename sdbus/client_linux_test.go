@@ -1,4 +1,4 @@
-package systemd_test
+package sdbus_test
 
 import (
 	"context"
@@ -17,16 +17,16 @@ import (
 	"time"
 
 	"github.com/evictguard/evictguard/e2e/harness"
-	"github.com/evictguard/evictguard/systemd"
+	"github.com/evictguard/evictguard/sdbus"
 )
 
 // sandbox starts a sandboxed systemd manager and a Client connected to it by address.
-func sandbox(t *testing.T) (*harness.Systemd, *systemd.Client) {
+func sandbox(t *testing.T) (*harness.Systemd, *sdbus.Client) {
 	t.Helper()
 	sd := harness.StartSystemd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := systemd.NewWithAddress(ctx, slog.New(slog.NewTextHandler(t.Output(), nil)), sd.BusAddress)
+	c, err := sdbus.NewWithAddress(ctx, slog.New(slog.NewTextHandler(t.Output(), nil)), sd.BusAddress)
 	if err != nil {
 		t.Fatalf("NewWithAddress(%s): %v", sd.BusAddress, err)
 	}
@@ -103,7 +103,7 @@ Restart=always
 	if !slices.Equal(u.Environment, []string{"FOO=one"}) {
 		t.Errorf("Environment = %q", u.Environment)
 	}
-	wantFiles := []systemd.EnvironmentFile{{Path: "/nonexistent/evictguard.env", IgnoreErrors: true}, {Path: envFile}}
+	wantFiles := []sdbus.EnvironmentFile{{Path: "/nonexistent/evictguard.env", IgnoreErrors: true}, {Path: envFile}}
 	if !slices.Equal(u.EnvironmentFiles, wantFiles) {
 		t.Errorf("EnvironmentFiles = %+v, want %+v", u.EnvironmentFiles, wantFiles)
 	}
@@ -208,7 +208,7 @@ ExecStart=/bin/sh -c 'echo "$FOO $BAR $EVICTION_ARGS" > %s; exec sleep 1000'
 	if err := syscall.Kill(second.MainPID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.WaitHealthy(ctx, "stand-in.service", systemd.HealthOptions{StableFor: 300 * time.Millisecond, Timeout: 15 * time.Second}); err != nil {
+	if err := c.WaitHealthy(ctx, "stand-in.service", sdbus.HealthOptions{StableFor: 300 * time.Millisecond, Timeout: 15 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	third, err := c.Unit(ctx, "stand-in.service")
@@ -320,7 +320,7 @@ func TestJobErrors(t *testing.T) {
 		{name: "exec of a missing binary", op: c.Restart, unit: "exec-missing.service", timeout: 10 * time.Second, wantResult: "failed"},
 		{name: "start of a missing binary", op: c.Start, unit: "exec-missing.service", timeout: 10 * time.Second, wantResult: "failed"},
 		{name: "no such unit", op: c.Restart, unit: "no-such.service", timeout: 10 * time.Second, wantText: "no-such.service"},
-		{name: "result not in time", op: c.Start, unit: "slow-start.service", timeout: 500 * time.Millisecond, wantIs: systemd.ErrJobTimeout, wantText: "slow-start.service"},
+		{name: "result not in time", op: c.Start, unit: "slow-start.service", timeout: 500 * time.Millisecond, wantIs: sdbus.ErrJobTimeout, wantText: "slow-start.service"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -330,7 +330,7 @@ func TestJobErrors(t *testing.T) {
 				t.Fatalf("%s: no error", tc.unit)
 			}
 			t.Logf("error: %v", err)
-			var je *systemd.JobError
+			var je *sdbus.JobError
 			if tc.wantResult != "" {
 				if !errors.As(err, &je) || je.Result != tc.wantResult || je.Unit != tc.unit {
 					t.Fatalf("error %v: want JobError with result %q for %s", err, tc.wantResult, tc.unit)
@@ -348,7 +348,7 @@ func TestJobErrors(t *testing.T) {
 		})
 	}
 	ctx := testCtx(t, 30*time.Second)
-	if _, err := c.Unit(ctx, "no-such.service"); !errors.Is(err, systemd.ErrUnitNotFound) {
+	if _, err := c.Unit(ctx, "no-such.service"); !errors.Is(err, sdbus.ErrUnitNotFound) {
 		t.Errorf("Unit(no-such.service) = %v, want ErrUnitNotFound", err)
 	}
 	// The slow job is still queued; stop it so teardown does not wait for it.
@@ -400,35 +400,35 @@ RestartSec=100ms
 		name     string
 		unit     string
 		status   int // served by the health URL
-		opts     systemd.HealthOptions
+		opts     sdbus.HealthOptions
 		wantIs   error  // nil: healthy
 		wantText string // in the error
 		maxTime  time.Duration
 	}{
 		{name: "running, URL 200", unit: "sleeper.service", status: 200,
-			opts: systemd.HealthOptions{URL: srv.URL + "/healthz", StableFor: time.Second, Timeout: 10 * time.Second}, maxTime: 5 * time.Second},
+			opts: sdbus.HealthOptions{URL: srv.URL + "/healthz", StableFor: time.Second, Timeout: 10 * time.Second}, maxTime: 5 * time.Second},
 		{name: "running, no URL", unit: "sleeper.service",
-			opts: systemd.HealthOptions{StableFor: 500 * time.Millisecond, Timeout: 10 * time.Second}, maxTime: 5 * time.Second},
+			opts: sdbus.HealthOptions{StableFor: 500 * time.Millisecond, Timeout: 10 * time.Second}, maxTime: 5 * time.Second},
 		{name: "running, URL 500", unit: "sleeper.service", status: 500,
-			opts:   systemd.HealthOptions{URL: srv.URL + "/healthz", StableFor: 500 * time.Millisecond, Timeout: 2 * time.Second},
-			wantIs: systemd.ErrHealthTimeout, wantText: "500 Internal Server Error", maxTime: 5 * time.Second},
+			opts:   sdbus.HealthOptions{URL: srv.URL + "/healthz", StableFor: 500 * time.Millisecond, Timeout: 2 * time.Second},
+			wantIs: sdbus.ErrHealthTimeout, wantText: "500 Internal Server Error", maxTime: 5 * time.Second},
 		{name: "URL unreachable", unit: "sleeper.service",
-			opts:   systemd.HealthOptions{URL: "http://127.0.0.1:1/healthz", StableFor: 500 * time.Millisecond, Timeout: 2 * time.Second},
-			wantIs: systemd.ErrHealthTimeout, wantText: "connection refused", maxTime: 5 * time.Second},
+			opts:   sdbus.HealthOptions{URL: "http://127.0.0.1:1/healthz", StableFor: 500 * time.Millisecond, Timeout: 2 * time.Second},
+			wantIs: sdbus.ErrHealthTimeout, wantText: "connection refused", maxTime: 5 * time.Second},
 		{name: "started but exits", unit: "simple-false.service",
-			opts:   systemd.HealthOptions{StableFor: 2 * time.Second, Timeout: 10 * time.Second},
-			wantIs: systemd.ErrUnitFailed, wantText: "Result=exit-code", maxTime: 5 * time.Second},
+			opts:   sdbus.HealthOptions{StableFor: 2 * time.Second, Timeout: 10 * time.Second},
+			wantIs: sdbus.ErrUnitFailed, wantText: "Result=exit-code", maxTime: 5 * time.Second},
 		{name: "never started", unit: "never-started.service",
-			opts:   systemd.HealthOptions{Timeout: 1500 * time.Millisecond},
-			wantIs: systemd.ErrHealthTimeout, wantText: "unit is inactive/dead", maxTime: 4 * time.Second},
+			opts:   sdbus.HealthOptions{Timeout: 1500 * time.Millisecond},
+			wantIs: sdbus.ErrHealthTimeout, wantText: "unit is inactive/dead", maxTime: 4 * time.Second},
 		{name: "crash loop", unit: "crash-loop.service",
-			opts:   systemd.HealthOptions{StableFor: 2 * time.Second, Timeout: 30 * time.Second},
-			wantIs: systemd.ErrRestartLoop, wantText: "Restart=always", maxTime: 15 * time.Second},
+			opts:   sdbus.HealthOptions{StableFor: 2 * time.Second, Timeout: 30 * time.Second},
+			wantIs: sdbus.ErrRestartLoop, wantText: "Restart=always", maxTime: 15 * time.Second},
 		{name: "crash loop, restarts tolerated", unit: "crash-loop.service",
-			opts:   systemd.HealthOptions{StableFor: time.Second, Timeout: 3 * time.Second, MaxRestarts: -1},
-			wantIs: systemd.ErrHealthTimeout, wantText: "automatic restarts during wait", maxTime: 6 * time.Second},
+			opts:   sdbus.HealthOptions{StableFor: time.Second, Timeout: 3 * time.Second, MaxRestarts: -1},
+			wantIs: sdbus.ErrHealthTimeout, wantText: "automatic restarts during wait", maxTime: 6 * time.Second},
 		{name: "missing unit", unit: "no-such.service",
-			opts: systemd.HealthOptions{Timeout: 5 * time.Second}, wantIs: systemd.ErrUnitNotFound, maxTime: 2 * time.Second},
+			opts: sdbus.HealthOptions{Timeout: 5 * time.Second}, wantIs: sdbus.ErrUnitNotFound, maxTime: 2 * time.Second},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -448,7 +448,7 @@ RestartSec=100ms
 				if !errors.Is(err, tc.wantIs) {
 					t.Fatalf("WaitHealthy = %v, want errors.Is %v", err, tc.wantIs)
 				}
-				var he *systemd.HealthError
+				var he *sdbus.HealthError
 				if !errors.As(err, &he) || he.Unit != tc.unit {
 					t.Errorf("error %T is not a *HealthError for %s", err, tc.unit)
 				}
@@ -467,7 +467,7 @@ RestartSec=100ms
 		time.AfterFunc(time.Second, func() { status.Store(200) })
 		start := time.Now()
 		err := c.WaitHealthy(testCtx(t, 30*time.Second), "sleeper.service",
-			systemd.HealthOptions{URL: srv.URL, StableFor: 500 * time.Millisecond, Timeout: 10 * time.Second})
+			sdbus.HealthOptions{URL: srv.URL, StableFor: 500 * time.Millisecond, Timeout: 10 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -488,7 +488,7 @@ RestartSec=100ms
 		})
 		start := time.Now()
 		if err := c.WaitHealthy(testCtx(t, 30*time.Second), "sleeper.service",
-			systemd.HealthOptions{StableFor: 1500 * time.Millisecond, Timeout: 10 * time.Second}); err != nil {
+			sdbus.HealthOptions{StableFor: 1500 * time.Millisecond, Timeout: 10 * time.Second}); err != nil {
 			t.Fatal(err)
 		}
 		if took := time.Since(start); took < 2*time.Second {
