@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/evictguard/evictguard/internal/config"
+	"github.com/evictguard/evictguard/config"
 )
 
 func TestConfigCommands(t *testing.T) {

@@ -15,7 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/evictguard/evictguard/hostexec"
-	"github.com/evictguard/evictguard/internal/config"
+	"github.com/evictguard/evictguard/config"
 	"github.com/evictguard/evictguard/internal/kube"
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/kubeletcfg"

@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/evictguard/evictguard/internal/config"
+	"github.com/evictguard/evictguard/config"
 	"github.com/evictguard/evictguard/internal/hostfs"
 	"github.com/evictguard/evictguard/policy"
 	"github.com/evictguard/evictguard/reclaim"

@@ -16,7 +16,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/evictguard/evictguard/internal/config"
+	"github.com/evictguard/evictguard/config"
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/monitor"
 )

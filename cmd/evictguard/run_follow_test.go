@@ -14,7 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/evictguard/evictguard/internal/config"
+	"github.com/evictguard/evictguard/config"
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/monitor"
 )

@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 
-	"github.com/evictguard/evictguard/internal/config"
+	"github.com/evictguard/evictguard/config"
 	"github.com/evictguard/evictguard/internal/kube"
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/monitor"

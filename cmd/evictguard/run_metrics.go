@@ -11,7 +11,7 @@ import (
 
 	certutil "k8s.io/client-go/util/cert"
 
-	"github.com/evictguard/evictguard/internal/config"
+	"github.com/evictguard/evictguard/config"
 	"github.com/evictguard/evictguard/internal/kube"
 	"github.com/evictguard/evictguard/internal/metricsauth"
 )
