@@ -12,7 +12,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/unit"
 
-	"github.com/evictguard/evictguard/internal/config"
+	"github.com/evictguard/evictguard/config"
 )
 
 // exampleConfigs finds every evictguard configuration shipped in deploy/ (files whose kind is
