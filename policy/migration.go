@@ -49,6 +49,13 @@ const (
 	MigrationRuntimeAuto = "auto"
 )
 
+// Defaults of a migration's durations, for the policy and `evictguard migrate`'s flags.
+const (
+	DefaultDrainTimeout     = 5 * time.Minute
+	DefaultUnitTimeout      = 2 * time.Minute
+	DefaultMigrationLockTTL = 30 * time.Minute
+)
+
 // Enabled reports whether the policy allows migrating the data root.
 func (m *MigrationPolicy) Enabled() bool { return m.To != "" }
 
@@ -60,13 +67,13 @@ func (m *MigrationPolicy) applyDefaults() {
 		m.Runtime = MigrationRuntimeAuto
 	}
 	if m.DrainTimeout.Duration == 0 {
-		m.DrainTimeout.Duration = 5 * time.Minute
+		m.DrainTimeout.Duration = DefaultDrainTimeout
 	}
 	if m.UnitTimeout.Duration == 0 {
-		m.UnitTimeout.Duration = 2 * time.Minute
+		m.UnitTimeout.Duration = DefaultUnitTimeout
 	}
 	if m.LockTTL.Duration == 0 {
-		m.LockTTL.Duration = 30 * time.Minute
+		m.LockTTL.Duration = DefaultMigrationLockTTL
 	}
 }
 

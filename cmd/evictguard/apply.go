@@ -51,7 +51,7 @@ Exit code 1 when blocked, refused, rolled back or failed.`,
 
 func runApply(ctx context.Context, g *globalOptions, o *applyOptions) error {
 	if o.clear != "" {
-		j, err := journal.Open(g.root(), o.stateDir, g.logger)
+		j, err := journal.Open(g.root(), o.cfg.Actions.StateDir, g.logger)
 		if err != nil {
 			return problem(err)
 		}
@@ -76,7 +76,7 @@ func runApply(ctx context.Context, g *globalOptions, o *applyOptions) error {
 	if unfinished, err := r.journal.Unfinished(); err != nil {
 		return problem(err)
 	} else if len(unfinished) > 0 {
-		version := o.kubeletVersion
+		version := o.cfg.Monitor.KubeletVersion
 		exec.Verify = o.verifier(g, r, version)
 		if err := errors.Join(exec.Recover(ctx), o.recoverMigration(ctx, g, r, exec.Reporter)); err != nil {
 			return problem(fmt.Errorf("recovery: %w", err))
@@ -131,7 +131,7 @@ func runApply(ctx context.Context, g *globalOptions, o *applyOptions) error {
 	slot := ""
 	if r.policy.Lock.Slots > 0 {
 		lock = &lease.Lock{Client: r.kube, Namespace: r.policy.Lock.Namespace, Name: r.policy.Lock.Name,
-			Slots: r.policy.Lock.Slots, TTL: r.policy.Lock.TTL.Duration, Identity: o.nodeName}
+			Slots: r.policy.Lock.Slots, TTL: r.policy.Lock.TTL.Duration, Identity: o.cfg.Kubernetes.NodeName}
 		var why string
 		slot, why, err = lock.Acquire(ctx)
 		switch {
@@ -162,8 +162,8 @@ func runApply(ctx context.Context, g *globalOptions, o *applyOptions) error {
 
 func (o *applyOptions) executor(g *globalOptions, r *remediation, _ string) *remediate.Executor {
 	var reps journal.MultiReporter
-	if r.kube != nil && o.nodeName != "" {
-		reps = append(reps, remediate.EventReporter{Client: r.kube, Node: o.nodeName, Log: g.logger})
+	if r.kube != nil && o.cfg.Kubernetes.NodeName != "" {
+		reps = append(reps, remediate.EventReporter{Client: r.kube, Node: o.cfg.Kubernetes.NodeName, Log: g.logger})
 	}
 	if o.reporter != nil {
 		reps = append(reps, o.reporter)
@@ -175,8 +175,8 @@ func (o *applyOptions) executor(g *globalOptions, r *remediation, _ string) *rem
 	e := &remediate.Executor{
 		Journal:  r.journal,
 		Systemd:  r.sd,
-		Unit:     o.unit,
-		Health:   sdbus.HealthOptions{URL: o.healthz, StableFor: r.policy.StableFor.Duration},
+		Unit:     o.cfg.Actions.KubeletUnit,
+		Health:   sdbus.HealthOptions{URL: o.cfg.Actions.Healthz, StableFor: r.policy.StableFor.Duration},
 		Timeout:  r.policy.VerifyTimeout.Duration,
 		Log:      g.logger,
 		Reporter: rep,
@@ -214,13 +214,13 @@ func (o *applyOptions) verifyOnce(ctx context.Context, g *globalOptions, r *reme
 	if got := kubeletcfg.CompleteHard(eff, nil); !equalEnforced(got, want) {
 		return fmt.Errorf("the kubelet's command line and files give %s, want %s", kubeletcfg.EvictionHardFlag(got), kubeletcfg.EvictionHardFlag(want))
 	}
-	if o.configz != "" {
+	if o.cfg.Monitor.Configz.URL != "" {
 		var body []byte
 		var err error
 		if r.configzAPI != nil {
 			body, err = r.configzAPI.Fetch(ctx)
 		} else {
-			body, err = kubeletcfg.FetchConfigz(ctx, o.configz, r.token)
+			body, err = kubeletcfg.FetchConfigz(ctx, o.cfg.Monitor.Configz.URL, r.token)
 		}
 		if err != nil {
 			return err
@@ -233,10 +233,10 @@ func (o *applyOptions) verifyOnce(ctx context.Context, g *globalOptions, r *reme
 			return fmt.Errorf("/configz evictionHard is %v, want %v", cz.EvictionHard, want)
 		}
 	}
-	if r.kube != nil && o.nodeName != "" {
-		n, err := r.kube.GetNode(ctx, o.nodeName)
+	if r.kube != nil && o.cfg.Kubernetes.NodeName != "" {
+		n, err := r.kube.GetNode(ctx, o.cfg.Kubernetes.NodeName)
 		if err != nil {
-			return fmt.Errorf("get node %s: %w", o.nodeName, err)
+			return fmt.Errorf("get node %s: %w", o.cfg.Kubernetes.NodeName, err)
 		}
 		var ready *corev1.NodeCondition
 		for i, c := range n.Status.Conditions {
@@ -245,27 +245,27 @@ func (o *applyOptions) verifyOnce(ctx context.Context, g *globalOptions, r *reme
 			}
 		}
 		if ready == nil || ready.Status != corev1.ConditionTrue {
-			return fmt.Errorf("node %s is not Ready", o.nodeName)
+			return fmt.Errorf("node %s is not Ready", o.cfg.Kubernetes.NodeName)
 		}
 		// Without a node lifecycle controller a stale Ready stays True: insist that the kubelet
 		// running now has reported (status heartbeat or node Lease renewal since it started).
 		if r.sd != nil {
-			u, err := r.sd.Unit(ctx, o.unit)
+			u, err := r.sd.Unit(ctx, o.cfg.Actions.KubeletUnit)
 			if err != nil {
-				return fmt.Errorf("read %s: %w", o.unit, err)
+				return fmt.Errorf("read %s: %w", o.cfg.Actions.KubeletUnit, err)
 			}
 			since := u.InactiveExitTimestamp.Truncate(time.Second)
 			if !ready.LastHeartbeatTime.Time.Before(since) {
 				return nil
 			}
-			l, err := r.kube.GetLease(ctx, "kube-node-lease", o.nodeName)
+			l, err := r.kube.GetLease(ctx, "kube-node-lease", o.cfg.Kubernetes.NodeName)
 			if err != nil {
 				return fmt.Errorf("node %s: Ready last reported %s, before the kubelet started (%s); node lease: %w",
-					o.nodeName, ready.LastHeartbeatTime.UTC().Format(time.RFC3339), since.UTC().Format(time.RFC3339), err)
+					o.cfg.Kubernetes.NodeName, ready.LastHeartbeatTime.UTC().Format(time.RFC3339), since.UTC().Format(time.RFC3339), err)
 			}
 			if l.Spec.RenewTime == nil || l.Spec.RenewTime.Time.Before(since) {
 				return fmt.Errorf("node %s: Ready last reported %s and node lease not renewed since the kubelet started (%s)",
-					o.nodeName, ready.LastHeartbeatTime.UTC().Format(time.RFC3339), since.UTC().Format(time.RFC3339))
+					o.cfg.Kubernetes.NodeName, ready.LastHeartbeatTime.UTC().Format(time.RFC3339), since.UTC().Format(time.RFC3339))
 			}
 		}
 	}

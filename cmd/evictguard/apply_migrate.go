@@ -23,10 +23,10 @@ import (
 func (f *remediationFlags) migrateOptions(g *globalOptions, r *remediation, runtime string) (migration.Options, error) {
 	mp := &r.policy.Migration
 	mo := migration.Options{
-		Root: g.root(), Runtime: runtime, Target: mp.To, DockerSocket: f.dockerSocket,
-		RuntimeUnits: mp.Units, KubeletUnit: f.unit, KubeletHealthz: f.healthz, StableFor: r.policy.StableFor.Duration,
+		Root: g.root(), Runtime: runtime, Target: mp.To, DockerSocket: f.cfg.Monitor.DockerSocket,
+		RuntimeUnits: mp.Units, KubeletUnit: f.cfg.Actions.KubeletUnit, KubeletHealthz: f.cfg.Actions.Healthz, StableFor: r.policy.StableFor.Duration,
 		UnitTimeout: mp.UnitTimeout.Duration, KeepOld: mp.KeepOld, Checksums: mp.Checksums,
-		Drain: mp.Drain, DrainTimeout: mp.DrainTimeout.Duration, Kube: r.kube, NodeName: f.nodeName,
+		Drain: mp.Drain, DrainTimeout: mp.DrainTimeout.Duration, Kube: r.kube, NodeName: f.cfg.Kubernetes.NodeName,
 		Journal: r.journal, Log: g.logger,
 	}
 	if r.sd != nil {
@@ -44,7 +44,7 @@ func (f *remediationFlags) migrateOptions(g *globalOptions, r *remediation, runt
 	}
 	if r.policy.Lock.Slots > 0 {
 		mo.Lock = &lease.Lock{Client: r.kube, Namespace: r.policy.Lock.Namespace, Name: r.policy.Lock.Name,
-			Slots: r.policy.Lock.Slots, TTL: mp.LockTTL.Duration, Identity: f.nodeName}
+			Slots: r.policy.Lock.Slots, TTL: mp.LockTTL.Duration, Identity: f.cfg.Kubernetes.NodeName}
 	}
 	migrateHooks(g, &mo)
 	return mo, nil
@@ -300,9 +300,9 @@ func (f *remediationFlags) recoverMigration(ctx context.Context, g *globalOption
 // migrationRunnerFor is the runner of f's migrations: where they execute (f.execute) and what a host
 // unit needs to reach the same systemd, state dir and API server.
 func migrationRunnerFor(g *globalOptions, f *remediationFlags, r *remediation) (*migrationRunner, error) {
-	mode, err := resolveExecute(f.execute, hostexec.View{Root: g.root(), Bus: f.busAddress})
+	mode, err := resolveExecute(f.execute, hostexec.View{Root: g.root(), Bus: f.cfg.Actions.SystemdBus})
 	if err != nil {
 		return nil, err
 	}
-	return &migrationRunner{g: g, mode: mode, busAddress: f.busAddress, stateDir: f.stateDir, kubeconfig: f.kubeconfig, sd: r.sd}, nil
+	return &migrationRunner{g: g, mode: mode, busAddress: f.cfg.Actions.SystemdBus, stateDir: f.cfg.Actions.StateDir, kubeconfig: f.cfg.Kubernetes.Kubeconfig, sd: r.sd}, nil
 }

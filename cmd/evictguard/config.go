@@ -59,97 +59,26 @@ func newConfigCommand(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
-// applyConfig copies the file's values into o for every flag the user did not set: an
-// explicitly set flag wins over the file, the file wins over the flag's default.
-func applyConfig(o *runOptions, c *config.Configuration, fs *pflag.FlagSet) {
-	set := func(name string) bool {
-		f := fs.Lookup(name)
-		return f != nil && f.Changed
+// applyConfig makes the file's configuration c the one o runs with, keeping the value of
+// every flag set on the command line: a set flag wins over the file, the file over the
+// default. The flags are bound to the fields of o's configuration (settings.go), so nothing
+// here lists the settings.
+func applyConfig(o *runOptions, c *config.Configuration, fs *pflag.FlagSet) error {
+	next, err := overlay(c, o.cfg, fs)
+	if err != nil {
+		return err
 	}
-	str := func(name string, dst *string, v string) {
-		if !set(name) {
-			*dst = v
-		}
+	if next.Kubernetes.NodeName == "" {
+		next.Kubernetes.NodeName = os.Getenv("NODE_NAME") // as --node-name's default
 	}
-	dur := func(name string, dst *time.Duration, v config.Duration) {
-		if !set(name) {
-			*dst = v.Duration
-		}
-	}
-	m := c.Monitor
-	dur("interval", &o.interval, m.Interval)
-	dur("warn-horizon", &o.warnHorizon, m.WarnHorizon)
-	if !set("warn-margin") {
-		o.warnMargin = m.WarnMargin
-	}
-	dur("statfs-timeout", &o.statfsTimeout, m.StatfsTimeout)
-	dur("rediscover-interval", &o.follow.interval, m.RediscoverInterval)
-	// File only: the evaluator's hysteresis ("0s" breachHold: no hold, which EvalConfig
-	// spells as negative).
-	o.exitBand, o.breachHold = m.Hysteresis.ExitBand, m.Hysteresis.BreachHold.Duration
-	if o.breachHold == 0 {
-		o.breachHold = -1
-	}
-	if !set("log-dir") {
-		o.logDirs = m.LogDirs
-	}
-	str("runtime", &o.runtime, m.Runtime)
-	str("cri-endpoint", &o.criEndpoint, m.CRIEndpoint)
-	str("docker-socket", &o.dockerSocket, m.DockerSocket)
-	str("kubelet-cmdline", &o.kubeletCmdline, m.KubeletCmdline)
-	str("kubelet-version", &o.kubeletVersion, m.KubeletVersion)
-	str("configz", &o.configz, m.Configz.URL)
-	str("configz-token-file", &o.configzTokenFile, m.Configz.TokenFile)
-	dur("configz-interval", &o.configzInterval, m.Configz.Interval)
-	str("listen", &o.listen, c.Metrics.Listen)
-	str("metrics-auth", &o.metricsAuth, c.Metrics.Auth)
-	str("tls-cert-file", &o.tlsCertFile, c.Metrics.TLS.CertFile)
-	str("tls-private-key-file", &o.tlsKeyFile, c.Metrics.TLS.KeyFile)
-	str("history-file", &o.historyFile, m.HistoryFile)
-	if !set("alertmanager.url") {
-		o.alertmanagerURLs = c.Alerts.AlertmanagerURLs
-	}
-	dur("alertmanager.resend", &o.alertmanagerResend, c.Alerts.Resend)
-	dur("alert-for", &o.alertFor, c.Alerts.For)
-	dur("critical-horizon", &o.criticalHorizon, c.Alerts.CriticalHorizon)
-	str("kubeconfig", &o.kubeconfig, c.Kubernetes.Kubeconfig)
-	if !set("node-name") && c.Kubernetes.NodeName != "" {
-		o.nodeName = c.Kubernetes.NodeName // else keep $NODE_NAME
-	}
-	r := &o.remediation
-	str("state-dir", &r.stateDir, c.Actions.StateDir)
-	str("unit", &r.unit, c.Actions.KubeletUnit)
-	str("bus-address", &r.busAddress, c.Actions.SystemdBus)
-	str("healthz", &r.healthz, c.Actions.Healthz)
-	l, rc := &o.logs, c.Actions.Reclaim
-	str("log-budget-file", &l.budgetFile, c.Logs.Budget.File)
-	str("log-budget-margin", &l.budgetMargin, c.Logs.Budget.Margin)
-	str("ballast-size", &l.ballastSize, rc.Ballast.Size)
-	str("ballast-path", &l.ballastPath, rc.Ballast.Path)
-	if !set("reclaim") {
-		l.reclaim = rc.Allow
-	}
-	if !set("reclaim-dry-run") {
-		l.dryRun = rc.DryRun
-	}
-	dur("reclaim-horizon", &l.horizon, rc.Horizon)
-	str("reclaim-low-headroom", &l.lowHeadroom, rc.LowHeadroom)
-	if !set("gc-keep-exited") {
-		l.keepExited = rc.GC.KeepExited
-	}
-	if !set("gc-keep-image") {
-		l.keepImages = rc.GC.KeepImages
-	}
-	dur("rotated-log-age", &l.rotatedAge, rc.RotatedLogs.MinAge)
-	if !set("log-pos-file") {
-		l.posFiles = rc.RotatedLogs.PosFiles
-	}
+	o.setConfig(next)
 	// A policy section turns on remediation in the daemon (a dry run unless it says
 	// dryRun: false), as --policy does; --policy on the command line wins.
-	if c.Present("policy") && !set("policy") {
-		p := c.Policy
-		r.Policy = &p
+	if f := fs.Lookup("policy"); c.Present("policy") && (f == nil || !f.Changed) {
+		p := next.Policy
+		o.remediation.Policy = &p
 	}
+	return nil
 }
 
 // daemonControl ties `evictguard run` to its --config file and to systemd: it loads the
@@ -185,19 +114,21 @@ func newDaemonControl(o *runOptions, fs *pflag.FlagSet, log *slog.Logger) (*daem
 			return nil, usageErr(err)
 		}
 		d.cfg = c
-		applyConfig(o, c, fs)
+		if err := applyConfig(o, c, fs); err != nil {
+			return nil, usageErr(err)
+		}
 		policyFlag := fs.Lookup("policy")
 		d.remediating = c.Present("policy") && (policyFlag == nil || !policyFlag.Changed)
 	}
-	size, err := config.ParseQuantity(o.logs.ballastSize)
-	d.ladder = len(o.logs.reclaim) > 0 || (err == nil && size > 0)
+	size, err := config.ParseQuantity(o.logs.cfg.Actions.Reclaim.Ballast.Size)
+	d.ladder = len(o.logs.cfg.Actions.Reclaim.Allow) > 0 || (err == nil && size > 0)
 	// Where a reload hands its settings to the goroutines that own them.
 	o.logs.live = &logsLive{}
 	o.remediation.live = &policyLive{}
 	// Always handled: the default action of SIGHUP would kill the daemon.
 	signal.Notify(d.hup, syscall.SIGHUP)
 	d.heartbeat.Store(time.Now().UnixNano())
-	d.intervalNS.Store(int64(o.interval))
+	d.intervalNS.Store(int64(o.cfg.Monitor.Interval.Duration))
 	if wd, err := daemon.SdWatchdogEnabled(false); err == nil && wd > 0 {
 		go d.watchdog(wd)
 	}
@@ -242,7 +173,7 @@ func (d *daemonControl) Close() {
 }
 
 func (d *daemonControl) status() string {
-	s := fmt.Sprintf("monitoring every %v", d.o.interval)
+	s := fmt.Sprintf("monitoring every %v", d.o.cfg.Monitor.Interval.Duration)
 	if d.path != "" {
 		s += fmt.Sprintf("; config %s (generation %d)", d.path, d.reloads+1)
 	}
@@ -310,7 +241,10 @@ func (d *daemonControl) reload(t *time.Ticker, m *monitor.Monitor) {
 	}
 	live, restart := diffConfig(d.cfg, c, d.fs, d.isLive)
 	next := *d.o
-	applyConfig(&next, c, d.fs)
+	if err := applyConfig(&next, c, d.fs); err != nil {
+		d.log.Error("reload failed; keeping the running configuration", "file", d.path, "err", err)
+		return
+	}
 	if err := d.apply(live, &next, t, m); err != nil {
 		d.log.Error("reload failed; keeping the running configuration", "file", d.path, "err", err)
 		return
@@ -318,7 +252,7 @@ func (d *daemonControl) reload(t *time.Ticker, m *monitor.Monitor) {
 	d.cfg = c
 	d.reloads++
 	d.log.Info("configuration reloaded", "file", d.path, "generation", d.reloads+1, "applied", live,
-		"interval", d.o.interval, "needRestart", restart)
+		"interval", d.o.cfg.Monitor.Interval.Duration, "needRestart", restart)
 	if len(restart) > 0 {
 		d.log.Warn("changed settings need a restart to take effect (systemctl restart evictguard)", "keys", restart)
 	}
@@ -368,39 +302,39 @@ func (d *daemonControl) apply(live []string, next *runOptions, t *time.Ticker, m
 		}
 		logs = u
 	}
-	if next.interval != d.o.interval {
-		d.o.interval = next.interval
-		d.intervalNS.Store(int64(next.interval))
-		t.Reset(next.interval)
+	if next.cfg.Monitor.Interval.Duration != d.o.cfg.Monitor.Interval.Duration {
+		d.o.cfg.Monitor.Interval.Duration = next.cfg.Monitor.Interval.Duration
+		d.intervalNS.Store(int64(next.cfg.Monitor.Interval.Duration))
+		t.Reset(next.cfg.Monitor.Interval.Duration)
 	}
 	if changed("monitor.warnHorizon", "monitor.warnMargin", "monitor.hysteresis") && m != nil {
 		m.SetEval(next.evalConfig())
 		d.log.Info("evaluation reconfigured; signal states and fill-rate history kept",
-			"warnHorizon", next.warnHorizon, "warnMargin", next.warnMargin, "exitBand", next.exitBand, "breachHold", next.breachHold)
+			"warnHorizon", next.cfg.Monitor.WarnHorizon.Duration, "warnMargin", next.cfg.Monitor.WarnMargin, "exitBand", next.cfg.Monitor.Hysteresis.ExitBand, "breachHold", next.cfg.Monitor.Hysteresis.BreachHold.Duration)
 	}
 	if changed("monitor.warnHorizon", "alerts.for", "alerts.criticalHorizon") {
-		d.o.warnHorizon, d.o.alertFor, d.o.criticalHorizon = next.warnHorizon, next.alertFor, next.criticalHorizon
+		d.o.cfg.Monitor.WarnHorizon.Duration, d.o.cfg.Alerts.For.Duration, d.o.cfg.Alerts.CriticalHorizon.Duration = next.cfg.Monitor.WarnHorizon.Duration, next.cfg.Alerts.For.Duration, next.cfg.Alerts.CriticalHorizon.Duration
 		p := d.o.alertPolicy()
 		for _, f := range d.o.alertFeeds {
 			f.SetPolicy(p) // the feeds' pending and firing alerts are kept
 		}
 		d.log.Info("alert policy reconfigured; pending and firing alerts kept", "warnHorizon", p.WarningHorizon,
-			"criticalHorizon", p.CriticalHorizon, "for", next.alertFor, "feeds", len(d.o.alertFeeds))
+			"criticalHorizon", p.CriticalHorizon, "for", next.cfg.Alerts.For.Duration, "feeds", len(d.o.alertFeeds))
 	}
 	if changed("monitor.logDirs") && d.o.follow.running != nil {
-		d.o.logDirs = next.logDirs
-		d.o.follow.running.setLogDirs(next.logDirs)
-		d.log.Info("log directories changed; the filesystems are discovered again", "logDirs", next.logDirs)
+		d.o.cfg.Monitor.LogDirs = next.cfg.Monitor.LogDirs
+		d.o.follow.running.setLogDirs(next.cfg.Monitor.LogDirs)
+		d.log.Info("log directories changed; the filesystems are discovered again", "logDirs", next.cfg.Monitor.LogDirs)
 	}
 	if changed("monitor.rediscoverInterval") {
-		if next.follow.interval < 0 {
-			return fmt.Errorf("monitor.rediscoverInterval must not be negative, not %v", next.follow.interval)
+		if next.follow.cfg.Monitor.RediscoverInterval.Duration < 0 {
+			return fmt.Errorf("monitor.rediscoverInterval must not be negative, not %v", next.follow.cfg.Monitor.RediscoverInterval.Duration)
 		}
-		d.o.follow.interval = next.follow.interval
+		d.o.follow.cfg.Monitor.RediscoverInterval.Duration = next.follow.cfg.Monitor.RediscoverInterval.Duration
 		if f := d.o.follow.running; f != nil {
-			f.setInterval(next.follow.interval)
+			f.setInterval(next.follow.cfg.Monitor.RediscoverInterval.Duration)
 		}
-		d.log.Info("filesystem re-discovery period changed", "rediscoverInterval", next.follow.interval)
+		d.log.Info("filesystem re-discovery period changed", "rediscoverInterval", next.follow.cfg.Monitor.RediscoverInterval.Duration)
 	}
 	if logs != nil {
 		d.o.logs.live.set(logs) // the logs worker applies it before its next snapshot
@@ -455,15 +389,14 @@ func diffConfig(old, new *config.Configuration, fs *pflag.FlagSet, isLive func(s
 		keys[k] = true
 	}
 	overridden := func(k string) bool {
-		f, ok := keyFlags[k]
-		if !ok && strings.HasPrefix(k, "policy.") {
-			f, ok = "policy", true
-		}
-		if !ok || fs == nil {
+		if fs == nil {
 			return false
 		}
-		fl := fs.Lookup(f)
-		return fl != nil && fl.Changed
+		f := keyFlag(fs, k)
+		if f == nil && strings.HasPrefix(k, "policy.") {
+			f = fs.Lookup("policy")
+		}
+		return f != nil && f.Changed
 	}
 	for k := range keys {
 		if a[k] == b[k] || overridden(k) {
@@ -484,24 +417,6 @@ func diffConfig(old, new *config.Configuration, fs *pflag.FlagSet, isLive func(s
 	slices.Sort(live)
 	slices.Sort(restart)
 	return live, restart
-}
-
-// keyFlags maps file keys to the flags that override them.
-var keyFlags = map[string]string{
-	"monitor.interval": "interval", "monitor.warnHorizon": "warn-horizon", "monitor.warnMargin": "warn-margin",
-	"monitor.statfsTimeout": "statfs-timeout", "monitor.rediscoverInterval": "rediscover-interval", "monitor.runtime": "runtime", "monitor.criEndpoint": "cri-endpoint",
-	"monitor.dockerSocket": "docker-socket", "monitor.kubeletCmdline": "kubelet-cmdline", "monitor.kubeletVersion": "kubelet-version",
-	"monitor.configz.url": "configz", "monitor.configz.tokenFile": "configz-token-file", "monitor.configz.interval": "configz-interval",
-	"metrics.listen": "listen", "metrics.auth": "metrics-auth", "metrics.tls.certFile": "tls-cert-file", "metrics.tls.keyFile": "tls-private-key-file", "monitor.historyFile": "history-file", "alerts.resend": "alertmanager.resend", "alerts.for": "alert-for",
-	"alerts.criticalHorizon": "critical-horizon", "kubernetes.kubeconfig": "kubeconfig", "kubernetes.nodeName": "node-name",
-	"actions.stateDir": "state-dir", "actions.kubeletUnit": "unit", "actions.systemdBus": "bus-address", "actions.healthz": "healthz",
-	"monitor.logDirs": "log-dir", "alerts.alertmanagerURLs": "alertmanager.url",
-	"logs.budget.file": "log-budget-file", "logs.budget.margin": "log-budget-margin",
-	"actions.reclaim.allow": "reclaim", "actions.reclaim.dryRun": "reclaim-dry-run", "actions.reclaim.horizon": "reclaim-horizon",
-	"actions.reclaim.lowHeadroom": "reclaim-low-headroom", "actions.reclaim.ballast.size": "ballast-size",
-	"actions.reclaim.ballast.path": "ballast-path", "actions.reclaim.gc.keepExited": "gc-keep-exited",
-	"actions.reclaim.gc.keepImages": "gc-keep-image", "actions.reclaim.rotatedLogs.minAge": "rotated-log-age",
-	"actions.reclaim.rotatedLogs.posFiles": "log-pos-file",
 }
 
 func flatten(c *config.Configuration) map[string]string {

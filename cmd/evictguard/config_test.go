@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/evictguard/evictguard/config"
+	"github.com/spf13/pflag"
 )
 
 func TestConfigCommands(t *testing.T) {
@@ -64,25 +66,27 @@ func TestFlagsWinOverFile(t *testing.T) {
 	c.Actions.Reclaim.GC.KeepExited = 4
 	c.Actions.Reclaim.Ballast.Size = "1Gi"
 	c.Actions.Reclaim.RotatedLogs.PosFiles = []string{"/var/log/td.pos"}
-	applyConfig(o, c, cmd.Flags())
+	if err := applyConfig(o, c, cmd.Flags()); err != nil {
+		t.Fatal(err)
+	}
 	l := o.logs
 	for _, tt := range []struct {
 		name string
 		ok   bool
 		got  any
 	}{
-		{"--interval wins", o.interval == 7*time.Second, o.interval},
-		{"--log-dir wins", slices.Equal(o.logDirs, []string{"/a"}), o.logDirs},
-		{"--reclaim wins", slices.Equal(l.reclaim, []string{"gc"}), l.reclaim},
-		{"--gc-keep-exited 0 wins", l.keepExited == 0, l.keepExited},
-		{"file: warnHorizon", o.warnHorizon == 2*time.Hour, o.warnHorizon},
-		{"file: listen", o.listen == "127.0.0.1:1", o.listen},
-		{"file: breachHold 0s is no hold", o.breachHold < 0, o.breachHold},
-		{"file: log budget", l.budgetFile == "/var/lib/evictguard/b.env" && l.budgetMargin == "1Gi", l},
-		{"file: reclaim horizon", l.horizon == time.Hour, l.horizon},
-		{"file: ballast", l.ballastSize == "1Gi" && l.ballastPath == "/var/lib/evictguard/ballast", l},
-		{"file: pos files", slices.Equal(l.posFiles, []string{"/var/log/td.pos"}), l.posFiles},
-		{"file: rotated log age", l.rotatedAge == time.Hour, l.rotatedAge},
+		{"--interval wins", o.cfg.Monitor.Interval.Duration == 7*time.Second, o.cfg.Monitor.Interval.Duration},
+		{"--log-dir wins", slices.Equal(o.cfg.Monitor.LogDirs, []string{"/a"}), o.cfg.Monitor.LogDirs},
+		{"--reclaim wins", slices.Equal(l.cfg.Actions.Reclaim.Allow, []string{"gc"}), l.cfg.Actions.Reclaim.Allow},
+		{"--gc-keep-exited 0 wins", l.cfg.Actions.Reclaim.GC.KeepExited == 0, l.cfg.Actions.Reclaim.GC.KeepExited},
+		{"file: warnHorizon", o.cfg.Monitor.WarnHorizon.Duration == 2*time.Hour, o.cfg.Monitor.WarnHorizon.Duration},
+		{"file: listen", o.cfg.Metrics.Listen == "127.0.0.1:1", o.cfg.Metrics.Listen},
+		{"file: breachHold 0s is no hold", o.evalConfig().BreachHold < 0, o.evalConfig().BreachHold},
+		{"file: log budget", l.cfg.Logs.Budget.File == "/var/lib/evictguard/b.env" && l.cfg.Logs.Budget.Margin == "1Gi", l},
+		{"file: reclaim horizon", l.cfg.Actions.Reclaim.Horizon.Duration == time.Hour, l.cfg.Actions.Reclaim.Horizon.Duration},
+		{"file: ballast", l.cfg.Actions.Reclaim.Ballast.Size == "1Gi" && l.cfg.Actions.Reclaim.Ballast.Path == "/var/lib/evictguard/ballast", l},
+		{"file: pos files", slices.Equal(l.cfg.Actions.Reclaim.RotatedLogs.PosFiles, []string{"/var/log/td.pos"}), l.cfg.Actions.Reclaim.RotatedLogs.PosFiles},
+		{"file: rotated log age", l.cfg.Actions.Reclaim.RotatedLogs.MinAge.Duration == time.Hour, l.cfg.Actions.Reclaim.RotatedLogs.MinAge.Duration},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if !tt.ok {
@@ -238,5 +242,32 @@ func TestDiffConfig(t *testing.T) {
 				t.Errorf("live %q restart %q\nwant live %q restart %q", live, restart, tt.live, tt.restart)
 			}
 		})
+	}
+}
+
+// TestFlagDefaultsAreTheConfigDefaults: binding run's flags leaves the configuration they are
+// bound to at config.Default(): no flag carries a default of its own.
+func TestFlagDefaultsAreTheConfigDefaults(t *testing.T) {
+	t.Setenv("NODE_NAME", "")
+	o := &runOptions{}
+	cmd := runCommand(&globalOptions{}, o)
+	if !reflect.DeepEqual(o.cfg, config.Default()) {
+		t.Errorf("after binding the flags the configuration is\n%+v\nwant config.Default()\n%+v", o.cfg, config.Default())
+	}
+	keyed := 0
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		key := flagKey(f)
+		if key == "" {
+			return
+		}
+		keyed++
+		t.Run(f.Name, func(t *testing.T) {
+			if _, err := fieldAt(reflect.ValueOf(config.Default()).Elem(), key); err != nil {
+				t.Errorf("--%s: %v", f.Name, err)
+			}
+		})
+	})
+	if keyed < 40 {
+		t.Errorf("only %d of run's flags are bound to a file key", keyed)
 	}
 }

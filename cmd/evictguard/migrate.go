@@ -16,12 +16,14 @@ import (
 	"golang.org/x/term"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/evictguard/evictguard/config"
 	"github.com/evictguard/evictguard/hostexec"
 	"github.com/evictguard/evictguard/internal/units"
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/lease"
 	"github.com/evictguard/evictguard/migration"
 	"github.com/evictguard/evictguard/monitor"
+	"github.com/evictguard/evictguard/policy"
 	"github.com/evictguard/evictguard/sdbus"
 	"github.com/evictguard/evictguard/treecopy"
 )
@@ -85,6 +87,8 @@ Refusals exit 2 and change nothing.`,
 		},
 	}
 	f := cmd.Flags()
+	// The defaults of the settings the configuration file also has are its defaults.
+	def := config.Default()
 	f.StringVar(&o.runtime, "runtime", "", "docker or containerd (default: detect, as evictguard status does)")
 	f.StringVar(&o.to, "to", "", "new data root (node path) on another filesystem; must be empty or absent")
 	f.BoolVar(&o.dryRun, "dry-run", false, "run the preflight, print the plan and change nothing")
@@ -95,27 +99,27 @@ Refusals exit 2 and change nothing.`,
 	f.StringVar(&o.execute, "execute", execAuto, "where the steps run: here (this process), host (a transient systemd unit on the node, followed from here) or auto (host when --host-root is not /)")
 	f.BoolVar(&o.retry, "retry", false, "start a migration to --to even though the last one to it was rolled back")
 	f.StringVar(&o.busAddress, "bus-address", "", "D-Bus address of the systemd manager (default: the system bus)")
-	f.StringVar(&o.stateDir, "state-dir", journal.DefaultStateDir, "node path of evictguard's journal and backups")
+	f.StringVar(&o.stateDir, "state-dir", def.Actions.StateDir, "node path of evictguard's journal and backups")
 	f.StringVar(&o.dockerSocket, "docker-socket", "", "dockerd API socket (default /var/run/docker.sock under --host-root)")
 	f.StringVar(&o.dockerConfig, "docker-config", "/etc/docker/daemon.json", "daemon.json (node path)")
 	f.StringVar(&o.containerdConfig, "containerd-config", "/etc/containerd/config.toml", "containerd config.toml (node path)")
 	f.StringVar(&o.containerdSocket, "containerd-socket", "", "containerd socket (default: the config's grpc.address)")
 	f.StringSliceVar(&o.runtimeUnits, "runtime-units", nil, "runtime units to stop and start (default docker.socket,docker.service or containerd.service)")
-	f.StringVar(&o.kubeletUnit, "kubelet-unit", "kubelet.service", "the kubelet's unit, restarted after the move")
-	f.StringVar(&o.healthz, "healthz", "http://127.0.0.1:10248/healthz", "kubelet /healthz URL checked after the restart")
+	f.StringVar(&o.kubeletUnit, "kubelet-unit", def.Actions.KubeletUnit, "the kubelet's unit, restarted after the move")
+	f.StringVar(&o.healthz, "healthz", def.Actions.Healthz, "kubelet /healthz URL checked after the restart")
 	f.DurationVar(&o.stableFor, "stable-for", 5*time.Second, "how long the kubelet must stay healthy after the restart")
-	f.DurationVar(&o.unitTimeout, "unit-timeout", 2*time.Minute, "timeout of each unit stop or start")
+	f.DurationVar(&o.unitTimeout, "unit-timeout", policy.DefaultUnitTimeout, "timeout of each unit stop or start")
 	f.BoolVar(&o.keepOld, "keep-old", false, "keep the old root as <old>.evictguard-backup-<op> instead of removing it")
 	f.BoolVar(&o.checksums, "checksums", false, "also compare file contents (SHA-256) when verifying (longer downtime)")
 	f.StringVar(&o.margin, "margin", "", "free space required beyond the data: a quantity (2Gi) or percent of the data (10%); default 10% and at least 16Mi")
 	f.BoolVar(&o.drain, "drain", false, "cordon and drain the node first (needs --kubeconfig and --node-name)")
-	f.DurationVar(&o.drainTimeout, "drain-timeout", 5*time.Minute, "give up draining after this long (PDBs may block evictions)")
+	f.DurationVar(&o.drainTimeout, "drain-timeout", policy.DefaultDrainTimeout, "give up draining after this long (PDBs may block evictions)")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for the API server (drain, Lease)")
 	f.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
 	f.IntVar(&o.lockSlots, "lock-slots", 0, "take one of this many cluster Leases for the migration (0: none)")
 	f.StringVar(&o.lockNamespace, "lock-namespace", "kube-system", "namespace of the Leases")
 	f.StringVar(&o.lockName, "lock-name", "evictguard-restart", "name prefix of the Leases (shared with apply)")
-	f.DurationVar(&o.lockTTL, "lock-ttl", 30*time.Minute, "Lease duration")
+	f.DurationVar(&o.lockTTL, "lock-ttl", policy.DefaultMigrationLockTTL, "Lease duration")
 	return cmd
 }
 
@@ -144,8 +148,7 @@ func (o *migrateOptions) options(ctx context.Context, g *globalOptions) (migrati
 		}
 	}
 	if o.kubeconfig != "" {
-		rf := remediationFlags{kubeconfig: o.kubeconfig}
-		kube, err := rf.kubeClient()
+		kube, err := kubeClient(o.kubeconfig)
 		if err != nil {
 			return mo, err
 		}

@@ -29,9 +29,7 @@ import (
 // remediationFlags are shared by plan and apply.
 type remediationFlags struct {
 	monitorFlags
-	policyFile, stateDir, unit, busAddress string
-	configz, configzTokenFile, healthz     string
-	kubeconfig                             string
+	policyFile string
 	// execute is where a migration's steps run (execAuto, execHere, execHost).
 	execute string
 	// policy, when set (the daemon's --config file), is used instead of policyFile.
@@ -48,16 +46,23 @@ type remediationFlags struct {
 }
 
 func (f *remediationFlags) addFlags(fs *pflag.FlagSet) {
+	if f.cfg == nil {
+		f.cfg = config.Default()
+		// plan and apply verify a change against the kubelet's /configz by default; the
+		// daemon compares with it only when asked (monitor.configz.url).
+		f.cfg.Monitor.Configz.URL = kubeletcfg.DefaultConfigzURL
+	}
+	b := binder{fs}
 	f.monitorFlags.addFlags(fs)
 	fs.StringVar(&f.policyFile, "policy", "", "remediation policy file (YAML, strict); default: dry run with default floors")
-	fs.StringVar(&f.stateDir, "state-dir", journal.DefaultStateDir, "node path of evictguard's journal, backups and restart log")
-	fs.StringVar(&f.unit, "unit", "kubelet.service", "the kubelet's systemd unit")
-	fs.StringVar(&f.busAddress, "bus-address", "", "D-Bus address of the systemd manager (default: the system bus)")
-	fs.StringVar(&f.configz, "configz", kubeletcfg.DefaultConfigzURL, "kubelet /configz URL used to verify a change, or \""+kubeletcfg.ConfigzViaAPIServer+"\" through the API server's node proxy (needs get nodes/proxy)")
-	fs.StringVar(&f.configzTokenFile, "configz-token-file", "", "file with a bearer token for --configz")
-	fs.StringVar(&f.healthz, "healthz", "http://127.0.0.1:10248/healthz", "kubelet /healthz URL checked after a restart")
-	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig for the API server (pod blockers, lease lock, Node Ready, Events); empty: in-cluster if available, else none")
-	fs.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+	b.str(&f.cfg.Actions.StateDir, "actions.stateDir", "state-dir", "node path of evictguard's journal, backups and restart log")
+	b.str(&f.cfg.Actions.KubeletUnit, "actions.kubeletUnit", "unit", "the kubelet's systemd unit")
+	b.str(&f.cfg.Actions.SystemdBus, "actions.systemdBus", "bus-address", "D-Bus address of the systemd manager (default: the system bus)")
+	b.str(&f.cfg.Monitor.Configz.URL, "monitor.configz.url", "configz", "kubelet /configz URL used to verify a change, or \""+kubeletcfg.ConfigzViaAPIServer+"\" through the API server's node proxy (needs get nodes/proxy)")
+	b.str(&f.cfg.Monitor.Configz.TokenFile, "monitor.configz.tokenFile", "configz-token-file", "file with a bearer token for --configz")
+	b.str(&f.cfg.Actions.Healthz, "actions.healthz", "healthz", "kubelet /healthz URL checked after a restart")
+	b.str(&f.cfg.Kubernetes.Kubeconfig, "kubernetes.kubeconfig", "kubeconfig", "kubeconfig for the API server (pod blockers, lease lock, Node Ready, Events); empty: in-cluster if available, else none")
+	b.str(&f.cfg.Kubernetes.NodeName, "kubernetes.nodeName", "node-name", "this node's name (default $NODE_NAME)")
 }
 
 // loadPolicy reads --policy FILE as the config file's policy section is read (strict, with
@@ -96,7 +101,13 @@ type remediation struct {
 // kubeClient returns the API-server client for --kubeconfig (in-cluster without one), or nil
 // when there is neither.
 func (f *remediationFlags) kubeClient() (kube.Interface, error) {
-	cfg, err := kube.Config(f.kubeconfig, 0, 0)
+	return kubeClient(f.cfg.Kubernetes.Kubeconfig)
+}
+
+// kubeClient is the API server client for kubeconfig (in-cluster when empty and available;
+// nil without a cluster).
+func kubeClient(kubeconfig string) (kube.Interface, error) {
+	cfg, err := kube.Config(kubeconfig, 0, 0)
 	if errors.Is(err, kube.ErrNoCluster) {
 		return nil, nil
 	}
@@ -109,7 +120,7 @@ func (f *remediationFlags) kubeClient() (kube.Interface, error) {
 
 func (f *remediationFlags) systemd(ctx context.Context, g *globalOptions) (*sdbus.Client, error) {
 	// From a container, the node's system bus under --host-root (the DaemonSet mounts it).
-	if addr := (hostexec.View{Root: g.root(), Bus: f.busAddress}).BusAddress(); addr != "" {
+	if addr := (hostexec.View{Root: g.root(), Bus: f.cfg.Actions.SystemdBus}).BusAddress(); addr != "" {
 		return sdbus.NewWithAddress(ctx, g.logger, addr)
 	}
 	return sdbus.New(ctx, g.logger)
@@ -127,18 +138,18 @@ func (f *remediationFlags) prepare(ctx context.Context, g *globalOptions) (*reme
 	}
 	r := &remediation{policy: p}
 	var err error
-	if r.journal, err = journal.Open(g.root(), f.stateDir, g.logger); err != nil {
+	if r.journal, err = journal.Open(g.root(), f.cfg.Actions.StateDir, g.logger); err != nil {
 		return nil, problem(err)
 	}
 	if r.kube, err = f.kubeClient(); err != nil {
 		return nil, usageErr(err)
 	}
-	if (p.Lock.Slots > 0 || p.Blockers.PodSelector != "" || (p.Migration.Enabled() && p.Migration.Drain)) && (r.kube == nil || f.nodeName == "") {
+	if (p.Lock.Slots > 0 || p.Blockers.PodSelector != "" || (p.Migration.Enabled() && p.Migration.Drain)) && (r.kube == nil || f.cfg.Kubernetes.NodeName == "") {
 		return nil, usageErr(errors.New("the policy's lock, pod blocker or migration.drain needs --kubeconfig and --node-name"))
 	}
-	if f.configz != "" {
+	if f.cfg.Monitor.Configz.URL != "" {
 		var co kubeletcfg.Options
-		if err := configzOptions(&co, f.configz, f.configzTokenFile, f.kubeconfig, f.nodeName); err != nil {
+		if err := configzOptions(&co, f.cfg.Monitor.Configz.URL, f.cfg.Monitor.Configz.TokenFile, f.cfg.Kubernetes.Kubeconfig, f.cfg.Kubernetes.NodeName); err != nil {
 			return nil, usageErr(err)
 		}
 		r.token, r.configzAPI = co.ConfigzToken, co.ConfigzAPIServer
@@ -192,8 +203,8 @@ func (f *remediationFlags) gates(ctx context.Context, r *remediation) []string {
 	}
 	if r.sd == nil {
 		out = append(out, "systemd unreachable over D-Bus")
-	} else if u, err := r.sd.Unit(ctx, f.unit); err != nil {
-		out = append(out, fmt.Sprintf("cannot read %s: %v", f.unit, err))
+	} else if u, err := r.sd.Unit(ctx, f.cfg.Actions.KubeletUnit); err != nil {
+		out = append(out, fmt.Sprintf("cannot read %s: %v", f.cfg.Actions.KubeletUnit, err))
 	} else {
 		in.KubeletSince = u.InactiveExitTimestamp
 	}
@@ -212,7 +223,7 @@ func (f *remediationFlags) gates(ctx context.Context, r *remediation) []string {
 		}
 	}
 	if b.PodSelector != "" {
-		why, err := remediate.PodBlocker(ctx, r.kube, f.nodeName, b.PodSelector)
+		why, err := remediate.PodBlocker(ctx, r.kube, f.cfg.Kubernetes.NodeName, b.PodSelector)
 		switch {
 		case err != nil:
 			out = append(out, "pod blocker unreachable (failing closed): "+err.Error())

@@ -36,20 +36,20 @@ type logsUpdate struct {
 
 // newLogsUpdate parses f (as start does) into an update.
 func newLogsUpdate(f *logReclaimFlags) (*logsUpdate, error) {
-	u := &logsUpdate{budgetFile: f.budgetFile, dryRun: f.dryRun, horizon: f.horizon, keepExited: f.keepExited,
-		keepImages: f.keepImages, rotatedAge: f.rotatedAge, posFiles: f.posFiles}
+	u := &logsUpdate{budgetFile: f.cfg.Logs.Budget.File, dryRun: f.cfg.Actions.Reclaim.DryRun, horizon: f.cfg.Actions.Reclaim.Horizon.Duration, keepExited: f.cfg.Actions.Reclaim.GC.KeepExited,
+		keepImages: f.cfg.Actions.Reclaim.GC.KeepImages, rotatedAge: f.cfg.Actions.Reclaim.RotatedLogs.MinAge.Duration, posFiles: f.cfg.Actions.Reclaim.RotatedLogs.PosFiles}
 	var err error
-	if u.marginPercent, u.marginBytes, err = config.ParseMargin(f.budgetMargin); err != nil {
+	if u.marginPercent, u.marginBytes, err = config.ParseMargin(f.cfg.Logs.Budget.Margin); err != nil {
 		return nil, fmt.Errorf("log budget margin: %w", err)
 	}
-	for _, name := range f.reclaim {
+	for _, name := range f.cfg.Actions.Reclaim.Allow {
 		step, ok := config.ReclaimSteps[strings.TrimSpace(name)]
 		if !ok {
 			return nil, fmt.Errorf("reclaim: unknown step %q (want ballast, gc, logs, escalate)", name)
 		}
 		u.allow = append(u.allow, step)
 	}
-	if u.lowHeadroom, err = config.ParseQuantity(f.lowHeadroom); err != nil {
+	if u.lowHeadroom, err = config.ParseQuantity(f.cfg.Actions.Reclaim.LowHeadroom); err != nil {
 		return nil, fmt.Errorf("reclaim low headroom: %w", err)
 	}
 	return u, nil

@@ -71,7 +71,7 @@ func newReloadRig(t *testing.T, file string, args ...string) *reloadRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.ticker = time.NewTicker(r.o.interval)
+	r.ticker = time.NewTicker(r.o.cfg.Monitor.Interval.Duration)
 	t.Cleanup(r.ticker.Stop)
 	// What logReclaimFlags.start builds from the options.
 	u, err := newLogsUpdate(&r.o.logs)
@@ -174,7 +174,7 @@ func TestReloadAppliesLive(t *testing.T) {
 		ok   bool
 		got  any
 	}{
-		{"interval", r.o.interval == 2*time.Second, r.o.interval},
+		{"interval", r.o.cfg.Monitor.Interval.Duration == 2*time.Second, r.o.cfg.Monitor.Interval.Duration},
 		{"evaluation", func() bool {
 			e := r.m.Eval()
 			return e.WarnHorizon == 2*time.Hour && e.WarnMargin == 0.2 && e.ExitBand == 0.5 && e.BreachHold == 0
@@ -236,8 +236,8 @@ func TestReloadAppliesLive(t *testing.T) {
 	// A broken file: logged, nothing handed over, the generation unchanged.
 	r.write(t, "monitr: {}\n")
 	r.d.reload(r.ticker, r.m)
-	if r.o.logs.live.pending.Load() != nil || r.d.reloads != 1 || r.o.interval != 2*time.Second {
-		t.Errorf("a broken file changed the running configuration: reloads %d interval %v", r.d.reloads, r.o.interval)
+	if r.o.logs.live.pending.Load() != nil || r.d.reloads != 1 || r.o.cfg.Monitor.Interval.Duration != 2*time.Second {
+		t.Errorf("a broken file changed the running configuration: reloads %d interval %v", r.d.reloads, r.o.cfg.Monitor.Interval.Duration)
 	}
 	if !strings.Contains(r.log.String(), "reload failed; keeping the running configuration") {
 		t.Errorf("no reload error in the log:\n%s", r.log)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/evictguard/evictguard/config"
 	"github.com/evictguard/evictguard/internal/kube"
 	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/monitor"
@@ -21,34 +22,20 @@ import (
 
 // alertPolicy is when the direct alerts and the Node feed report an eviction as imminent.
 func (o *runOptions) alertPolicy() feed.Policy {
-	p := feed.Policy{WarningHorizon: o.warnHorizon, CriticalHorizon: o.criticalHorizon, For: o.alertFor}
-	if o.alertFor == 0 {
+	p := feed.Policy{WarningHorizon: o.cfg.Monitor.WarnHorizon.Duration, CriticalHorizon: o.cfg.Alerts.CriticalHorizon.Duration, For: o.cfg.Alerts.For.Duration}
+	if o.cfg.Alerts.For.Duration == 0 {
 		p.For = -1 // "0s" reports at once; feed.Policy's zero means its default
 	}
 	return p
 }
 
+// runOptions are `run`'s settings: its configuration (monitorFlags.cfg, the flags bound to
+// it) and the running parts a reload reaches.
 type runOptions struct {
 	monitorFlags
-	interval time.Duration
-	// exitBand and breachHold are the evaluator's hysteresis (config file only; 0: the
-	// default; a negative breachHold: no hold).
-	exitBand   float64
-	breachHold time.Duration
-
-	listen                    string
-	historyFile               string // node path of the fill-rate history (run_history.go)
-	metricsAuth               string // --metrics-auth (run_metrics.go)
-	tlsCertFile, tlsKeyFile   string
-	alertmanagerURLs          []string
-	alertmanagerResend        time.Duration
-	alertFor, criticalHorizon time.Duration
-	kubeconfig                string
-	configz, configzTokenFile string
-	configzInterval           time.Duration
-	logs                      logReclaimFlags
-	remediation               daemonRemediation
-	follow                    followOptions // re-discovery of the filesystems (run_follow.go)
+	logs        logReclaimFlags
+	remediation daemonRemediation
+	follow      followOptions // re-discovery of the filesystems (run_follow.go)
 	// alertFeeds are the running direct-alert and Node feeds, whose policy a reload replaces.
 	alertFeeds []interface{ SetPolicy(feed.Policy) }
 
@@ -57,6 +44,11 @@ type runOptions struct {
 }
 
 func newRunCommand(g *globalOptions) *cobra.Command { return runCommand(g, &runOptions{}) }
+
+// setConfig makes c the configuration the daemon runs with (the flags' values included).
+func (o *runOptions) setConfig(c *config.Configuration) {
+	o.cfg, o.logs.cfg, o.follow.cfg, o.remediation.cfg = c, c, c, c
+}
 
 // runCommand is `run` with its flags bound to o.
 func runCommand(g *globalOptions, o *runOptions) *cobra.Command {
@@ -78,25 +70,29 @@ remediation build on this loop.`,
 			return runDaemon(cmd.Context(), g, o)
 		},
 	}
-	o.addFlags(cmd.Flags())
-	cmd.Flags().DurationVar(&o.interval, "interval", time.Second, "monitoring interval")
+	if o.cfg == nil {
+		o.setConfig(config.Default())
+	}
 	fl := cmd.Flags()
+	b := binder{fl}
+	o.addFlags(fl)
+	b.dur(&o.cfg.Monitor.Interval.Duration, "monitor.interval", "interval", "monitoring interval")
 	addConfigFlag(fl, o)
-	fl.StringVar(&o.historyFile, "history-file", "", "node path of a file that keeps the fill-rate history across restarts and upgrades (empty: not kept)")
-	fl.StringVar(&o.metricsAuth, "metrics-auth", "none", "protect --listen: none, or kubernetes (HTTPS; a bearer token the API server authenticates, allowed to get the path; /healthz and /readyz stay open)")
-	fl.StringVar(&o.tlsCertFile, "tls-cert-file", "", "certificate for --listen over HTTPS (with --metrics-auth kubernetes and none given: self-signed at start)")
-	fl.StringVar(&o.tlsKeyFile, "tls-private-key-file", "", "private key of --tls-cert-file")
-	fl.StringVar(&o.listen, "listen", "127.0.0.1:9847", "address for /metrics, /healthz and /readyz (empty: no HTTP server)")
-	fl.StringArrayVar(&o.alertmanagerURLs, "alertmanager.url", nil, "Alertmanager base URL to post alerts to directly (repeatable; for clusters without Prometheus)")
-	fl.DurationVar(&o.alertmanagerResend, "alertmanager.resend", 30*time.Second, "re-post active alerts this often")
-	fl.DurationVar(&o.alertFor, "alert-for", time.Minute, "a predicted eviction must hold this long before the direct alerts, Events and condition report it (0: at once)")
-	fl.DurationVar(&o.criticalHorizon, "critical-horizon", 10*time.Minute, "EvictionImminent is critical when the threshold is predicted within this time (warning within --warn-horizon)")
-	fl.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for Node Events and the EvictionPredicted condition (default: in-cluster when available, else metrics only)")
-	fl.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
-	fl.StringVar(&o.configz, "configz", "", "kubelet /configz URL or file to compare the computed thresholds with (e.g. "+kubeletcfg.DefaultConfigzURL+"), or \""+
+	b.str(&o.cfg.Monitor.HistoryFile, "monitor.historyFile", "history-file", "node path of a file that keeps the fill-rate history across restarts and upgrades (empty: not kept)")
+	b.str(&o.cfg.Metrics.Auth, "metrics.auth", "metrics-auth", "protect --listen: none, or kubernetes (HTTPS; a bearer token the API server authenticates, allowed to get the path; /healthz and /readyz stay open)")
+	b.str(&o.cfg.Metrics.TLS.CertFile, "metrics.tls.certFile", "tls-cert-file", "certificate for --listen over HTTPS (with --metrics-auth kubernetes and none given: self-signed at start)")
+	b.str(&o.cfg.Metrics.TLS.KeyFile, "metrics.tls.keyFile", "tls-private-key-file", "private key of --tls-cert-file")
+	b.str(&o.cfg.Metrics.Listen, "metrics.listen", "listen", "address for /metrics, /healthz and /readyz (empty: no HTTP server)")
+	b.strs(&o.cfg.Alerts.AlertmanagerURLs, "alerts.alertmanagerURLs", "alertmanager.url", "Alertmanager base URL to post alerts to directly (repeatable; for clusters without Prometheus)")
+	b.dur(&o.cfg.Alerts.Resend.Duration, "alerts.resend", "alertmanager.resend", "re-post active alerts this often")
+	b.dur(&o.cfg.Alerts.For.Duration, "alerts.for", "alert-for", "a predicted eviction must hold this long before the direct alerts, Events and condition report it (0: at once)")
+	b.dur(&o.cfg.Alerts.CriticalHorizon.Duration, "alerts.criticalHorizon", "critical-horizon", "EvictionImminent is critical when the threshold is predicted within this time (warning within --warn-horizon)")
+	b.str(&o.cfg.Kubernetes.Kubeconfig, "kubernetes.kubeconfig", "kubeconfig", "kubeconfig for Node Events and the EvictionPredicted condition (default: in-cluster when available, else metrics only)")
+	b.str(&o.cfg.Kubernetes.NodeName, "kubernetes.nodeName", "node-name", "this node's name (default $NODE_NAME)")
+	b.str(&o.cfg.Monitor.Configz.URL, "monitor.configz.url", "configz", "kubelet /configz URL or file to compare the computed thresholds with (e.g. "+kubeletcfg.DefaultConfigzURL+"), or \""+
 		kubeletcfg.ConfigzViaAPIServer+"\" through the API server's node proxy (needs get nodes/proxy); empty: not checked")
-	fl.StringVar(&o.configzTokenFile, "configz-token-file", "", "file with a bearer token for --configz")
-	fl.DurationVar(&o.configzInterval, "configz-interval", 5*time.Minute, "how often --configz is compared again")
+	b.str(&o.cfg.Monitor.Configz.TokenFile, "monitor.configz.tokenFile", "configz-token-file", "file with a bearer token for --configz")
+	b.dur(&o.cfg.Monitor.Configz.Interval.Duration, "monitor.configz.interval", "configz-interval", "how often --configz is compared again")
 	o.logs.addFlags(fl)
 	o.remediation.addFlags(fl)
 	o.follow.addFlags(fl)
@@ -104,7 +100,7 @@ remediation build on this loop.`,
 }
 
 func runDaemon(ctx context.Context, g *globalOptions, o *runOptions) error {
-	if o.interval <= 0 {
+	if o.cfg.Monitor.Interval.Duration <= 0 {
 		return usageErr(errors.New("--interval must be positive"))
 	}
 	s, err := newSetup(ctx, g, &o.monitorFlags, monitor.Config{LogTransitions: true, Eval: o.evalConfig()})
@@ -121,7 +117,7 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions) error {
 	for _, w := range append(append([]string{}, s.eff.Warnings...), s.layout.Warnings...) {
 		log.Warn(w)
 	}
-	log.Info("monitoring", "interval", o.interval, "runtime", s.layout.Runtime, "dedicatedImageFs", s.layout.DedicatedImageFs)
+	log.Info("monitoring", "interval", o.cfg.Monitor.Interval.Duration, "runtime", s.layout.Runtime, "dedicatedImageFs", s.layout.DedicatedImageFs)
 
 	if err := o.remediation.load(); err != nil {
 		return err
@@ -139,9 +135,9 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions) error {
 	o.remediation.start(ctx, g, o, outputs)
 	outputs.goRun(func() { follow.run(ctx) })
 
-	hist := newHistoryKeeper(g.root(), o.historyFile, s.monitor, log)
+	hist := newHistoryKeeper(g.root(), o.cfg.Monitor.HistoryFile, s.monitor, log)
 	hist.restore(time.Now())
-	t := time.NewTicker(o.interval)
+	t := time.NewTicker(o.cfg.Monitor.Interval.Duration)
 	defer t.Stop()
 	for {
 		start := time.Now()
@@ -153,8 +149,8 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions) error {
 			hist.save(time.Now(), false)
 		}
 		o.control.Stepped(snap != nil)
-		if d := time.Since(start); d > o.interval {
-			log.Warn("monitoring cycle took longer than the interval", "duration", d, "interval", o.interval)
+		if d := time.Since(start); d > o.cfg.Monitor.Interval.Duration {
+			log.Warn("monitoring cycle took longer than the interval", "duration", d, "interval", o.cfg.Monitor.Interval.Duration)
 		}
 		select {
 		case <-ctx.Done():
@@ -170,7 +166,12 @@ func runDaemon(ctx context.Context, g *globalOptions, o *runOptions) error {
 
 // evalConfig is the evaluator's configuration from the options.
 func (o *runOptions) evalConfig() monitor.EvalConfig {
-	return monitor.EvalConfig{WarnHorizon: o.warnHorizon, WarnMargin: o.warnMargin, ExitBand: o.exitBand, BreachHold: o.breachHold}
+	m := o.cfg.Monitor
+	hold := m.Hysteresis.BreachHold.Duration
+	if hold == 0 {
+		hold = -1 // "0s" in the file: no hold, which EvalConfig spells as negative
+	}
+	return monitor.EvalConfig{WarnHorizon: m.WarnHorizon.Duration, WarnMargin: m.WarnMargin, ExitBand: m.Hysteresis.ExitBand, BreachHold: hold}
 }
 
 // outputs are where evaluations go besides the log: the HTTP endpoints (read at scrape
@@ -198,12 +199,12 @@ func startOutputs(ctx context.Context, g *globalOptions, o *runOptions, s *setup
 	log := g.logger
 	out := &outputs{}
 	mism := &configzState{}
-	if o.configz != "" {
+	if o.cfg.Monitor.Configz.URL != "" {
 		if err := mism.refresh(ctx, g, o); err != nil {
-			log.Warn("comparing with /configz failed", "configz", o.configz, "err", err)
+			log.Warn("comparing with /configz failed", "configz", o.cfg.Monitor.Configz.URL, "err", err)
 		}
 		out.goRun(func() {
-			t := time.NewTicker(o.configzInterval)
+			t := time.NewTicker(o.cfg.Monitor.Configz.Interval.Duration)
 			defer t.Stop()
 			for {
 				select {
@@ -211,20 +212,20 @@ func startOutputs(ctx context.Context, g *globalOptions, o *runOptions, s *setup
 					return
 				case <-t.C:
 					if err := mism.refresh(ctx, g, o); err != nil && ctx.Err() == nil {
-						log.Warn("comparing with /configz failed", "configz", o.configz, "err", err)
+						log.Warn("comparing with /configz failed", "configz", o.cfg.Monitor.Configz.URL, "err", err)
 					}
 				}
 			}
 		})
 	}
 	policy := o.alertPolicy()
-	node := o.nodeName
+	node := o.cfg.Kubernetes.NodeName
 	if node == "" {
 		node, _ = os.Hostname()
 	}
 	// One client to the API server serves the metrics endpoint's reviews and the Node reporter.
 	kube.RouteKlog(log)
-	cfg, cfgErr := kube.Config(o.kubeconfig, 5, 10)
+	cfg, cfgErr := kube.Config(o.cfg.Kubernetes.Kubeconfig, 5, 10)
 	var client *kube.Client
 	if cfgErr == nil {
 		cfg.Timeout = 15 * time.Second
@@ -234,7 +235,7 @@ func startOutputs(ctx context.Context, g *globalOptions, o *runOptions, s *setup
 		}
 	}
 
-	if o.listen != "" {
+	if o.cfg.Metrics.Listen != "" {
 		v := buildVersion()
 		c := monitor.NewCollector(s.monitor, monitor.CollectorOptions{
 			Build:             monitor.BuildInfo{Version: v.Version, Revision: v.Revision, GoVersion: runtime.Version()},
@@ -251,16 +252,16 @@ func startOutputs(ctx context.Context, g *globalOptions, o *runOptions, s *setup
 		}
 		o.remediation.reporter = metricsReporter{rm}
 		o.logs.reg = reg
-		ln, err := net.Listen("tcp", o.listen)
+		ln, err := net.Listen("tcp", o.cfg.Metrics.Listen)
 		if err != nil {
 			return nil, usageErr(fmt.Errorf("--listen: %w", err))
 		}
-		h, ln, err := o.secureMetrics(monitor.NewHandler(reg, s.monitor, monitor.HandlerOptions{MaxAge: max(5*o.interval, 30*time.Second)}), ln, node, client, cfgErr, log)
+		h, ln, err := o.secureMetrics(monitor.NewHandler(reg, s.monitor, monitor.HandlerOptions{MaxAge: max(5*o.cfg.Monitor.Interval.Duration, 30*time.Second)}), ln, node, client, cfgErr, log)
 		if err != nil {
 			return nil, err
 		}
 		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-		log.Info("serving metrics", "address", ln.Addr().String(), "auth", o.metricsAuth)
+		log.Info("serving metrics", "address", ln.Addr().String(), "auth", o.cfg.Metrics.Auth)
 		out.goRun(func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("HTTP server failed", "err", err)
@@ -274,15 +275,15 @@ func startOutputs(ctx context.Context, g *globalOptions, o *runOptions, s *setup
 		})
 	}
 
-	if len(o.alertmanagerURLs) > 0 {
+	if len(o.cfg.Alerts.AlertmanagerURLs) > 0 {
 		am, err := feed.NewAlertmanager(feed.AlertmanagerConfig{
-			URLs: o.alertmanagerURLs, Node: node, GeneratorURL: "http://" + o.listen + "/metrics",
-			Policy: policy, Resend: o.alertmanagerResend, Mismatches: mism.get, Logger: log,
+			URLs: o.cfg.Alerts.AlertmanagerURLs, Node: node, GeneratorURL: "http://" + o.cfg.Metrics.Listen + "/metrics",
+			Policy: policy, Resend: o.cfg.Alerts.Resend.Duration, Mismatches: mism.get, Logger: log,
 		})
 		if err != nil {
 			return nil, usageErr(fmt.Errorf("--alertmanager.url: %w", err))
 		}
-		log.Info("posting alerts to Alertmanager", "urls", o.alertmanagerURLs, "node", node)
+		log.Info("posting alerts to Alertmanager", "urls", o.cfg.Alerts.AlertmanagerURLs, "node", node)
 		out.notifiers = append(out.notifiers, am.Notify)
 		o.alertFeeds = append(o.alertFeeds, am)
 		out.goRun(func() { am.Run(ctx) })
@@ -293,20 +294,20 @@ func startOutputs(ctx context.Context, g *globalOptions, o *runOptions, s *setup
 		log.Info("no API server configured: metrics only (no Node Events or condition)")
 	case cfgErr != nil:
 		return nil, usageErr(cfgErr)
-	case o.nodeName == "":
+	case o.cfg.Kubernetes.NodeName == "":
 		return nil, usageErr(errors.New("--node-name (or NODE_NAME) is needed for Node Events and the condition"))
 	default:
 		o.logs.client = client
-		nr, err := feed.NewNodeReporter(feed.NodeConfig{Client: client, Node: o.nodeName, Policy: policy, Mismatches: mism.get, Logger: log})
+		nr, err := feed.NewNodeReporter(feed.NodeConfig{Client: client, Node: o.cfg.Kubernetes.NodeName, Policy: policy, Mismatches: mism.get, Logger: log})
 		if err != nil {
 			return nil, problem(err)
 		}
-		log.Info("reporting to the API server", "server", cfg.Host, "node", o.nodeName)
+		log.Info("reporting to the API server", "server", cfg.Host, "node", o.cfg.Kubernetes.NodeName)
 		out.notifiers = append(out.notifiers, nr.Notify)
 		o.alertFeeds = append(o.alertFeeds, nr)
 		out.goRun(func() { nr.Run(ctx) })
 	}
-	if err := o.logs.start(ctx, g, s, o.dockerSocket, node, out); err != nil {
+	if err := o.logs.start(ctx, g, s, o.cfg.Monitor.DockerSocket, node, out); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -324,15 +325,15 @@ func (c *configzState) checked() bool { c.mu.Lock(); defer c.mu.Unlock(); return
 func (c *configzState) get() []string { c.mu.Lock(); defer c.mu.Unlock(); return c.mismatches }
 
 func (c *configzState) refresh(ctx context.Context, g *globalOptions, o *runOptions) error {
-	opts := kubeletcfg.Options{HostRoot: g.root(), Version: o.kubeletVersion, ConfigzURL: o.configz, NodeName: o.nodeName, Logger: g.logger}
-	if o.kubeletCmdline != "" {
-		words, err := kubeletcfg.SplitCommandLine(o.kubeletCmdline)
+	opts := kubeletcfg.Options{HostRoot: g.root(), Version: o.cfg.Monitor.KubeletVersion, ConfigzURL: o.cfg.Monitor.Configz.URL, NodeName: o.cfg.Kubernetes.NodeName, Logger: g.logger}
+	if o.cfg.Monitor.KubeletCmdline != "" {
+		words, err := kubeletcfg.SplitCommandLine(o.cfg.Monitor.KubeletCmdline)
 		if err != nil {
 			return err
 		}
 		opts.Cmdline = words
 	}
-	if err := configzOptions(&opts, o.configz, o.configzTokenFile, o.kubeconfig, o.nodeName); err != nil {
+	if err := configzOptions(&opts, o.cfg.Monitor.Configz.URL, o.cfg.Monitor.Configz.TokenFile, o.cfg.Kubernetes.Kubeconfig, o.cfg.Kubernetes.NodeName); err != nil {
 		return err
 	}
 	eff, err := kubeletcfg.Discover(ctx, opts)

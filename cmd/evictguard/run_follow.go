@@ -31,17 +31,15 @@ import (
 
 // followOptions are run's settings for following the filesystems.
 type followOptions struct {
-	// interval is --rediscover-interval (monitor.rediscoverInterval); 0: only after a
-	// migration in the journal.
-	interval time.Duration
+	cfg *config.Configuration // runOptions.cfg
 	// running is the daemon's follower, which a reload hands a new interval.
 	running *layoutFollower
 }
 
 func (f *followOptions) addFlags(fs *pflag.FlagSet) {
-	fs.DurationVar(&f.interval, "rediscover-interval", config.DefaultRediscoverInterval,
-		"discover the filesystems again this often, to follow a data root moved by evictguard migrate or by hand without a restart "+
-			"(0: only when the journal under --state-dir shows a finished migration)")
+	b := binder{fs}
+	b.dur(&f.cfg.Monitor.RediscoverInterval.Duration, "monitor.rediscoverInterval", "rediscover-interval", "discover the filesystems again this often, to follow a data root moved by evictguard migrate or by hand without a restart "+
+		"(0: only when the journal under --state-dir shows a finished migration)")
 }
 
 // followWarnEvery rate-limits the warning of a failing re-discovery: the old layout stays in
@@ -113,14 +111,14 @@ func (r *rateLimited) ok(log *slog.Logger, msg string, attrs ...any) {
 // newLayoutFollower follows s's layout for `run`. Migrations already in the journal are
 // taken as seen: the layout was just discovered after them.
 func newLayoutFollower(g *globalOptions, o *runOptions, s *setup) (*layoutFollower, error) {
-	if o.follow.interval < 0 {
-		return nil, usageErr(fmt.Errorf("--rediscover-interval must not be negative, not %v", o.follow.interval))
+	if o.follow.cfg.Monitor.RediscoverInterval.Duration < 0 {
+		return nil, usageErr(fmt.Errorf("--rediscover-interval must not be negative, not %v", o.follow.cfg.Monitor.RediscoverInterval.Duration))
 	}
-	j, err := journal.Open(g.root(), o.remediation.stateDir, g.logger)
+	j, err := journal.Open(g.root(), o.remediation.cfg.Actions.StateDir, g.logger)
 	if err != nil {
 		return nil, problem(fmt.Errorf("follow filesystems: %w", err))
 	}
-	stateDir := o.remediation.stateDir
+	stateDir := o.remediation.cfg.Actions.StateDir
 	if stateDir == "" {
 		stateDir = journal.DefaultStateDir
 	}
@@ -134,11 +132,11 @@ func newLayoutFollower(g *globalOptions, o *runOptions, s *setup) (*layoutFollow
 		set:        s.monitor.SetLayout,
 		journal:    j,
 		journalDir: g.root().Path(filepath.Join(stateDir, "journal")), // journal.Journal's layout
-		poll:       max(o.interval, time.Second),
+		poll:       max(o.cfg.Monitor.Interval.Duration, time.Second),
 		now:        time.Now,
 		seen:       map[string]string{},
 	}
-	f.setInterval(o.follow.interval)
+	f.setInterval(o.follow.cfg.Monitor.RediscoverInterval.Duration)
 	o.follow.running = f
 	f.lastDiscover = f.now()
 	f.journalChanged() // baseline

@@ -359,7 +359,9 @@ func reloadConfig(t *testing.T, o *runOptions, cmd *cobra.Command, old, next *co
 		t.Fatalf("needRestart %q, want none", restart)
 	}
 	n := *o
-	applyConfig(&n, next, cmd.Flags())
+	if err := applyConfig(&n, next, cmd.Flags()); err != nil {
+		t.Fatal(err)
+	}
 	tick := time.NewTicker(time.Hour)
 	defer tick.Stop()
 	return live, d.apply(live, &n, tick, nil)
@@ -384,10 +386,12 @@ func TestFollowOptionsFromConfig(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			o, cmd := parsedRun(t, tt.args)
 			if tt.cfg != nil {
-				applyConfig(o, tt.cfg, cmd.Flags())
+				if err := applyConfig(o, tt.cfg, cmd.Flags()); err != nil {
+					t.Fatal(err)
+				}
 			}
-			if o.follow.interval != tt.want {
-				t.Errorf("interval = %v, want %v", o.follow.interval, tt.want)
+			if o.follow.cfg.Monitor.RediscoverInterval.Duration != tt.want {
+				t.Errorf("interval = %v, want %v", o.follow.cfg.Monitor.RediscoverInterval.Duration, tt.want)
 			}
 		})
 	}
@@ -414,8 +418,10 @@ func TestRediscoverIntervalReload(t *testing.T) {
 			o, cmd := parsedRun(t, tt.args)
 			old, next := config.Default(), config.Default()
 			next.Monitor.RediscoverInterval.Duration = tt.to
-			applyConfig(o, old, cmd.Flags())
-			r := newFollowRig(t, o.follow.interval, nil)
+			if err := applyConfig(o, old, cmd.Flags()); err != nil {
+				t.Fatal(err)
+			}
+			r := newFollowRig(t, o.follow.cfg.Monitor.RediscoverInterval.Duration, nil)
 			o.follow.running = r.f
 			live, err := reloadConfig(t, o, cmd, old, next)
 			if slices.Contains(live, "monitor.rediscoverInterval") != tt.wantLive {
@@ -449,9 +455,11 @@ func TestLogDirsReload(t *testing.T) {
 			old, next := config.Default(), config.Default()
 			old.Monitor.LogDirs = []string{"/var/log/fluentd-buffers"}
 			next.Monitor.LogDirs = []string{"/var/log/fluentd-buffers", "/var/log/flb-storage"}
-			applyConfig(o, old, cmd.Flags())
+			if err := applyConfig(o, old, cmd.Flags()); err != nil {
+				t.Fatal(err)
+			}
 			r := newFollowRig(t, 0, testLayout("/var/lib/docker", monitor.SourceDockerAPI))
-			opts := &monitor.DiscoverOptions{ExtraLogDirs: o.logDirs}
+			opts := &monitor.DiscoverOptions{ExtraLogDirs: o.cfg.Monitor.LogDirs}
 			var used []string
 			find := r.f.discover
 			r.f.opts = opts

@@ -4,14 +4,12 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 
 	"github.com/evictguard/evictguard/config"
 	"github.com/evictguard/evictguard/internal/kube"
-	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/reclaim"
 )
@@ -19,18 +17,7 @@ import (
 // logReclaimFlags are `run`'s log-budget and reclaim-ladder settings (issue 8). Everything is
 // off unless asked for.
 type logReclaimFlags struct {
-	budgetFile   string
-	budgetMargin string
-	ballastPath  string
-	ballastSize  string
-	reclaim      []string
-	dryRun       bool
-	horizon      time.Duration
-	lowHeadroom  string
-	keepExited   int
-	keepImages   []string
-	rotatedAge   time.Duration
-	posFiles     []string
+	cfg *config.Configuration // runOptions.cfg
 
 	// Set by startOutputs when available.
 	reg    prometheus.Registerer
@@ -43,18 +30,19 @@ type logReclaimFlags struct {
 }
 
 func (f *logReclaimFlags) addFlags(fl *pflag.FlagSet) {
-	fl.StringVar(&f.budgetFile, "log-budget-file", "", "write the log budget here (env file; fluent-bit and fluentd snippets next to it), e.g. "+reclaim.DefaultLogBudgetFile+" (node path; empty: metric and annotation only)")
-	fl.StringVar(&f.budgetMargin, "log-budget-margin", "5%", "safety margin kept free above the nearest threshold: a quantity (\"512Mi\") or a percentage of capacity")
-	fl.StringVar(&f.ballastSize, "ballast-size", "", "keep a preallocated ballast of this size on nodefs, released first when eviction nears (e.g. 1Gi; empty: none)")
-	fl.StringVar(&f.ballastPath, "ballast-path", journal.DefaultStateDir+"/ballast", "the ballast file (node path, on nodefs)")
-	fl.StringSliceVar(&f.reclaim, "reclaim", nil, "reclaim steps allowed before eviction: ballast, gc, logs, escalate (comma-separated; empty: off)")
-	fl.BoolVar(&f.dryRun, "reclaim-dry-run", false, "report what the reclaim steps would do and change nothing")
-	fl.DurationVar(&f.horizon, "reclaim-horizon", 30*time.Minute, "climb the reclaim ladder while eviction is predicted sooner than this")
-	fl.StringVar(&f.lowHeadroom, "reclaim-low-headroom", "", "also climb while nodefs headroom is below this quantity (e.g. 1Gi)")
-	fl.IntVar(&f.keepExited, "gc-keep-exited", 5, "runtime GC keeps this many of the newest exited containers")
-	fl.StringArrayVar(&f.keepImages, "gc-keep-image", nil, "image reference runtime GC never removes, e.g. the pause image (repeatable)")
-	fl.DurationVar(&f.rotatedAge, "rotated-log-age", time.Hour, "compress rotated container logs older than this")
-	fl.StringArrayVar(&f.posFiles, "log-pos-file", nil, "fluentd pos_file: only rotated logs it shows fully read are compressed (repeatable; node path)")
+	b := binder{fl}
+	b.str(&f.cfg.Logs.Budget.File, "logs.budget.file", "log-budget-file", "write the log budget here (env file; fluent-bit and fluentd snippets next to it), e.g. "+reclaim.DefaultLogBudgetFile+" (node path; empty: metric and annotation only)")
+	b.str(&f.cfg.Logs.Budget.Margin, "logs.budget.margin", "log-budget-margin", "safety margin kept free above the nearest threshold: a quantity (\"512Mi\") or a percentage of capacity")
+	b.str(&f.cfg.Actions.Reclaim.Ballast.Size, "actions.reclaim.ballast.size", "ballast-size", "keep a preallocated ballast of this size on nodefs, released first when eviction nears (e.g. 1Gi; empty: none)")
+	b.str(&f.cfg.Actions.Reclaim.Ballast.Path, "actions.reclaim.ballast.path", "ballast-path", "the ballast file (node path, on nodefs)")
+	b.list(&f.cfg.Actions.Reclaim.Allow, "actions.reclaim.allow", "reclaim", "reclaim steps allowed before eviction: ballast, gc, logs, escalate (comma-separated; empty: off)")
+	b.boolean(&f.cfg.Actions.Reclaim.DryRun, "actions.reclaim.dryRun", "reclaim-dry-run", "report what the reclaim steps would do and change nothing")
+	b.dur(&f.cfg.Actions.Reclaim.Horizon.Duration, "actions.reclaim.horizon", "reclaim-horizon", "climb the reclaim ladder while eviction is predicted sooner than this")
+	b.str(&f.cfg.Actions.Reclaim.LowHeadroom, "actions.reclaim.lowHeadroom", "reclaim-low-headroom", "also climb while nodefs headroom is below this quantity (e.g. 1Gi)")
+	b.integer(&f.cfg.Actions.Reclaim.GC.KeepExited, "actions.reclaim.gc.keepExited", "gc-keep-exited", "runtime GC keeps this many of the newest exited containers")
+	b.strs(&f.cfg.Actions.Reclaim.GC.KeepImages, "actions.reclaim.gc.keepImages", "gc-keep-image", "image reference runtime GC never removes, e.g. the pause image (repeatable)")
+	b.dur(&f.cfg.Actions.Reclaim.RotatedLogs.MinAge.Duration, "actions.reclaim.rotatedLogs.minAge", "rotated-log-age", "compress rotated container logs older than this")
+	b.strs(&f.cfg.Actions.Reclaim.RotatedLogs.PosFiles, "actions.reclaim.rotatedLogs.posFiles", "log-pos-file", "fluentd pos_file: only rotated logs it shows fully read are compressed (repeatable; node path)")
 }
 
 // runtimeGC is runtime GC through the runtime's own API: dockerd's Engine API, or the CRI
@@ -68,9 +56,9 @@ func (f *logReclaimFlags) runtimeGC(g *globalOptions, layout *monitor.Layout, do
 		if sock == "" {
 			sock = g.root().Path("/var/run/docker.sock")
 		}
-		return &reclaim.DockerGC{Socket: sock, KeepExited: f.keepExited, KeepImages: f.keepImages}
+		return &reclaim.DockerGC{Socket: sock, KeepExited: f.cfg.Actions.Reclaim.GC.KeepExited, KeepImages: f.cfg.Actions.Reclaim.GC.KeepImages}
 	case layout.CRISocket != "":
-		return &reclaim.CRIGC{Socket: layout.CRISocket, KeepPerContainer: f.keepExited, KeepImages: f.keepImages}
+		return &reclaim.CRIGC{Socket: layout.CRISocket, KeepPerContainer: f.cfg.Actions.Reclaim.GC.KeepExited, KeepImages: f.cfg.Actions.Reclaim.GC.KeepImages}
 	}
 	return nil
 }
@@ -92,8 +80,8 @@ func (f *logReclaimFlags) start(ctx context.Context, g *globalOptions, s *setup,
 		}
 	}
 	pcfg := reclaim.BudgetPublisherConfig{Registerer: f.reg, Log: log, Kube: f.client, NodeName: node}
-	if f.budgetFile != "" {
-		pcfg.File = g.root().Path(f.budgetFile)
+	if f.cfg.Logs.Budget.File != "" {
+		pcfg.File = g.root().Path(f.cfg.Logs.Budget.File)
 	}
 	if f.client == nil {
 		pcfg.NodeName = ""
@@ -104,14 +92,14 @@ func (f *logReclaimFlags) start(ctx context.Context, g *globalOptions, s *setup,
 	}
 
 	allow, low := u.allow, u.lowHeadroom
-	size, err := config.ParseQuantity(f.ballastSize)
+	size, err := config.ParseQuantity(f.cfg.Actions.Reclaim.Ballast.Size)
 	if err != nil {
 		return usageErr(fmt.Errorf("--ballast-size: %w", err))
 	}
 	var ladder *reclaim.Ladder
 	if len(allow) > 0 || size > 0 {
 		ladder = &reclaim.Ladder{
-			Policy: reclaim.Policy{Allow: allow, DryRun: f.dryRun, Horizon: f.horizon, LowHeadroom: low},
+			Policy: reclaim.Policy{Allow: allow, DryRun: f.cfg.Actions.Reclaim.DryRun, Horizon: f.cfg.Actions.Reclaim.Horizon.Duration, LowHeadroom: low},
 			Log:    log,
 		}
 		if f.client != nil {
@@ -121,7 +109,7 @@ func (f *logReclaimFlags) start(ctx context.Context, g *globalOptions, s *setup,
 			ladder.FsPath = nfs.HostPath
 		}
 		if size > 0 {
-			ladder.Ballast = &reclaim.Ballast{Path: g.root().Path(f.ballastPath), Size: size}
+			ladder.Ballast = &reclaim.Ballast{Path: g.root().Path(f.cfg.Actions.Reclaim.Ballast.Path), Size: size}
 		}
 		ladder.GC = f.runtimeGC(g, s.layout, dockerSocket)
 		if ladder.GC == nil && slices.Contains(allow, reclaim.StepGC) {
@@ -138,10 +126,10 @@ func (f *logReclaimFlags) start(ctx context.Context, g *globalOptions, s *setup,
 			}
 		}
 		var pos []string
-		for _, p := range f.posFiles {
+		for _, p := range f.cfg.Actions.Reclaim.RotatedLogs.PosFiles {
 			pos = append(pos, g.root().Path(p))
 		}
-		ladder.Logs = &reclaim.RotatedLogs{Dirs: dirs, MinAge: f.rotatedAge, PosFiles: pos}
+		ladder.Logs = &reclaim.RotatedLogs{Dirs: dirs, MinAge: f.cfg.Actions.Reclaim.RotatedLogs.MinAge.Duration, PosFiles: pos}
 		if f.reg != nil {
 			if err := ladder.RegisterMetrics(f.reg); err != nil {
 				return problem(err)
@@ -154,7 +142,7 @@ func (f *logReclaimFlags) start(ctx context.Context, g *globalOptions, s *setup,
 		case *reclaim.CRIGC:
 			gcAPI = "cri " + gc.Socket
 		}
-		log.Info("reclaim ladder", "allow", allow, "dryRun", f.dryRun, "horizon", f.horizon, "ballast", size, "logDirs", dirs, "runtimeGC", gcAPI)
+		log.Info("reclaim ladder", "allow", allow, "dryRun", f.cfg.Actions.Reclaim.DryRun, "horizon", f.cfg.Actions.Reclaim.Horizon.Duration, "ballast", size, "logDirs", dirs, "runtimeGC", gcAPI)
 	}
 
 	snaps := make(chan *monitor.Snapshot, 1)

@@ -22,9 +22,9 @@ import (
 // It returns the handler and the listener to serve (ln itself for "none"). client is the
 // daemon's API server client, nil with cfgErr when none is configured.
 func (o *runOptions) secureMetrics(h http.Handler, ln net.Listener, node string, client *kube.Client, cfgErr error, log *slog.Logger) (http.Handler, net.Listener, error) {
-	switch o.metricsAuth {
+	switch o.cfg.Metrics.Auth {
 	case "", config.MetricsAuthNone:
-		if o.tlsCertFile == "" {
+		if o.cfg.Metrics.TLS.CertFile == "" {
 			return h, ln, nil
 		}
 	case config.MetricsAuthKubernetes:
@@ -43,7 +43,7 @@ func (o *runOptions) secureMetrics(h http.Handler, ln net.Listener, node string,
 		}
 		h = a.Wrap(h)
 	default:
-		return nil, nil, usageErr(fmt.Errorf("--metrics-auth %q: want none or kubernetes", o.metricsAuth))
+		return nil, nil, usageErr(fmt.Errorf("--metrics-auth %q: want none or kubernetes", o.cfg.Metrics.Auth))
 	}
 	cert, err := o.servingCert(node, log)
 	if err != nil {
@@ -56,11 +56,11 @@ func (o *runOptions) secureMetrics(h http.Handler, ln net.Listener, node string,
 // certificate for the node's name (as kube-rbac-proxy and the kubelet do without one;
 // Prometheus then scrapes with insecure_skip_verify, the token still authenticating it).
 func (o *runOptions) servingCert(node string, log *slog.Logger) (tls.Certificate, error) {
-	if (o.tlsCertFile == "") != (o.tlsKeyFile == "") {
+	if (o.cfg.Metrics.TLS.CertFile == "") != (o.cfg.Metrics.TLS.KeyFile == "") {
 		return tls.Certificate{}, usageErr(errors.New("--tls-cert-file and --tls-private-key-file go together"))
 	}
-	if o.tlsCertFile != "" {
-		cert, err := tls.LoadX509KeyPair(o.tlsCertFile, o.tlsKeyFile)
+	if o.cfg.Metrics.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(o.cfg.Metrics.TLS.CertFile, o.cfg.Metrics.TLS.KeyFile)
 		if err != nil {
 			return tls.Certificate{}, usageErr(fmt.Errorf("--tls-cert-file: %w", err))
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/evictguard/evictguard/config"
 	"github.com/evictguard/evictguard/journal"
 	"github.com/evictguard/evictguard/monitor"
 	"github.com/evictguard/evictguard/policy"
@@ -24,7 +25,8 @@ import (
 // lock, journaled apply with verify and rollback. The policy is a dry run by default, so a
 // --policy without `dryRun: false` only logs what would be done.
 type daemonRemediation struct {
-	policyFile, stateDir, unit, busAddress, healthz string
+	cfg        *config.Configuration // runOptions.cfg
+	policyFile string
 	// Policy, when set (from the --config file's policy), is used instead of policyFile.
 	Policy *policy.Policy
 
@@ -84,11 +86,12 @@ func (r metricsReporter) Report(_ context.Context, rep journal.Report) {
 }
 
 func (d *daemonRemediation) addFlags(fs *pflag.FlagSet) {
+	b := binder{fs}
 	fs.StringVar(&d.policyFile, "policy", "", "remediation policy file (YAML, strict); empty: no remediation. The policy is a dry run unless it sets dryRun: false")
-	fs.StringVar(&d.stateDir, "state-dir", journal.DefaultStateDir, "node path of evictguard's journal, backups and restart log")
-	fs.StringVar(&d.unit, "unit", "kubelet.service", "the kubelet's systemd unit")
-	fs.StringVar(&d.busAddress, "bus-address", "", "D-Bus address of the systemd manager (default: the system bus)")
-	fs.StringVar(&d.healthz, "healthz", "http://127.0.0.1:10248/healthz", "kubelet /healthz URL checked after a restart")
+	b.str(&d.cfg.Actions.StateDir, "actions.stateDir", "state-dir", "node path of evictguard's journal, backups and restart log")
+	b.str(&d.cfg.Actions.KubeletUnit, "actions.kubeletUnit", "unit", "the kubelet's systemd unit")
+	b.str(&d.cfg.Actions.SystemdBus, "actions.systemdBus", "bus-address", "D-Bus address of the systemd manager (default: the system bus)")
+	b.str(&d.cfg.Actions.Healthz, "actions.healthz", "healthz", "kubelet /healthz URL checked after a restart")
 }
 
 // flags are the apply flags for the daemon's options.
@@ -98,9 +101,10 @@ func (d *daemonRemediation) flags(o *runOptions) remediationFlags {
 		observed = d.last.Load
 	}
 	return remediationFlags{
-		observed:     observed,
-		monitorFlags: o.monitorFlags, policyFile: d.policyFile, stateDir: d.stateDir, unit: d.unit, busAddress: d.busAddress,
-		configz: o.configz, configzTokenFile: o.configzTokenFile, healthz: d.healthz, kubeconfig: o.kubeconfig,
+		observed: observed,
+		// The daemon's settings (state dir, unit, bus, /configz, healthz, kubeconfig) are its
+		// configuration's.
+		monitorFlags: o.monitorFlags, policyFile: d.policyFile,
 		policy: d.Policy, reporter: d.reporter, rediscover: d.rediscover,
 		// One way to execute, from a pod or a systemd unit: the operation's own unit on
 		// the host outlives this process (docs/remediation.md, "Where the work runs").
@@ -166,7 +170,7 @@ func (d *daemonRemediation) start(ctx context.Context, g *globalOptions, o *runO
 			}
 		}
 	})
-	g.logger.Info("remediation enabled", "policyFile", f.policyFile, "dryRun", f.policy.Dry(), "stateDir", f.stateDir, "unit", f.unit)
+	g.logger.Info("remediation enabled", "policyFile", f.policyFile, "dryRun", f.policy.Dry(), "stateDir", f.cfg.Actions.StateDir, "unit", f.cfg.Actions.KubeletUnit)
 }
 
 // notify triggers a remediation pass when a signal enters warning or breached (never blocks:
@@ -211,7 +215,7 @@ func (d *daemonRemediation) recover(ctx context.Context, g *globalOptions, f *re
 	if r.sd == nil {
 		return fmt.Errorf("%d interrupted operation(s) but systemd is unreachable over D-Bus", len(unfinished))
 	}
-	exec.Verify = o.verifier(g, r, f.kubeletVersion)
+	exec.Verify = o.verifier(g, r, f.cfg.Monitor.KubeletVersion)
 	g.logger.Warn("recovering interrupted remediation", "operations", len(unfinished))
 	// A threshold rewrite by the executor; a migration as `evictguard migrate --resume`
 	// (adopted when its unit still runs on the host).
@@ -242,8 +246,8 @@ func escalationPass(ctx context.Context, g *globalOptions, f remediationFlags, e
 		// The escalation's answer: log and Node Event; the attempt itself is counted (and
 		// reported again) with its outcome by the apply.
 		reps := journal.MultiReporter{journal.LogReporter{Log: g.logger}}
-		if r.kube != nil && f.nodeName != "" {
-			reps = append(reps, remediate.EventReporter{Client: r.kube, Node: f.nodeName, Log: g.logger})
+		if r.kube != nil && f.cfg.Kubernetes.NodeName != "" {
+			reps = append(reps, remediate.EventReporter{Client: r.kube, Node: f.cfg.Kubernetes.NodeName, Log: g.logger})
 		}
 		reps.Report(ctx, rep)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/evictguard/evictguard/config"
 	"github.com/evictguard/evictguard/internal/units"
 	"github.com/evictguard/evictguard/kubeletcfg"
 	"github.com/evictguard/evictguard/monitor"
@@ -22,40 +23,39 @@ import (
 
 // monitorFlags are the discovery and evaluation settings `status` and `run` share.
 type monitorFlags struct {
-	kubeletCmdline, kubeletVersion string
-	runtime, criEndpoint           string
-	dockerSocket                   string
-	logDirs                        []string
-	warnHorizon                    time.Duration
-	warnMargin                     float64
-	statfsTimeout                  time.Duration
-	// nodeName is this node's name (run's and plan's --node-name; $NODE_NAME otherwise):
-	// discovery prefers the kubelet registered under it.
-	nodeName string
+	// cfg holds every setting that has a file key: the flags are bound to its fields.
+	cfg *config.Configuration
 }
 
 func (f *monitorFlags) addFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&f.kubeletCmdline, "kubelet-cmdline", "", "kubelet arguments to use instead of discovery (shell-like quoting)")
-	fs.StringVar(&f.kubeletVersion, "kubelet-version", "", "kubelet version X.Y (default: ask the kubelet binary)")
-	fs.StringVar(&f.runtime, "runtime", "", "container runtime: docker, containerd or crio (default: detect)")
-	fs.StringVar(&f.criEndpoint, "cri-endpoint", "", "CRI socket to ask ImageFsInfo (default: the kubelet's --container-runtime-endpoint)")
-	fs.StringVar(&f.dockerSocket, "docker-socket", "", "dockerd API socket (default /var/run/docker.sock under --host-root)")
-	fs.StringArrayVar(&f.logDirs, "log-dir", nil, "extra log-pipeline directory to account for, e.g. a fluentd buffer (repeatable; node path)")
-	fs.DurationVar(&f.warnHorizon, "warn-horizon", time.Hour, "warn when a threshold is predicted within this time")
-	fs.Float64Var(&f.warnMargin, "warn-margin", 0.05, "warn when headroom is below this fraction of capacity")
-	fs.DurationVar(&f.statfsTimeout, "statfs-timeout", 2*time.Second, "timeout of each statfs (a hung mount is reported, not waited for)")
+	if f.cfg == nil {
+		f.cfg = config.Default()
+	}
+	if f.cfg.Kubernetes.NodeName == "" {
+		f.cfg.Kubernetes.NodeName = os.Getenv("NODE_NAME") // the default of --node-name
+	}
+	b := binder{fs}
+	b.str(&f.cfg.Monitor.KubeletCmdline, "monitor.kubeletCmdline", "kubelet-cmdline", "kubelet arguments to use instead of discovery (shell-like quoting)")
+	b.str(&f.cfg.Monitor.KubeletVersion, "monitor.kubeletVersion", "kubelet-version", "kubelet version X.Y (default: ask the kubelet binary)")
+	b.str(&f.cfg.Monitor.Runtime, "monitor.runtime", "runtime", "container runtime: docker, containerd or crio (default: detect)")
+	b.str(&f.cfg.Monitor.CRIEndpoint, "monitor.criEndpoint", "cri-endpoint", "CRI socket to ask ImageFsInfo (default: the kubelet's --container-runtime-endpoint)")
+	b.str(&f.cfg.Monitor.DockerSocket, "monitor.dockerSocket", "docker-socket", "dockerd API socket (default /var/run/docker.sock under --host-root)")
+	b.strs(&f.cfg.Monitor.LogDirs, "monitor.logDirs", "log-dir", "extra log-pipeline directory to account for, e.g. a fluentd buffer (repeatable; node path)")
+	b.dur(&f.cfg.Monitor.WarnHorizon.Duration, "monitor.warnHorizon", "warn-horizon", "warn when a threshold is predicted within this time")
+	b.float(&f.cfg.Monitor.WarnMargin, "monitor.warnMargin", "warn-margin", "warn when headroom is below this fraction of capacity")
+	b.dur(&f.cfg.Monitor.StatfsTimeout.Duration, "monitor.statfsTimeout", "statfs-timeout", "timeout of each statfs (a hung mount is reported, not waited for)")
 }
 
 func (f *monitorFlags) validate() error {
-	switch f.runtime {
+	switch f.cfg.Monitor.Runtime {
 	case "", monitor.RuntimeDocker, monitor.RuntimeContainerd, monitor.RuntimeCRIO:
 	default:
-		return fmt.Errorf("--runtime must be docker, containerd or crio, not %q", f.runtime)
+		return fmt.Errorf("--runtime must be docker, containerd or crio, not %q", f.cfg.Monitor.Runtime)
 	}
-	if f.warnMargin < 0 || f.warnMargin >= 1 {
-		return fmt.Errorf("--warn-margin must be in [0, 1), not %v", f.warnMargin)
+	if f.cfg.Monitor.WarnMargin < 0 || f.cfg.Monitor.WarnMargin >= 1 {
+		return fmt.Errorf("--warn-margin must be in [0, 1), not %v", f.cfg.Monitor.WarnMargin)
 	}
-	if f.warnHorizon <= 0 || f.statfsTimeout <= 0 {
+	if f.cfg.Monitor.WarnHorizon.Duration <= 0 || f.cfg.Monitor.StatfsTimeout.Duration <= 0 {
 		return errors.New("--warn-horizon and --statfs-timeout must be positive")
 	}
 	return nil
@@ -109,13 +109,13 @@ func newSetup(ctx context.Context, g *globalOptions, f *monitorFlags, cfg monito
 	if err := f.validate(); err != nil {
 		return nil, usageErr(err)
 	}
-	node := f.nodeName
+	node := f.cfg.Kubernetes.NodeName
 	if node == "" {
 		node = os.Getenv("NODE_NAME")
 	}
-	opts := kubeletcfg.Options{HostRoot: g.root(), Version: f.kubeletVersion, NodeName: node, Logger: g.logger}
-	if f.kubeletCmdline != "" {
-		words, err := kubeletcfg.SplitCommandLine(f.kubeletCmdline)
+	opts := kubeletcfg.Options{HostRoot: g.root(), Version: f.cfg.Monitor.KubeletVersion, NodeName: node, Logger: g.logger}
+	if f.cfg.Monitor.KubeletCmdline != "" {
+		words, err := kubeletcfg.SplitCommandLine(f.cfg.Monitor.KubeletCmdline)
 		if err != nil {
 			return nil, usageErr(fmt.Errorf("--kubelet-cmdline: %w", err))
 		}
@@ -131,10 +131,10 @@ func newSetup(ctx context.Context, g *globalOptions, f *monitorFlags, cfg monito
 	}
 	dopts := monitor.DiscoverOptions{
 		HostRoot:     g.root(),
-		Runtime:      f.runtime,
-		CRIEndpoint:  f.criEndpoint,
-		DockerSocket: f.dockerSocket,
-		ExtraLogDirs: f.logDirs,
+		Runtime:      f.cfg.Monitor.Runtime,
+		CRIEndpoint:  f.cfg.Monitor.CRIEndpoint,
+		DockerSocket: f.cfg.Monitor.DockerSocket,
+		ExtraLogDirs: f.cfg.Monitor.LogDirs,
 		Logger:       g.logger,
 	}
 	withKubelet(&dopts, eff)
@@ -148,8 +148,8 @@ func newSetup(ctx context.Context, g *globalOptions, f *monitorFlags, cfg monito
 	cfg.HostRoot = g.root()
 	cfg.PodsCgroup = eff.Cgroups.PodsCgroup()
 	cfg.Logger = g.logger
-	cfg.StatfsTimeout = f.statfsTimeout
-	cfg.Eval.WarnHorizon, cfg.Eval.WarnMargin = f.warnHorizon, f.warnMargin
+	cfg.StatfsTimeout = f.cfg.Monitor.StatfsTimeout.Duration
+	cfg.Eval.WarnHorizon, cfg.Eval.WarnMargin = f.cfg.Monitor.WarnHorizon.Duration, f.cfg.Monitor.WarnMargin
 	m, err := monitor.New(cfg)
 	if err != nil {
 		return nil, problem(err)
