@@ -145,7 +145,7 @@ func TestAlertsDocumented(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"EvictionImminent", "EvictionThresholdBreached", "EvictionThresholdsMismatch",
-		"RemediationFailed", "RemediationBlocked", "EvictguardDown", "EvictguardStale"} {
+		"EvictionImminentFleet", "RemediationFailed", "RemediationBlocked", "EvictguardDown", "EvictguardStale"} {
 		if !seen[name] {
 			t.Errorf("alert %s missing from %s", name, rulesFile)
 		}
