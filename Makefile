@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 CACHE ?= /var/cache/evictguard
 GOLANGCI_LINT_VERSION ?= v2.15.0
 
-.PHONY: all build image status test test-short lint bench bench-migrate setup clean
+.PHONY: all build image status test test-short lint bench bench-migrate bench-fleet setup clean
 
 all: build
 
@@ -50,6 +50,17 @@ bench:
 # Migration copy throughput vs cp -a, and downtime fraction with pre-copy (issue 7 targets).
 bench-migrate:
 	./hack/bench-migrate.sh
+
+# A fleet of 100 simulated nodes against one real API server: requests per node per minute
+# (steady, storm), Events per node, the API server away and back, RSS (issue #17). Root;
+# about 15 minutes. FLEET_N, FLEET_STEADY and FLEET_OUTAGE change the size and windows.
+FLEET_N ?= 100
+FLEET_STEADY ?= 5m30s
+FLEET_OUTAGE ?= 60s
+bench-fleet:
+	./hack/setup.sh >/dev/null
+	EVICTGUARD_E2E_STRICT=1 EVICTGUARD_FLEET_N=$(FLEET_N) EVICTGUARD_FLEET_STEADY=$(FLEET_STEADY) \
+		EVICTGUARD_FLEET_OUTAGE=$(FLEET_OUTAGE) $(GO) test -count=1 -timeout 60m -run '^TestFleet$$' -v ./e2e/
 
 clean:
 	rm -rf bin

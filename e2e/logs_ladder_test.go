@@ -233,8 +233,10 @@ func TestLogsLadderKeepsNodefsAboveThreshold(t *testing.T) {
 	stateDir := harness.TempDir(t, "evictguard-state")
 	budgetFile := filepath.Join(stateDir, "log-budget.env")
 	reg := prometheus.NewRegistry()
+	// The annotation's rate limit (5 minutes by default, TestBudgetPublisher) at the loop's
+	// period: this test follows headroom over seconds.
 	pub, err := reclaim.NewBudgetPublisher(reclaim.BudgetPublisherConfig{File: budgetFile, Kube: productClient(t, api),
-		NodeName: "logs-node", Registerer: reg, Log: log})
+		NodeName: "logs-node", Registerer: reg, Log: log, AnnotateEvery: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -158,6 +158,14 @@ type BudgetPublisherConfig struct {
 	// Kube and NodeName enable the Node annotation.
 	Kube     kube.Interface
 	NodeName string
+	// AnnotateEvery is the least time between two writes of the annotation (default 5m).
+	// The files on the node follow every material change; the annotation is an API request,
+	// and a node whose log filesystem moves by more than a material change every minute
+	// (image pulls, rotations on a shared root filesystem) would otherwise cost the API
+	// server a request a minute, over the fleet's budget of one per node per minute for
+	// everything (docs/architecture.md). A budget that reaches or leaves zero — log shippers
+	// must stop, or may start again — is annotated at once.
+	AnnotateEvery time.Duration
 	// Registerer, when set, gets the evictguard_log_budget_bytes gauge.
 	Registerer prometheus.Registerer
 	Log        *slog.Logger
@@ -165,9 +173,9 @@ type BudgetPublisherConfig struct {
 	Now func() time.Time
 }
 
-// BudgetPublisher exports budgets: the gauge every Update, the files and the annotation only
-// when the smallest budget changed materially (MaterialChange) or the budgets' filesystems
-// changed.
+// BudgetPublisher exports budgets: the gauge every Update, the files only when the smallest
+// budget changed materially (MaterialChange) or the budgets' filesystems changed, and the
+// Node annotation on a material change at most every AnnotateEvery (at once to or from zero).
 type BudgetPublisher struct {
 	cfg   BudgetPublisherConfig
 	gauge *prometheus.GaugeVec
@@ -175,6 +183,10 @@ type BudgetPublisher struct {
 	mu        sync.Mutex
 	published []LogBudget
 	have      bool
+	// annotated is the budget last written to the annotation (annotatedAt), if any.
+	annotated      int64
+	annotatedAt    time.Time
+	annotatedValid bool
 	// count is the number of publications (files and annotation); see Publications.
 	count int
 	// labels are the gauge's current children, so stale ones can be deleted without a
@@ -192,6 +204,9 @@ func NewBudgetPublisher(cfg BudgetPublisherConfig) (*BudgetPublisher, error) {
 	}
 	if cfg.FluentdOverflowAction == "" {
 		cfg.FluentdOverflowAction = "drop_oldest_chunk"
+	}
+	if cfg.AnnotateEvery <= 0 {
+		cfg.AnnotateEvery = 5 * time.Minute
 	}
 	p := &BudgetPublisher{cfg: cfg}
 	p.gauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -232,28 +247,50 @@ func (p *BudgetPublisher) Update(ctx context.Context, budgets []LogBudget) (bool
 	if len(budgets) == 0 {
 		return false, nil
 	}
-	if p.have && !budgetsChanged(p.published, budgets) {
+	filesDue := !p.have || budgetsChanged(p.published, budgets)
+	annotate := p.annotationDue(minBudget(budgets).Bytes)
+	if !filesDue && !annotate {
 		return false, nil
 	}
 	var errs []error
-	if p.cfg.File != "" {
+	if filesDue && p.cfg.File != "" {
 		if err := p.writeFiles(budgets); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if p.cfg.Kube != nil && p.cfg.NodeName != "" {
+	if annotate {
 		if err := p.annotate(ctx, budgets); err != nil {
 			errs = append(errs, err)
+		} else {
+			p.annotated, p.annotatedAt, p.annotatedValid = minBudget(budgets).Bytes, p.cfg.Now(), true
 		}
 	}
 	if len(errs) > 0 {
 		return false, fmt.Errorf("publish log budget: %w", errs[0])
 	}
-	p.published, p.have = slices.Clone(budgets), true
+	if filesDue {
+		p.published, p.have = slices.Clone(budgets), true
+	}
 	p.count++
 	p.cfg.Log.Info("log budget published", "bytes", minBudget(budgets).Bytes, "bufferLimit", minBudget(budgets).BufferLimit,
-		"signal", minBudget(budgets).Signal, "file", p.cfg.File)
+		"signal", minBudget(budgets).Signal, "file", p.cfg.File, "files", filesDue, "annotation", annotate)
 	return true, nil
+}
+
+// annotationDue reports whether the annotation should be written with budget: it differs
+// materially from the one written, and either AnnotateEvery has passed or it reaches or
+// leaves zero.
+func (p *BudgetPublisher) annotationDue(budget int64) bool {
+	if p.cfg.Kube == nil || p.cfg.NodeName == "" {
+		return false
+	}
+	if !p.annotatedValid {
+		return true
+	}
+	if !MaterialChange(p.annotated, budget) {
+		return false
+	}
+	return (p.annotated == 0) != (budget == 0) || p.cfg.Now().Sub(p.annotatedAt) >= p.cfg.AnnotateEvery
 }
 
 func budgetsChanged(old, cur []LogBudget) bool {

@@ -121,57 +121,63 @@ func TestBudgetPublisher(t *testing.T) {
 	file := filepath.Join(dir, "state", "log-budget.env")
 	kube := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
 	reg := prometheus.NewPedanticRegistry()
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	p, err := NewBudgetPublisher(BudgetPublisherConfig{File: file, Kube: kubetest.New(kube), NodeName: "n1", Registerer: reg,
-		Now: func() time.Time { return time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC) }})
+		Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
+	const margin = 10 << 20
+	budget := func(headroom int64) string { return fmt.Sprint(max(0, headroom-margin)) }
+	// One Update a minute. The files follow every material change; the annotation (an API
+	// request) at most every 5 minutes, except to or from zero.
 	steps := []struct {
-		headroom int64
-		publish  bool
+		headroom   int64
+		file       bool   // the env file is rewritten
+		annotation string // the annotation afterwards
 	}{
-		{1 << 30, true},
-		{1<<30 - 50<<20, false}, // −5 %, < 64 MiB
-		{1<<30 - 60<<20, false}, // −5.9 %, < 64 MiB
-		{1<<30 - 120<<20, true}, // −11.7 %
-		{1<<30 - 120<<20, false},
+		{1 << 30, true, budget(1 << 30)},
+		{1<<30 - 50<<20, false, budget(1 << 30)},          // −5 %, < 64 MiB
+		{1<<30 - 60<<20, false, budget(1 << 30)},          // −5.9 %, < 64 MiB
+		{1<<30 - 120<<20, true, budget(1 << 30)},          // −11.7 %: the files; the annotation waits
+		{1<<30 - 120<<20, false, budget(1 << 30)},         // still waiting (4 minutes)
+		{1<<30 - 120<<20, false, budget(1<<30 - 120<<20)}, // 5 minutes: the annotation follows
+		{margin, true, "0"},                               // zero: at once
+		{1<<30 - 120<<20, true, budget(1<<30 - 120<<20)},  // and back from zero: at once
 	}
 	for i, s := range steps {
-		b := ComputeLogBudgets(budgetSnapshot(s.headroom, 8<<30, 1), BudgetConfig{MarginBytes: 10 << 20})
-		got, err := p.Update(ctx, b)
-		if err != nil {
+		b := ComputeLogBudgets(budgetSnapshot(s.headroom, 8<<30, 1), BudgetConfig{MarginBytes: margin})
+		before, _ := os.ReadFile(file)
+		if _, err := p.Update(ctx, b); err != nil {
 			t.Fatalf("step %d: %v", i, err)
-		}
-		if got != s.publish {
-			t.Errorf("step %d: published = %v, want %v", i, got, s.publish)
-		}
-		want := fmt.Sprint(s.headroom - 10<<20)
-		if !s.publish {
-			continue
 		}
 		env, err := os.ReadFile(file)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(string(env), "EVICTGUARD_LOG_BUDGET_BYTES="+want+"\n") {
-			t.Errorf("step %d: env file lacks budget %s:\n%s", i, want, env)
+		if s.file && !strings.Contains(string(env), "EVICTGUARD_LOG_BUDGET_BYTES="+budget(s.headroom)+"\n") {
+			t.Errorf("step %d: env file lacks budget %s:\n%s", i, budget(s.headroom), env)
+		}
+		if !s.file && string(env) != string(before) {
+			t.Errorf("step %d: env file rewritten without a material change", i)
 		}
 		n, err := kube.CoreV1().Nodes().Get(ctx, "n1", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := n.Annotations[AnnotationLogBudget]; got != want {
-			t.Errorf("step %d: annotation = %q, want %q", i, got, want)
+		if got := n.Annotations[AnnotationLogBudget]; got != s.annotation {
+			t.Errorf("step %d: annotation = %q, want %q", i, got, s.annotation)
 		}
+		now = now.Add(time.Minute)
 	}
-	if n := p.Publications(); n != 2 {
-		t.Errorf("publications = %d, want 2", n)
+	if n := p.Publications(); n != 5 {
+		t.Errorf("publications = %d, want 5 (steps 1, 4, 6, 7, 8)", n)
 	}
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(fmt.Sprintf(`# HELP evictguard_log_budget_bytes Bytes the log pipeline may still write on a filesystem before its nearest eviction threshold, less the safety margin.
 # TYPE evictguard_log_budget_bytes gauge
 evictguard_log_budget_bytes{mountpoint="/",role="nodefs"} %d
-`, int64(1<<30-120<<20-10<<20))), "evictguard_log_budget_bytes"); err != nil {
+`, int64(1<<30-120<<20-margin))), "evictguard_log_budget_bytes"); err != nil {
 		t.Error(err)
 	}
 	// A filesystem that goes away loses its series; the others stay.

@@ -67,6 +67,21 @@ type APIServer struct {
 	Client     kubernetes.Interface
 	Etcd       *Etcd
 	Proc       *Process
+	// AuditLog is the audit log (JSON lines, one event per finished request) when
+	// APIServerOptions.Audit is set.
+	AuditLog string
+
+	bin  string
+	args []string
+}
+
+// APIServerOptions tunes StartAPIServerWith.
+type APIServerOptions struct {
+	// Address is a node address to serve on ("": loopback); see StartAPIServerOn.
+	Address string
+	// Audit logs every request's metadata (user, user agent, verb, resource, code) once it
+	// finished, so a test can count what each identity costs the server.
+	Audit bool
 }
 
 // StartAPIServer starts etcd and the pinned kube-apiserver with token auth, RBAC and a
@@ -82,6 +97,13 @@ func StartAPIServer(t testing.TB) *APIServer {
 // at the Service's cluster IP 10.96.0.1 through kube-proxy, with the in-cluster config.
 func StartAPIServerOn(t testing.TB, address string) *APIServer {
 	t.Helper()
+	return StartAPIServerWith(t, APIServerOptions{Address: address})
+}
+
+// StartAPIServerWith is StartAPIServer with options.
+func StartAPIServerWith(t testing.TB, opts APIServerOptions) *APIServer {
+	t.Helper()
+	address := opts.Address
 	RequireRoot(t)
 	bin := K8sBinary(t, "kube-apiserver")
 	etcd := StartEtcd(t)
@@ -103,7 +125,7 @@ func StartAPIServerOn(t testing.TB, address string) *APIServer {
 	key, pub := rsaKeyPair(t)
 	mustWrite(t, filepath.Join(dir, "sa.key"), key, 0o600)
 	mustWrite(t, filepath.Join(dir, "sa.pub"), pub, 0o644)
-	a.Proc = Start(t, dir, "kube-apiserver", nil, bin, append(reconciler,
+	a.bin, a.args = bin, append(reconciler,
 		"--etcd-servers", etcd.ClientURL,
 		// As kubeadm sets it: the remediation DaemonSet is privileged.
 		"--allow-privileged=true",
@@ -115,7 +137,14 @@ func StartAPIServerOn(t testing.TB, address string) *APIServer {
 		"--service-account-signing-key-file", filepath.Join(dir, "sa.key"),
 		"--service-cluster-ip-range", "10.96.0.0/24",
 		"--enable-priority-and-fairness=false",
-		"--profiling=false", "--v=1")...)
+		"--profiling=false", "--v=1")
+	if opts.Audit {
+		policy := filepath.Join(dir, "audit-policy.yaml")
+		mustWrite(t, policy, "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived, ResponseStarted]\nrules:\n- level: Metadata\n", 0o644)
+		a.AuditLog = filepath.Join(dir, "audit.log")
+		a.args = append(a.args, "--audit-policy-file", policy, "--audit-log-path", a.AuditLog, "--audit-log-maxsize", "0")
+	}
+	a.Proc = Start(t, dir, "kube-apiserver", nil, a.bin, a.args...)
 	a.Config = &rest.Config{Host: a.URL, BearerToken: a.AdminToken, TLSClientConfig: rest.TLSClientConfig{Insecure: true},
 		QPS: 50, Burst: 100}
 	var err error
@@ -123,8 +152,18 @@ func StartAPIServerOn(t testing.TB, address string) *APIServer {
 	if err != nil {
 		t.Fatalf("client for apiserver: %v", err)
 	}
+	if err := a.waitReady(); err != nil {
+		t.Fatalf("kube-apiserver did not become ready: %v", err)
+	}
+	a.Kubeconfig = filepath.Join(dir, "admin.kubeconfig")
+	mustWrite(t, a.Kubeconfig, KubeconfigFor(a.URL, a.AdminToken), 0o600)
+	return a
+}
+
+// waitReady waits for /readyz.
+func (a *APIServer) waitReady() error {
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // loopback test server with a self-signed cert
-	err = WaitFor(context.Background(), 120*time.Second, a.Proc, func() error {
+	err := WaitFor(context.Background(), 120*time.Second, a.Proc, func() error {
 		req, _ := http.NewRequest(http.MethodGet, a.URL+"/readyz", nil)
 		req.Header.Set("Authorization", "Bearer "+a.AdminToken)
 		resp, err := hc.Do(req)
@@ -137,12 +176,20 @@ func StartAPIServerOn(t testing.TB, address string) *APIServer {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatalf("kube-apiserver did not become ready: %v", err)
+	return err
+}
+
+// Stop stops the API server (etcd keeps running), as an outage the clients must ride out.
+func (a *APIServer) Stop() error { return a.Proc.Stop(15 * time.Second) }
+
+// Start starts a stopped API server again with the same flags, port and etcd, and waits
+// for /readyz.
+func (a *APIServer) Start(t testing.TB) {
+	t.Helper()
+	a.Proc = Start(t, a.Dir, "kube-apiserver", nil, a.bin, a.args...)
+	if err := a.waitReady(); err != nil {
+		t.Fatalf("kube-apiserver did not become ready again: %v", err)
 	}
-	a.Kubeconfig = filepath.Join(dir, "admin.kubeconfig")
-	mustWrite(t, a.Kubeconfig, KubeconfigFor(a.URL, a.AdminToken), 0o600)
-	return a
 }
 
 // KubeconfigFor renders a token kubeconfig for a server with a self-signed certificate.
