@@ -11,5 +11,6 @@ var commands = []func(*globalOptions) *cobra.Command{
 	newApplyCommand,      // apply.go: the threshold rewrite, under the policy
 	newMigrateCommand,    // migrate.go: move the runtime's data root
 	newConfigCommand,     // config.go: check or print the configuration file
+	newFleetCommand,      // fleet.go: the nodes by headroom and time to threshold, from the API server
 	newVersionCommand,    // version.go
 }

@@ -239,7 +239,7 @@ func (r *NodeReporter) sync(ctx context.Context, snap *monitor.Snapshot) error {
 		}
 	}
 	r.firing = firing
-	if err := r.setCondition(ctx, now, firing, warming(snap) || r.tracker.Pending()); err != nil {
+	if err := r.setCondition(ctx, now, firing, warming(snap) || r.tracker.Pending(), snap); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -305,7 +305,10 @@ func warming(snap *monitor.Snapshot) bool {
 // out `for:`: after an upgrade or a restart the new process has to learn (or reload) the fill
 // the old one predicted and hold it for `for:` again, and a False meanwhile would be a false
 // all-clear (and a flap for whatever watches it).
-func (r *NodeReporter) setCondition(ctx context.Context, now time.Time, firing map[string]Alert, warmingUp bool) error {
+//
+// The patch also carries the AnnotationHeadroom of snap: the API server's nodes/status
+// update keeps the metadata it is sent, so the annotation rides on the condition's writes.
+func (r *NodeReporter) setCondition(ctx context.Context, now time.Time, firing map[string]Alert, warmingUp bool, snap *monitor.Snapshot) error {
 	want := r.condition(firing, now)
 	if r.cond == nil && warmingUp && want.Status == corev1.ConditionFalse {
 		node, err := r.cfg.Client.GetNode(ctx, r.cfg.Node)
@@ -331,22 +334,35 @@ func (r *NodeReporter) setCondition(ctx context.Context, now time.Time, firing m
 			return nil
 		}
 	}
-	node, err := r.cfg.Client.GetNode(ctx, r.cfg.Node)
-	if err != nil {
-		return fmt.Errorf("get node %s: %w", r.cfg.Node, err)
-	}
-	r.uid = node.UID
 	want.LastHeartbeatTime = metav1.NewTime(now)
 	want.LastTransitionTime = metav1.NewTime(now)
-	for _, c := range node.Status.Conditions {
-		if c.Type == ConditionType && c.Status == want.Status {
-			want.LastTransitionTime = c.LastTransitionTime
+	switch {
+	case r.cond == nil:
+		// The first write of this process reads the Node once: its UID (for Events) and the
+		// transition time of a condition a previous process left with the same status. After
+		// that this process owns the condition and keeps the time itself, so a heartbeat is
+		// one request, not two (the fleet's API budget, docs/architecture.md).
+		node, err := r.cfg.Client.GetNode(ctx, r.cfg.Node)
+		if err != nil {
+			return fmt.Errorf("get node %s: %w", r.cfg.Node, err)
 		}
+		r.uid = node.UID
+		for _, c := range node.Status.Conditions {
+			if c.Type == ConditionType && c.Status == want.Status {
+				want.LastTransitionTime = c.LastTransitionTime
+			}
+		}
+	case r.cond.Status == want.Status:
+		want.LastTransitionTime = r.cond.LastTransitionTime
 	}
 	if err := r.limit.Wait(ctx); err != nil {
 		return err
 	}
-	patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{want}}})
+	body := map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{want}}}
+	if h, ok := NearestSignal(snap); ok {
+		body["metadata"] = map[string]any{"annotations": map[string]string{AnnotationHeadroom: h.String()}}
+	}
+	patch, err := json.Marshal(body)
 	if err != nil {
 		return fmt.Errorf("encode condition patch: %w", err)
 	}
