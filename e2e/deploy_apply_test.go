@@ -273,6 +273,25 @@ func TestDeployAdmissionPolicyOwnNode(t *testing.T) {
 	if _, err := sa.CoreV1().Nodes().Patch(ctx, "node-a", types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
 		t.Errorf("patch own node status: %v", err)
 	}
+	// A status patch carries metadata and other conditions too: only evictguard's own may change.
+	for _, tc := range []struct {
+		name, patch string
+		allowed     bool
+	}{
+		{"own annotation through the status", `{"metadata":{"annotations":{"evictguard.dev/headroom":"{}"}},"status":{"conditions":[{"type":"EvictionPredicted","status":"False","reason":"e2e"}]}}`, true},
+		{"a label through the status", `{"metadata":{"labels":{"node-role.kubernetes.io/control-plane":""}}}`, false},
+		{"another annotation through the status", `{"metadata":{"annotations":{"example.com/x":"y"}}}`, false},
+		{"the kubelet's Ready condition", `{"status":{"conditions":[{"type":"Ready","status":"False","reason":"e2e"}]}}`, false},
+		{"capacity", `{"status":{"capacity":{"cpu":"64"}}}`, false},
+	} {
+		_, err := sa.CoreV1().Nodes().Patch(ctx, "node-a", types.StrategicMergePatchType, []byte(tc.patch), metav1.PatchOptions{}, "status")
+		if tc.allowed && err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		if !tc.allowed && (err == nil || !strings.Contains(err.Error(), "evictguard may change only")) {
+			t.Errorf("%s: err = %v, want denied by evictguard-own-node", tc.name, err)
+		}
+	}
 	if _, err := sa.CoreV1().Events("default").Create(ctx, event("node-a"), metav1.CreateOptions{}); err != nil {
 		t.Errorf("Event about own node: %v", err)
 	}
