@@ -2,6 +2,7 @@ package feed
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -71,5 +72,38 @@ func TestHeartbeatIsOneRequest(t *testing.T) {
 		if c.Type == ConditionType && (!c.LastTransitionTime.Time.Equal(first) || !c.LastHeartbeatTime.Time.Equal(now)) {
 			t.Errorf("condition transition %s heartbeat %s, want %s and %s", c.LastTransitionTime, c.LastHeartbeatTime, first, now)
 		}
+	}
+}
+
+// TestRetryBackoff: after a failed sync the reporter waits a jittered, growing delay before
+// the next one (2 s, doubling, at most a minute, each from [d, 2d)); a success resets it. A
+// fleet whose API server comes back thus retries spread out instead of at its next sample.
+func TestRetryBackoff(t *testing.T) {
+	client := fake.NewClientset()
+	r, err := NewNodeReporter(NodeConfig{Client: kubetest.New(client), Node: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1700000000, 0)
+	if !r.due(now) {
+		t.Fatal("a fresh reporter backs off")
+	}
+	lo := 2 * time.Second
+	for i := range 8 {
+		d := r.synced(now, errors.New("connection refused"))
+		if d < lo || d >= 2*lo {
+			t.Errorf("failure %d: retry after %s, want in [%s, %s)", i+1, d, lo, 2*lo)
+		}
+		if r.due(now.Add(d-time.Millisecond)) || !r.due(now.Add(d)) {
+			t.Errorf("failure %d: due before %s or not after", i+1, d)
+		}
+		lo = min(2*lo, time.Minute)
+	}
+	r.synced(now, nil)
+	if !r.due(now) {
+		t.Error("a success does not reset the backoff")
+	}
+	if d := r.synced(now, errors.New("again")); d >= 4*time.Second {
+		t.Errorf("after a success the first retry waits %s, want under 4 s", d)
 	}
 }

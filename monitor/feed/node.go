@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/evictguard/evictguard/internal/kube"
 	"github.com/evictguard/evictguard/monitor"
@@ -91,6 +93,35 @@ type NodeReporter struct {
 	firing  map[string]Alert
 	started bool
 	kept    bool // a True condition found on the Node is kept while warming up
+
+	// After a failed sync the next one waits a jittered, growing delay (retryBackoff):
+	// when an API server comes back, a fleet's daemons retry spread over a minute or two
+	// instead of all at their next sample (docs/architecture.md).
+	backoff *wait.Backoff
+	retryAt time.Time
+}
+
+// retryBackoff is the delay before retrying a failed sync: 2 s, doubling to at most a
+// minute, each drawn from [d, 2d).
+func retryBackoff() *wait.Backoff {
+	return &wait.Backoff{Duration: 2 * time.Second, Factor: 2, Jitter: 1, Steps: math.MaxInt32, Cap: time.Minute}
+}
+
+// due reports whether a sync may run now (not backing off after a failure).
+func (r *NodeReporter) due(now time.Time) bool { return !now.Before(r.retryAt) }
+
+// synced records a sync's outcome: a failure sets the next retry time, a success resets.
+func (r *NodeReporter) synced(now time.Time, err error) time.Duration {
+	if err == nil {
+		r.backoff, r.retryAt = nil, time.Time{}
+		return 0
+	}
+	if r.backoff == nil {
+		r.backoff = retryBackoff()
+	}
+	d := r.backoff.Step()
+	r.retryAt = now.Add(d)
+	return d
 }
 
 // NewNodeReporter returns a reporter; call Run in a goroutine.
@@ -139,7 +170,7 @@ func (r *NodeReporter) Notify(s *monitor.Snapshot) {
 }
 
 // Run processes snapshots until ctx is done. API errors are logged and retried with the
-// next snapshot (or heartbeat); they never reach the monitor loop.
+// first snapshot (or heartbeat) after a jittered backoff; they never reach the monitor loop.
 func (r *NodeReporter) Run(ctx context.Context) {
 	t := time.NewTicker(r.cfg.Heartbeat)
 	defer t.Stop()
@@ -153,11 +184,15 @@ func (r *NodeReporter) Run(ctx context.Context) {
 		r.mu.Lock()
 		snap := r.latest
 		r.mu.Unlock()
-		if snap == nil {
+		if snap == nil || !r.due(r.now()) {
 			continue
 		}
-		if err := r.sync(ctx, snap); err != nil && ctx.Err() == nil {
-			r.log.Warn("updating the node failed; will retry", "err", err)
+		err := r.sync(ctx, snap)
+		if ctx.Err() != nil {
+			return
+		}
+		if d := r.synced(r.now(), err); err != nil {
+			r.log.Warn("updating the node failed; will retry", "err", err, "after", d.Round(100*time.Millisecond))
 		}
 	}
 }
