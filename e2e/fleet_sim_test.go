@@ -241,7 +241,8 @@ alerts:
 	fmt.Fprintf(&b, "  %-44s %10.2f\n", "condition writes/node, storm", float64(stormPatches)/float64(n))
 	fmt.Fprintf(&b, "  %-44s %10d  (goal 0)\n", "watches opened", watches)
 	fmt.Fprintf(&b, "  %-44s %10d  (in %s, every daemon's /healthz and /metrics)\n", "serving failures while the API server was away", len(serveFailures), outage)
-	fmt.Fprintf(&b, "  %-44s %10.2f  (goal ≤ %.0f; peak %d requests in 10 s)\n", "recovery peak / steady rate", ratio, fleetRecoveryRatio, peak10s)
+	fmt.Fprintf(&b, "  %-44s %10.2f  (goal ≤ %.0f; peak %d requests in 10 s = %.2f/s, steady %.3f/s; the steady rate counts as at least 1 request per node per 10 s)\n",
+		"recovery peak / steady rate", ratio, fleetRecoveryRatio, peak10s, float64(peak10s)/10, float64(steadyReqs)/steadyTo.Sub(steadyFrom).Seconds())
 	fmt.Fprintf(&b, "  %-44s %10s\n", "RSS per daemon before/during/after (median)", fmt.Sprintf("%.1f/%.1f/%.1f MiB", median(rssBefore), median(rssDuring), median(rssAfter)))
 	t.Log(b.String())
 
