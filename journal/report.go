@@ -2,6 +2,7 @@ package journal
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 )
 
@@ -64,4 +65,29 @@ func (m MultiReporter) Report(ctx context.Context, r Report) {
 			x.Report(ctx, r)
 		}
 	}
+}
+
+// Deliverer is a Reporter whose delivery can fail (a Node Event through the API server): the
+// caller learns whether the outcome arrived, and records it as reported only then, so that
+// it is reported again later instead of lost.
+type Deliverer interface {
+	Deliver(ctx context.Context, r Report) error
+}
+
+// Deliver reports r to every reporter, through Deliver where a reporter is a Deliverer (also
+// nested MultiReporters), and returns the deliveries' errors.
+func (m MultiReporter) Deliver(ctx context.Context, r Report) error {
+	var errs []error
+	for _, x := range m {
+		switch d := x.(type) {
+		case nil:
+		case Deliverer:
+			if err := d.Deliver(ctx, r); err != nil {
+				errs = append(errs, err)
+			}
+		default:
+			x.Report(ctx, r)
+		}
+	}
+	return errors.Join(errs...)
 }

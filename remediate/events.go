@@ -2,12 +2,14 @@ package remediate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/evictguard/evictguard/internal/kube"
 	"github.com/evictguard/evictguard/journal"
@@ -21,8 +23,24 @@ type EventReporter struct {
 	Log    *slog.Logger
 }
 
-// journal.Report implements journal.Reporter.
+// Report implements journal.Reporter: Deliver, with a failure logged.
 func (r EventReporter) Report(ctx context.Context, rep journal.Report) {
+	if err := r.Deliver(ctx, rep); err != nil && r.Log != nil {
+		r.Log.Warn("could not record a Node event", "node", r.Node, "err", err)
+	}
+}
+
+// eventAttempts and eventRetry bound how long Deliver tries: an API server that is slow or
+// briefly away (a rolling upgrade) must not lose the outcome of a migration, and a node
+// without one must not hold up its remediation for long.
+const eventAttempts = 3
+
+// eventRetry is the first wait before trying again (then doubled, with jitter).
+var eventRetry = time.Second
+
+// Deliver implements journal.Deliverer: it creates the Event, trying again a few times (with
+// jitter) when the API server does not take it.
+func (r EventReporter) Deliver(ctx context.Context, rep journal.Report) error {
 	typ := corev1.EventTypeNormal
 	if rep.Result == journal.ResultRolledBack || rep.Result == journal.ResultFailed || rep.Result == journal.ResultBlocked {
 		typ = corev1.EventTypeWarning
@@ -45,7 +63,14 @@ func (r EventReporter) Report(ctx context.Context, rep journal.Report) {
 		Source:         corev1.EventSource{Component: "evictguard", Host: r.Node},
 		FirstTimestamp: now, LastTimestamp: now, Count: 1,
 	}
-	if _, err := r.Client.CreateEvent(ctx, ev); err != nil && r.Log != nil {
-		r.Log.Warn("could not record a Node event", "node", r.Node, "err", err)
+	backoff := wait.Backoff{Duration: eventRetry, Factor: 2, Jitter: 0.5, Steps: eventAttempts}
+	var last error
+	err := wait.ExponentialBackoffWithContext(ctx, backoff, func(ctx context.Context) (bool, error) {
+		_, last = r.Client.CreateEvent(ctx, ev)
+		return last == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("event %s on node %s: %w", reason, r.Node, errors.Join(err, last))
 	}
+	return nil
 }

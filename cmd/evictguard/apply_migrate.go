@@ -116,10 +116,24 @@ func printMigrationDecision(w io.Writer, g *globalOptions, r *remediation) {
 	}
 }
 
-// migrationReport reports a migration outcome as migrate-data-root (log, Event, metrics).
-func migrationReport(ctx context.Context, g *globalOptions, rep journal.Reporter, r journal.Report) {
+// migrationReport reports a migration outcome as migrate-data-root (log, Event, metrics). It
+// returns whether a reporter that can fail (the Node Event) did: the caller then leaves the
+// operation unreported in the journal, to be reported again (reportUnreported).
+func migrationReport(ctx context.Context, g *globalOptions, rep journal.Reporter, r journal.Report) error {
 	r.Action = journal.KindMigrateDataRoot
-	journal.MultiReporter{journal.LogReporter{Log: g.logger}, rep}.Report(ctx, r)
+	err := journal.MultiReporter{journal.LogReporter{Log: g.logger}, rep}.Deliver(ctx, r)
+	if err != nil {
+		g.logger.Warn("the outcome was not delivered everywhere; it is reported again later", "op", r.Op, "err", err)
+	}
+	return err
+}
+
+// reportEnded reports the outcome of the ended operation id and records it as reported once
+// it was delivered.
+func reportEnded(ctx context.Context, g *globalOptions, j *journal.Journal, rep journal.Reporter, r journal.Report) {
+	if migrationReport(ctx, g, rep, r) == nil {
+		markReported(g, j, r.Op)
+	}
 }
 
 // markReported records in the journal that the ended operation id was reported, so that the
@@ -156,8 +170,7 @@ func reportUnreported(ctx context.Context, g *globalOptions, j *journal.Journal,
 		if p, err := migration.PlanOf(op); err == nil {
 			r.Reason = migrationSummary(p) + ": " + r.Reason
 		}
-		migrationReport(ctx, g, rep, r)
-		markReported(g, j, op.ID)
+		reportEnded(ctx, g, j, rep, r)
 	}
 }
 
@@ -184,11 +197,11 @@ func applyMigration(ctx context.Context, g *globalOptions, o *applyOptions, r *r
 	sum := migrationSummary(p)
 	if len(r.blockers) > 0 {
 		reason := strings.Join(r.blockers, "; ")
-		migrationReport(ctx, g, rep, journal.Report{Result: journal.ResultBlocked, Reason: "not migrating " + sum + ": " + reason})
+		_ = migrationReport(ctx, g, rep, journal.Report{Result: journal.ResultBlocked, Reason: "not migrating " + sum + ": " + reason})
 		return problem(errors.New("not applied: " + reason))
 	}
 	if r.policy.Dry() {
-		migrationReport(ctx, g, rep, journal.Report{Result: journal.ResultDryRun, Reason: "dry run: would migrate " + sum})
+		_ = migrationReport(ctx, g, rep, journal.Report{Result: journal.ResultDryRun, Reason: "dry run: would migrate " + sum})
 		fmt.Fprintln(g.stdout, "Dry run: nothing changed (set dryRun: false in the policy).")
 		return nil
 	}
@@ -225,15 +238,14 @@ func applyMigration(ctx context.Context, g *globalOptions, o *applyOptions, r *r
 		if op != nil {
 			res, id = failedMigrationResult(r.journal, op.ID), op.ID
 		}
-		migrationReport(ctx, g, rep, journal.Report{Op: id, Result: res, Reason: sum + ": " + err.Error()})
-		if op != nil {
-			markReported(g, r.journal, op.ID)
-			return problem(fmt.Errorf("operation %s: %w", op.ID, err))
+		if op == nil {
+			_ = migrationReport(ctx, g, rep, journal.Report{Result: res, Reason: sum + ": " + err.Error()})
+			return problem(err)
 		}
-		return problem(err)
+		reportEnded(ctx, g, r.journal, rep, journal.Report{Op: id, Result: res, Reason: sum + ": " + err.Error()})
+		return problem(fmt.Errorf("operation %s: %w", op.ID, err))
 	}
-	migrationReport(ctx, g, rep, journal.Report{Op: op.ID, Result: journal.ResultApplied, Reason: "migrated " + sum})
-	markReported(g, r.journal, op.ID)
+	reportEnded(ctx, g, r.journal, rep, journal.Report{Op: op.ID, Result: journal.ResultApplied, Reason: "migrated " + sum})
 	if o.rediscover != nil {
 		o.rediscover(ctx) // the daemon: its monitor follows imagefs to the new filesystem
 	} else {
@@ -285,15 +297,13 @@ func (f *remediationFlags) recoverMigration(ctx context.Context, g *globalOption
 		return fmt.Errorf("migration %s: %w", op.ID, err)
 	}
 	if err != nil {
-		migrationReport(ctx, g, rep, journal.Report{Op: op.ID, Result: failedMigrationResult(r.journal, op.ID), Reason: how + ": " + err.Error()})
-		markReported(g, r.journal, op.ID)
+		reportEnded(ctx, g, r.journal, rep, journal.Report{Op: op.ID, Result: failedMigrationResult(r.journal, op.ID), Reason: how + ": " + err.Error()})
 		return fmt.Errorf("resume migration %s: %w", op.ID, err)
 	}
 	if err := r.journal.RecordRestart(time.Now()); err != nil {
 		g.logger.Warn("could not record the restart", "err", err)
 	}
-	migrationReport(ctx, g, rep, journal.Report{Op: op.ID, Result: journal.ResultRecovered, Reason: reason})
-	markReported(g, r.journal, op.ID)
+	reportEnded(ctx, g, r.journal, rep, journal.Report{Op: op.ID, Result: journal.ResultRecovered, Reason: reason})
 	return nil
 }
 

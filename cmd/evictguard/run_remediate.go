@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -148,10 +149,15 @@ func (d *daemonRemediation) start(ctx context.Context, g *globalOptions, o *runO
 			// Not fatal for monitoring: the operation stays in the journal and apply refuses to act.
 			g.logger.Error("recovering interrupted remediation failed", "err", err)
 		}
+		pending := time.NewTicker(reportPendingEvery)
+		defer pending.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
+			case <-pending.C:
+				d.reportPending(ctx, g, &f)
+				continue
 			case <-d.trigger:
 			}
 			pass := f
@@ -171,6 +177,33 @@ func (d *daemonRemediation) start(ctx context.Context, g *globalOptions, o *runO
 		}
 	})
 	g.logger.Info("remediation enabled", "policyFile", f.policyFile, "dryRun", f.policy.Dry(), "stateDir", f.cfg.Actions.StateDir, "unit", f.cfg.Actions.KubeletUnit)
+}
+
+// reportPendingEvery is how often the worker reports again what ended without its outcome
+// reaching the API server (it was away).
+const reportPendingEvery = 5 * time.Minute
+
+// reportPending reports the migrations that ended but were not delivered: cheap when there
+// are none (the journal is read locally).
+func (d *daemonRemediation) reportPending(ctx context.Context, g *globalOptions, f *remediationFlags) {
+	j, err := journal.Open(g.root(), f.cfg.Actions.StateDir, g.logger)
+	if err != nil {
+		return
+	}
+	ops, err := j.Unreported(journal.KindMigrateDataRoot, time.Now().Add(-24*time.Hour))
+	if err != nil || len(ops) == 0 {
+		return
+	}
+	r, err := f.prepare(ctx, g)
+	if err != nil {
+		g.logger.Warn("could not report the operations that ended unreported", "err", err)
+		return
+	}
+	if r.sd != nil {
+		defer r.sd.Close()
+	}
+	o := &applyOptions{remediationFlags: *f}
+	reportUnreported(ctx, g, r.journal, o.executor(g, r, "").Reporter)
 }
 
 // notify triggers a remediation pass when a signal enters warning or breached (never blocks:
