@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -114,6 +115,7 @@ alerts:
 		t.Fatal(err)
 	}
 
+	am := harness.StartAlertmanager(t, "")
 	nodes := make([]*fleetNode, n)
 	for i := range nodes {
 		name := fmt.Sprintf("fleet-node-%03d", i)
@@ -146,7 +148,8 @@ alerts:
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			nd.proc = startDaemonQuiet(t, "evictguard-"+nd.name, nd.listen,
-				nd.sc.Args(nd.listen, "--config", cfg, "--interval", "10s", "--kubeconfig", kubeconfig, "--node-name", nd.name)...)
+				nd.sc.Args(nd.listen, "--config", cfg, "--interval", "10s", "--kubeconfig", kubeconfig, "--node-name", nd.name,
+					"--alertmanager.url", am.URL)...)
 		}()
 	}
 	wg.Wait()
@@ -156,6 +159,17 @@ alerts:
 			t.FailNow()
 		}
 	}
+	// A real Prometheus scrapes every daemon and evaluates the shipped rules, the fleet's too.
+	targets := make([]string, n)
+	for i, nd := range nodes {
+		targets[i] = nd.listen
+	}
+	rules, err := os.ReadFile("../deploy/prometheus/evictguard-rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prom := harness.StartPrometheus(t, harness.PrometheusConfig("5s", targets, []string{"evictguard-rules.yaml"}, nil),
+		map[string]string{"evictguard-rules.yaml": string(rules)})
 	// Warm: every node has its condition (False) and discovery Event.
 	waitAllConditions(t, a, nodes, corev1.ConditionFalse, 2*time.Minute)
 	time.Sleep(15 * time.Second) // let start-up writes settle before the window opens
@@ -175,11 +189,10 @@ alerts:
 	waitAllConditions(t, a, nodes, corev1.ConditionTrue, 4*time.Minute)
 	time.Sleep(30 * time.Second)
 	stormTo := time.Now()
-	for i, nd := range nodes {
-		stops[i]()
-		nd.sc.Free(t)
+	for _, stop := range stops {
+		stop() // the nodes stay breached through the outage below
 	}
-
+	fleetRatio := fleetPrometheusView(t, prom, n)
 	// The API server away: the daemons keep monitoring and serving.
 	if err := a.Stop(); err != nil {
 		t.Fatal(err)
@@ -197,10 +210,21 @@ alerts:
 		time.Sleep(2 * time.Second)
 	}
 	rssDuring := fleetRSS(t, nodes)
+	// The direct Alertmanager feed does not need the API server: every node's alert is
+	// still active at the end of the outage (re-posted every resend period).
+	alerting := map[string]bool{}
+	if as, err := activeAlerts(am, "EvictionImminent", "nodefs.available"); err == nil {
+		for _, al := range as {
+			alerting[al.Labels["node"]] = true
+		}
+	}
 	a.Start(t)
 	recoveredAt := time.Now()
 	time.Sleep(2 * time.Minute)
 	rssAfter := fleetRSS(t, nodes)
+	for _, nd := range nodes {
+		nd.sc.Free(t)
+	}
 	for _, nd := range nodes {
 		if ok, err := nd.proc.Exited(); ok {
 			t.Errorf("%s exited: %v\n%s", nd.name, err, nd.proc.LogTail(2000))
@@ -241,6 +265,8 @@ alerts:
 	fmt.Fprintf(&b, "  %-44s %10.2f\n", "condition writes/node, storm", float64(stormPatches)/float64(n))
 	fmt.Fprintf(&b, "  %-44s %10d  (goal 0)\n", "watches opened", watches)
 	fmt.Fprintf(&b, "  %-44s %10d  (in %s, every daemon's /healthz and /metrics)\n", "serving failures while the API server was away", len(serveFailures), outage)
+	fmt.Fprintf(&b, "  %-44s %10d  (of %d, in Alertmanager at the end of the outage)\n", "nodes alerting directly while it was away", len(alerting), n)
+	fmt.Fprintf(&b, "  %-44s %10.2f  (Prometheus, the shipped fleet rule, in the storm)\n", "fraction of nodes within the warning horizon", fleetRatio)
 	fmt.Fprintf(&b, "  %-44s %10.2f  (goal ≤ %.0f; peak %d requests in 10 s = %.2f/s, steady %.3f/s; the steady rate counts as at least 1 request per node per 10 s)\n",
 		"recovery peak / steady rate", ratio, fleetRecoveryRatio, peak10s, float64(peak10s)/10, float64(steadyReqs)/steadyTo.Sub(steadyFrom).Seconds())
 	fmt.Fprintf(&b, "  %-44s %10s\n", "RSS per daemon before/during/after (median)", fmt.Sprintf("%.1f/%.1f/%.1f MiB", median(rssBefore), median(rssDuring), median(rssAfter)))
@@ -257,6 +283,9 @@ alerts:
 	}
 	if len(serveFailures) > 0 {
 		t.Errorf("while the API server was away: %s", strings.Join(serveFailures[:min(5, len(serveFailures))], "; "))
+	}
+	if len(alerting) != n {
+		t.Errorf("while the API server was away %d of %d nodes had their EvictionImminent alert active in Alertmanager", len(alerting), n)
 	}
 	if ratio > fleetRecoveryRatio {
 		t.Errorf("after the outage %d requests in 10 s, %.1f× the steady rate", peak10s, ratio)
@@ -410,4 +439,81 @@ func kinds(m map[string]int) string {
 		return "none"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// fleetPrometheusView checks the fleet view in the real Prometheus during the storm: the
+// shipped fleet rule sees every node within the warning horizon (and its alert pending or
+// firing), and every query of the shipped Grafana dashboard runs and, except those about
+// remediation and reclaim (none in this run), returns series. It returns the fleet ratio.
+func fleetPrometheusView(t *testing.T, prom *harness.Prometheus, n int) float64 {
+	t.Helper()
+	var ratio float64
+	err := harness.WaitFor(context.Background(), 2*time.Minute, prom.Proc, func() error {
+		res, err := promQuery(prom, `cluster_job:evictguard_nodes_within_warning_horizon:ratio{job="evictguard"}`)
+		if err != nil {
+			return err
+		}
+		if len(res) != 1 || len(res[0].Value) != 2 {
+			return fmt.Errorf("fleet ratio: %v", res)
+		}
+		ratio, _ = strconv.ParseFloat(fmt.Sprint(res[0].Value[1]), 64)
+		if ratio < 1 {
+			return fmt.Errorf("fleet ratio %.2f, want every node", ratio)
+		}
+		alerts, err := promQuery(prom, `ALERTS{alertname="EvictionImminentFleet"}`)
+		if err != nil {
+			return err
+		}
+		if n >= 2 && len(alerts) == 0 {
+			return errors.New("EvictionImminentFleet neither pending nor firing")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("the fleet rules in Prometheus: %v", err)
+	}
+	b, err := os.ReadFile("../deploy/grafana/evictguard-fleet.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []fleetPanel `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatal(err)
+	}
+	vars := strings.NewReplacer("$job", "evictguard", "$__rate_interval", "1m", "$__range", "10m", "$__interval", "15s")
+	noDataNeeded := func(title string) bool {
+		return strings.Contains(title, "emediation") || strings.Contains(title, "eclaim")
+	}
+	for _, p := range flattenPanels(dash.Panels) {
+		for _, tg := range p.Targets {
+			expr := vars.Replace(tg.Expr)
+			res, err := promQuery(prom, expr)
+			switch {
+			case err != nil:
+				t.Errorf("dashboard panel %q: %v", p.Title, err)
+			case len(res) == 0 && !noDataNeeded(p.Title):
+				t.Errorf("dashboard panel %q returns no series in the storm:\n%s", p.Title, expr)
+			}
+		}
+	}
+	return ratio
+}
+
+type fleetPanel struct {
+	Title   string `json:"title"`
+	Targets []struct {
+		Expr string `json:"expr"`
+	} `json:"targets"`
+	Panels []fleetPanel `json:"panels"`
+}
+
+func flattenPanels(ps []fleetPanel) []fleetPanel {
+	var out []fleetPanel
+	for _, p := range ps {
+		out = append(out, p)
+		out = append(out, flattenPanels(p.Panels)...)
+	}
+	return out
 }
