@@ -130,7 +130,13 @@ Restart=always
 	if first.ActiveState != "active" || first.SubState != "running" || first.MainPID == 0 {
 		t.Fatalf("after start: %s", first)
 	}
-	if comm := procComm(first.MainPID); comm != "sleep" {
+	// The shell writes the file and then execs sleep: MainPID is the same process, which
+	// may not have exec'ed yet when the file appears.
+	comm := procComm(first.MainPID)
+	for deadline := time.Now().Add(5 * time.Second); comm == "sh" && time.Now().Before(deadline); comm = procComm(first.MainPID) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if comm != "sleep" {
 		t.Errorf("MainPID %d is %q, want sleep", first.MainPID, comm)
 	}
 	if ts := first.InactiveExitTimestamp; ts.Before(before.Add(-time.Second)) || ts.After(time.Now().Add(time.Second)) {
