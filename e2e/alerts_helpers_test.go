@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -138,7 +139,15 @@ func startDaemon(t *testing.T, name string, args ...string) *harness.Process {
 		}
 	}
 	p := harness.Start(t, dir, name, nil, evictguardBinary(t), args...)
-	err := harness.WaitFor(context.Background(), 30*time.Second, p, func() error {
+	if err := waitDaemonReady(p, listen, 30*time.Second); err != nil {
+		t.Fatalf("evictguard did not become ready: %v", err)
+	}
+	return p
+}
+
+// waitDaemonReady waits until the daemon p answers 200 on listen's /readyz.
+func waitDaemonReady(p *harness.Process, listen string, timeout time.Duration) error {
+	return harness.WaitFor(context.Background(), timeout, p, func() error {
 		b, code, err := httpGetCode("http://" + listen + "/readyz")
 		if err != nil {
 			return err
@@ -148,10 +157,21 @@ func startDaemon(t *testing.T, name string, args ...string) *harness.Process {
 		}
 		return nil
 	})
+}
+
+// vmRSS is the resident set of process pid in MiB (false when it cannot be read).
+func vmRSS(pid int) (float64, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		t.Fatalf("evictguard did not become ready: %v", err)
+		return 0, false
 	}
-	return p
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024, err == nil
+		}
+	}
+	return 0, false
 }
 
 func httpGetCode(u string) ([]byte, int, error) {

@@ -312,17 +312,7 @@ alerts:
 // address and retry is set (the caller tries another port).
 func startDaemonQuiet(t *testing.T, name, listen string, retry bool, args ...string) *harness.Process {
 	p := harness.Start(t, harness.TempDir(t, name), name, nil, evictguardBinary(t), args...)
-	err := harness.WaitFor(context.Background(), 60*time.Second, p, func() error {
-		_, code, err := httpGetCode("http://" + listen + "/readyz")
-		if err != nil {
-			return err
-		}
-		if code != http.StatusOK {
-			return fmt.Errorf("/readyz %d", code)
-		}
-		return nil
-	})
-	if err != nil {
+	if err := waitDaemonReady(p, listen, 60*time.Second); err != nil {
 		if retry && strings.Contains(p.Log(), "address already in use") {
 			t.Logf("%s: %s taken, trying another port", name, listen)
 			return nil
@@ -365,15 +355,8 @@ func fleetRSS(t *testing.T, nodes []*fleetNode) []float64 {
 	t.Helper()
 	var out []float64
 	for _, nd := range nodes {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", nd.proc.Cmd.Process.Pid))
-		if err != nil {
-			continue
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-				kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
-				out = append(out, kb/1024)
-			}
+		if rss, ok := vmRSS(nd.proc.Cmd.Process.Pid); ok {
+			out = append(out, rss)
 		}
 	}
 	return out

@@ -162,12 +162,8 @@ func TestMetricsAuthAgainstAPIServer(t *testing.T) {
 	if after := reviews(); after != before {
 		t.Errorf("10 scrapes with a cached token made %v reviews, want 0", after-before)
 	}
-	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Cmd.Process.Pid)); err == nil {
-		for _, l := range strings.Split(string(st), "\n") {
-			if strings.HasPrefix(l, "VmRSS:") {
-				t.Logf("evictguard run with metrics auth after %v reviews and 16 scrapes: %s", before, strings.Join(strings.Fields(l)[1:], " "))
-			}
-		}
+	if rss, ok := vmRSS(p.Cmd.Process.Pid); ok {
+		t.Logf("evictguard run with metrics auth after %v reviews and 16 scrapes: %.1f MiB", before, rss)
 	}
 
 	// A real Prometheus scrapes it over HTTPS with its ServiceAccount's token.
